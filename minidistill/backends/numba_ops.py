@@ -1,0 +1,3 @@
+from .numpy_ops import NumpyOps
+class NumbaOps(NumpyOps):
+    name = "numba"

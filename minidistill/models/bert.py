@@ -1,0 +1,463 @@
+"""BERT, with HF transformers' module tree and weight names.
+
+References: Devlin et al., "BERT: Pre-training of Deep Bidirectional Transformers for
+Language Understanding" (2019); HF transformers ``models/bert/modeling_bert.py`` for the
+names (``encoder.layer.{i}.attention.self.query.weight``, …), so that any BERT checkpoint
+loads key by key and every model we save loads back into transformers.
+
+One layer, post-LayerNorm as in the paper:
+
+    a = LayerNorm(x + Dropout(Attention(x) W_o + b_o))
+    y = LayerNorm(a + Dropout(GELU(a W_1 + b_1) W_2 + b_2))
+
+Shapes: B batch, T tokens, D hidden, H heads, d = D / H, F intermediate, C labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..core import functions as F
+from ..core.tensor import Tensor
+from ..nn import init
+from ..nn.layers import Dropout, Embedding, LayerNorm, Linear, MultiHeadSelfAttention
+from ..nn.module import Module, ModuleList, Parameter, StateDictError
+from . import io
+from .config import BertConfig
+
+
+class ModelOutput:
+    """Named outputs, readable as attributes (``out.logits``) or keys (``out["logits"]``)."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+    def __getitem__(self, key):
+        return self.__dict__[key]
+
+    def keys(self):
+        """Names of the fields that are set."""
+        return [k for k, v in self.__dict__.items() if v is not None]
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(self.keys())})"
+
+
+# ------------------------------------------------------------------- modules
+class BertEmbeddings(Module):
+    """Word + position + token-type embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, config: BertConfig):
+        self.config = config
+        self.word_embeddings = Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.position_embeddings = Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids=None, position_ids=None) -> Tensor:
+        """``input_ids`` (B, T) → embeddings (B, T, D)."""
+        ops = self.word_embeddings.weight.backend
+        ids = ops.asarray(input_ids.data if isinstance(input_ids, Tensor) else input_ids)
+        if len(ids.shape) != 2:
+            raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(ids.shape)}")
+        b, t = ids.shape
+        cfg = self.config
+        if t > cfg.max_position_embeddings:
+            raise ValueError(
+                f"sequence length {t} exceeds max_position_embeddings ({cfg.max_position_embeddings}); truncate the input"
+            )
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= cfg.vocab_size):
+            raise ValueError(
+                f"input_ids must lie in [0, vocab_size={cfg.vocab_size}), got values in [{int(ids.min())}, {int(ids.max())}]"
+                " (was the text tokenised with another vocabulary?)"
+            )
+        if position_ids is None:
+            position_ids = ops.reshape(ops.arange(t), (1, t))  # (1, T)
+        if token_type_ids is None:
+            token_type_ids = ops.zeros((b, t), "int64")  # (B, T)
+        x = self.word_embeddings(ids)  # (B, T, D)
+        x = x + self.token_type_embeddings(token_type_ids)  # (B, T, D)
+        x = x + self.position_embeddings(position_ids)  # (B, T, D) + (1, T, D)
+        return self.dropout(self.LayerNorm(x))
+
+
+class BertSelfAttention(MultiHeadSelfAttention):
+    """``query`` / ``key`` / ``value`` projections and scaled dot-product attention."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config.hidden_size, config.num_attention_heads, config.attention_probs_dropout_prob)
+
+
+class BertSelfOutput(Module):
+    """Output projection, dropout, residual and LayerNorm after attention."""
+
+    def __init__(self, config: BertConfig):
+        self.dense = Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob)
+
+    def forward(self, h: Tensor, residual: Tensor) -> Tensor:
+        """``LayerNorm(residual + Dropout(h W + b))``; without dropout the residual is fused
+        into the projection's epilogue."""
+        if self.training and self.dropout.p > 0:
+            y = self.dropout(self.dense(h)) + residual  # (B, T, D)
+        else:
+            y = self.dense(h, residual=residual)  # (B, T, D)
+        return self.LayerNorm(y)
+
+
+class BertAttention(Module):
+    """Self-attention followed by its output block."""
+
+    def __init__(self, config: BertConfig):
+        # ``self`` is the checkpoint's name for the attention block.
+        setattr(self, "self", BertSelfAttention(config))
+        self.output = BertSelfOutput(config)
+
+    def forward(self, x: Tensor, mask=None):
+        """Returns ``(output (B, T, D), probs (B, H, T, T), scores (B, H, T, T))``."""
+        context, probs, scores = getattr(self, "self")(x, mask)
+        return self.output(context, x), probs, scores
+
+
+class BertIntermediate(Module):
+    """The FFN's expansion: ``GELU(x W_1 + b_1)``, D → F."""
+
+    def __init__(self, config: BertConfig):
+        self.dense = Linear(config.hidden_size, config.intermediate_size)
+        self.act = config.hidden_act
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, T, D) → (B, T, F)."""
+        h = self.dense(x)  # (B, T, F)
+        return F.gelu(h) if self.act == "gelu" else F.relu(h)
+
+
+class BertOutput(BertSelfOutput):
+    """The FFN's contraction F → D, dropout, residual and LayerNorm."""
+
+    def __init__(self, config: BertConfig):
+        self.dense = Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob)
+
+
+class BertLayer(Module):
+    """One transformer layer: attention block then feed-forward block."""
+
+    def __init__(self, config: BertConfig):
+        self.attention = BertAttention(config)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertOutput(config)
+
+    def forward(self, x: Tensor, mask=None):
+        """Returns ``(hidden (B, T, D), probs (B, H, T, T), scores (B, H, T, T))``."""
+        a, probs, scores = self.attention(x, mask)
+        return self.output(self.intermediate(a), a), probs, scores
+
+
+class BertEncoder(Module):
+    """A stack of ``num_hidden_layers`` layers."""
+
+    def __init__(self, config: BertConfig):
+        self.layer = ModuleList([BertLayer(config) for _ in range(config.num_hidden_layers)])
+
+    def forward(self, x: Tensor, mask=None, output_hidden_states=False, output_attentions=False,
+                output_attention_scores=False):
+        """Run every layer; collect hidden states (embeddings first), attention maps and scores."""
+        hidden = [x] if output_hidden_states else None
+        attentions = [] if output_attentions else None
+        scores_all = [] if output_attention_scores else None
+        for layer in self.layer:
+            x, probs, scores = layer(x, mask)
+            if hidden is not None:
+                hidden.append(x)
+            if attentions is not None:
+                attentions.append(probs)
+            if scores_all is not None:
+                scores_all.append(scores)
+        return x, hidden, attentions, scores_all
+
+
+class BertPooler(Module):
+    """``tanh(W h_[CLS] + b)``: the pooled sentence representation."""
+
+    def __init__(self, config: BertConfig):
+        self.dense = Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, h: Tensor) -> Tensor:
+        """(B, T, D) → (B, D) from the first token."""
+        return F.tanh(self.dense(h[:, 0]))
+
+
+# -------------------------------------------------------------------- models
+class BertPreTrainedModel(Module):
+    """Shared machinery: HF-style initialisation, ``from_pretrained`` and ``save_pretrained``."""
+
+    config: BertConfig
+    base_model_prefix = "bert"
+    #: checkpoint keys that are not weights of ours and are skipped silently on load
+    ignored_checkpoint_keys = ("embeddings.position_ids", "cls.", "lm_head.")
+
+    def init_weights(self) -> None:
+        """HF BERT's initialisation: N(0, initializer_range) for Linear and Embedding
+        weights (padding row zeroed), zero biases, LayerNorm γ = 1 and β = 0."""
+        std = self.config.initializer_range
+        for m in self.modules():
+            if isinstance(m, Linear):
+                m.weight.data = m.weight.backend.asarray(init.normal(m.weight.shape, std))
+                if m.bias is not None:
+                    m.bias.data = m.bias.backend.zeros(m.bias.shape, m.bias.dtype.name)
+            elif isinstance(m, Embedding):
+                w = init.normal(m.weight.shape, std)
+                if m.padding_idx is not None:
+                    w[m.padding_idx] = 0.0
+                m.weight.data = m.weight.backend.asarray(w)
+            elif isinstance(m, LayerNorm):
+                m.weight.data = m.weight.backend.asarray(init.ones(m.weight.shape))
+                m.bias.data = m.bias.backend.asarray(init.zeros(m.bias.shape))
+
+    # ------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, path, backend=None, device=None, dtype=None, **config_overrides):
+        """Load a local HF BERT folder (``config.json`` + ``model.safetensors`` or
+        ``pytorch_model.bin``).
+
+        Keys with or without the ``bert.`` prefix are accepted. Weights the checkpoint lacks
+        for a task head (classifier) keep their fresh initialisation and are reported in
+        ``model.loading_info["newly_initialized"]``; any other missing, unexpected or
+        mis-shaped key raises :class:`~minidistill.models.io.CheckpointError`.
+
+        Args:
+            path: the checkpoint folder.
+            backend, device: where the model lives (default: the current backend).
+            dtype: cast weights (e.g. ``"float64"`` for checks).
+            config_overrides: config fields to change (e.g. ``num_labels=3``).
+        """
+        from ..backends import get_backend, use_backend
+
+        path = Path(path)
+        config = BertConfig.from_dict({**io.read_config(path), **config_overrides})
+        weights = _normalise_keys(io.load_weights(path))
+        with use_backend(get_backend(backend, device)):
+            model = cls(config)
+        model.loading_info = model._load_checkpoint_weights(weights, path)
+        if dtype is not None:
+            model.to(dtype=dtype)
+        model.eval()
+        return model
+
+    def _load_checkpoint_weights(self, weights: dict, path) -> dict:
+        own = dict(self.named_parameters(remove_duplicate=False))
+        prefix = self.base_model_prefix + "."
+        has_base = any(k.startswith(prefix) for k in own)
+        ckpt_has_prefix = any(k.startswith(prefix) for k in weights)
+        mapped = {}
+        for k, v in weights.items():
+            if ckpt_has_prefix and not has_base and k.startswith(prefix):
+                k = k[len(prefix):]  # a task checkpoint loaded into BertModel
+            elif has_base and not ckpt_has_prefix and not k.startswith(("classifier.", "qa_outputs.")):
+                k = prefix + k  # a bare encoder loaded into a task model
+            mapped[k] = v
+        ignored = [k for k in mapped if _is_ignored(k, self.ignored_checkpoint_keys, prefix)]
+        for k in ignored:
+            mapped.pop(k)
+        if not has_base:  # BertModel: a checkpoint's task head is not ours
+            for k in [k for k in mapped if k.startswith(("classifier.", "qa_outputs."))]:
+                ignored.append(k)
+                mapped.pop(k)
+        # Weights a checkpoint may lack: the task head, and the pooler when it has none at all.
+        optional = set(self.head_parameter_names())
+        if not any(".pooler." in f".{k}" for k in mapped):
+            optional |= {k for k in own if ".pooler." in f".{k}"}
+        missing = [k for k in own if k not in mapped]
+        newly_initialized = [k for k in missing if k in optional]
+        missing = [k for k in missing if k not in optional]
+        unexpected = [k for k in mapped if k not in own]
+        if missing:
+            raise io.CheckpointError(
+                f"{path}: the checkpoint lacks weights this {type(self).__name__} needs: {', '.join(missing[:8])}"
+                + (" …" if len(missing) > 8 else "")
+            )
+        if unexpected:
+            raise io.CheckpointError(
+                f"{path}: the checkpoint has weights this {type(self).__name__} does not: {', '.join(unexpected[:8])}"
+                + (" …" if len(unexpected) > 8 else "")
+            )
+        try:
+            self.load_state_dict(mapped, strict=False)
+        except StateDictError as e:
+            raise io.CheckpointError(f"{path}: incompatible checkpoint: {e} (does config.json match the weights?)") from None
+        return {"newly_initialized": newly_initialized, "ignored": ignored}
+
+    def head_parameter_names(self) -> list[str]:
+        """Parameters of the task head, which a base checkpoint may lack."""
+        return []
+
+    # ------------------------------------------------------------- saving
+    def save_pretrained(self, path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (HF format) into ``path``.
+
+        Each file is written atomically. Shared parameters are written once per name they
+        are reachable by, as HF expects for BERT's untied weights.
+        """
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise io.CheckpointError(f"cannot save into {path}: it is a file")
+        path.mkdir(parents=True, exist_ok=True)
+        config = self.config.to_dict()
+        config["architectures"] = [type(self).__name__]
+        tensors = {}
+        for name, p in self.named_parameters(remove_duplicate=False):
+            tensors[name] = p.numpy()
+        io.save_weights(path / io.SAFE_WEIGHTS, tensors)
+        io.write_json(path / io.CONFIG, config)
+        return path
+
+
+def _normalise_keys(weights: dict) -> dict:
+    """Old TF-converted checkpoints name LayerNorm parameters gamma/beta."""
+    out = {}
+    for k, v in weights.items():
+        if k.endswith(".gamma"):
+            k = k[: -len("gamma")] + "weight"
+        elif k.endswith(".beta"):
+            k = k[: -len("beta")] + "bias"
+        out[k] = v
+    return out
+
+
+def _is_ignored(key: str, patterns, prefix: str) -> bool:
+    bare = key[len(prefix):] if key.startswith(prefix) else key
+    return any(bare.startswith(p) or key.startswith(p) for p in patterns)
+
+
+def keep_mask_from_attention_mask(attention_mask, ops):
+    """(B, T) 0/1 attention mask → boolean keep-mask (B, 1, 1, T) over attention keys."""
+    m = ops.asarray(attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask)
+    if len(m.shape) != 2:
+        raise ValueError(f"attention_mask must be (batch, tokens), got shape {tuple(m.shape)}")
+    b, t = m.shape
+    return ops.reshape(m != 0, (b, 1, 1, t))
+
+
+class BertModel(BertPreTrainedModel):
+    """The BERT encoder with an optional pooler (HF ``BertModel``)."""
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.init_weights()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
+                output_hidden_states: bool = False, output_attentions: bool = False,
+                output_attention_scores: bool = False) -> ModelOutput:
+        """Encode a batch.
+
+        Args:
+            input_ids: (B, T) token ids. attention_mask: (B, T), 1 for real tokens, 0 for
+                padding. token_type_ids: (B, T) segment ids.
+            output_hidden_states: also return the embeddings and every layer's output.
+            output_attentions: also return every layer's attention probabilities.
+            output_attention_scores: also return the pre-softmax scores (for distillation).
+
+        Returns:
+            ``ModelOutput`` with ``last_hidden_state`` (B, T, D), ``pooler_output`` (B, D)
+            and, when asked, ``hidden_states`` (L+1 × (B, T, D)), ``attentions`` and
+            ``attention_scores`` (L × (B, H, T, T)).
+        """
+        ops = self.embeddings.word_embeddings.weight.backend
+        x = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, T, D)
+        mask = None if attention_mask is None else keep_mask_from_attention_mask(attention_mask, ops)
+        if mask is not None and tuple(mask.shape)[::3] != x.shape[:2]:
+            raise ValueError(f"attention_mask shape {(mask.shape[0], mask.shape[3])} does not match input_ids {x.shape[:2]}")
+        h, hidden, attentions, scores = self.encoder(
+            x, mask, output_hidden_states, output_attentions, output_attention_scores
+        )
+        pooled = self.pooler(h) if self.pooler is not None else None  # (B, D)
+        return ModelOutput(
+            last_hidden_state=h,
+            pooler_output=pooled,
+            hidden_states=tuple(hidden) if hidden is not None else None,
+            attentions=tuple(attentions) if attentions is not None else None,
+            attention_scores=tuple(scores) if scores is not None else None,
+        )
+
+
+class BertForSequenceClassification(BertPreTrainedModel):
+    """BERT with dropout and a linear classifier on the pooled output (HF names)."""
+
+    def __init__(self, config: BertConfig):
+        self.config = config
+        self.num_labels = config.num_labels
+        self.bert = BertModel(config)
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = Dropout(p)
+        self.classifier = Linear(config.hidden_size, config.num_labels)
+        self.init_weights()
+
+    def head_parameter_names(self):
+        return ["classifier.weight", "classifier.bias"]
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                output_hidden_states=False, output_attentions=False, output_attention_scores=False) -> ModelOutput:
+        """Classify a batch; with ``labels`` (B,) also return the loss (cross-entropy, or MSE
+        when ``num_labels == 1``: regression)."""
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
+                        output_hidden_states, output_attentions, output_attention_scores)
+        logits = self.classifier(self.dropout(out.pooler_output))  # (B, C)
+        loss = None
+        if labels is not None:
+            loss = _classification_loss(logits, labels, self.config)
+        return ModelOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
+                           attentions=out.attentions, attention_scores=out.attention_scores,
+                           pooler_output=out.pooler_output)
+
+
+class BertForTokenClassification(BertPreTrainedModel):
+    """BERT with dropout and a linear classifier on every token (HF names, no pooler)."""
+
+    def __init__(self, config: BertConfig):
+        self.config = config
+        self.num_labels = config.num_labels
+        self.bert = BertModel(config, add_pooling_layer=False)
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = Dropout(p)
+        self.classifier = Linear(config.hidden_size, config.num_labels)
+        self.init_weights()
+
+    ignored_checkpoint_keys = BertPreTrainedModel.ignored_checkpoint_keys + ("pooler.",)
+
+    def head_parameter_names(self):
+        return ["classifier.weight", "classifier.bias"]
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                output_hidden_states=False, output_attentions=False, output_attention_scores=False) -> ModelOutput:
+        """Label every token; with ``labels`` (B, T) (-100 = ignore) also return the loss."""
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
+                        output_hidden_states, output_attentions, output_attention_scores)
+        logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, C)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits, _as_labels(labels, logits), ignore_index=-100)
+        return ModelOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
+                           attentions=out.attentions, attention_scores=out.attention_scores)
+
+
+def _as_labels(labels, logits: Tensor):
+    return logits.backend.asarray(labels.data if isinstance(labels, Tensor) else np.asarray(labels))
+
+
+def _classification_loss(logits: Tensor, labels, config: BertConfig) -> Tensor:
+    """Cross-entropy for integer labels, MSE for regression (one output)."""
+    raw = _as_labels(labels, logits)
+    if config.num_labels == 1 or config.problem_type == "regression":
+        target = Tensor._wrap(logits.backend.cast(logits.backend.reshape(raw, logits.shape), logits.dtype.name), logits.backend)
+        return F.mse_loss(logits, target)
+    return F.cross_entropy(logits, raw)

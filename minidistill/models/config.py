@@ -1,0 +1,96 @@
+"""``BertConfig``: the fields of HF's BERT ``config.json``, validated."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass
+class BertConfig:
+    """Hyper-parameters of a BERT encoder, named as in HF ``config.json``.
+
+    Keys of a loaded ``config.json`` that minidistill does not use are kept in ``extra`` and
+    written back by ``to_dict``, so a checkpoint round-trips unchanged.
+    """
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    position_embedding_type: str = "absolute"
+    classifier_dropout: float | None = None
+    num_labels: int = 2
+    problem_type: str | None = None
+    id2label: dict | None = None
+    label2id: dict | None = None
+    architectures: list | None = None
+    extra: dict = field(default_factory=dict, repr=False)
+
+    SUPPORTED_ACTIVATIONS = ("gelu", "relu")
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field when a value cannot describe a BERT."""
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"BertConfig.{name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"BertConfig.hidden_size ({self.hidden_size}) must be a multiple of "
+                f"num_attention_heads ({self.num_attention_heads})"
+            )
+        if self.hidden_act not in self.SUPPORTED_ACTIVATIONS:
+            raise ValueError(f"BertConfig.hidden_act {self.hidden_act!r} is not supported; use one of {self.SUPPORTED_ACTIVATIONS}")
+        if self.position_embedding_type != "absolute":
+            raise ValueError(f"BertConfig.position_embedding_type {self.position_embedding_type!r} is not supported (only 'absolute')")
+        if self.id2label:
+            self.id2label = {int(k): v for k, v in self.id2label.items()}
+            self.num_labels = len(self.id2label)
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BertConfig":
+        """Build from a ``config.json`` dict; unknown keys go to ``extra``."""
+        d = dict(d)
+        model_type = d.get("model_type", "bert")
+        if model_type not in ("bert",):
+            raise ValueError(f"config.json describes a {model_type!r} model; minidistill loads BERT checkpoints")
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: d.pop(k) for k in list(d) if k in names}
+        return cls(**known, extra=d)
+
+    def to_dict(self) -> dict:
+        """A ``config.json`` dict that transformers reads as a ``BertConfig``."""
+        out = dict(self.extra)
+        for f in dataclasses.fields(self):
+            if f.name != "extra":
+                out[f.name] = getattr(self, f.name)
+        if out.get("id2label"):
+            out["id2label"] = {str(k): v for k, v in out["id2label"].items()}
+        for k in ("id2label", "label2id", "problem_type", "classifier_dropout", "architectures"):
+            if out.get(k) is None:
+                out.pop(k, None)
+        out["model_type"] = "bert"
+        return out
+
+    def replace(self, **changes) -> "BertConfig":
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)

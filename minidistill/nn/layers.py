@@ -1,0 +1,131 @@
+"""Basic layers: Linear, Embedding, LayerNorm, Dropout and multi-head self-attention.
+
+Weights are named and shaped as in PyTorch and HF checkpoints (Linear weight (out, in)),
+so loading a checkpoint is a key-by-key copy.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..core import functions as F
+from ..core.tensor import Tensor
+from . import init
+from .module import Module, Parameter
+
+
+class Linear(Module):
+    """``y = x Wᵀ + b`` with W (out_features, in_features).
+
+    Initialised U(±1/√in) as PyTorch; models re-initialise as their papers say.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        self.in_features, self.out_features = in_features, out_features
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = Parameter(init.uniform((out_features, in_features), bound))
+        self.bias = Parameter(init.uniform((out_features,), bound)) if bias else None
+
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """``x`` (..., in) → (..., out); ``residual`` (..., out) is added in the same epilogue."""
+        return F.linear(x, self.weight, self.bias, residual)
+
+    def extra_repr(self):
+        return f"in={self.in_features}, out={self.out_features}, bias={self.bias is not None}"
+
+
+class Embedding(Module):
+    """A lookup table (num_embeddings, embedding_dim)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None):
+        self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
+        w = init.normal((num_embeddings, embedding_dim), 1.0)
+        if padding_idx is not None:
+            w[padding_idx] = 0.0
+        self.weight = Parameter(w)
+
+    def forward(self, ids) -> Tensor:
+        """Integer ``ids`` (...) → (..., embedding_dim)."""
+        return F.embedding(ids, self.weight)
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
+class LayerNorm(Module):
+    """LayerNorm over the last dimension, with weight (γ) and bias (β)."""
+
+    def __init__(self, normalized_shape: int, eps: float = 1e-12):
+        self.normalized_shape, self.eps = normalized_shape, eps
+        self.weight = Parameter(init.ones((normalized_shape,)))
+        self.bias = Parameter(init.zeros((normalized_shape,)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalise ``x`` (..., D)."""
+        return F.layer_norm(x, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}"
+
+
+class Dropout(Module):
+    """Inverted dropout, active only in training mode."""
+
+    def __init__(self, p: float = 0.1):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Drop elements of ``x`` with probability p when training."""
+        return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+def attention_scores(q: Tensor, k: Tensor) -> Tensor:
+    """Scaled dot products ``q kᵀ / √d`` for q, k (B, H, T, d) → (B, H, T, T)."""
+    d = q.shape[-1]
+    return F.matmul(q * (1.0 / math.sqrt(d)), F.transpose(k, -1, -2))  # (B, H, T, T)
+
+
+class MultiHeadSelfAttention(Module):
+    """Multi-head self-attention with separate ``query`` / ``key`` / ``value`` projections.
+
+    ``forward`` returns the per-head context (B, T, D) before the output projection, the
+    attention probabilities (B, H, T, T) and the pre-softmax scores (B, H, T, T); BERT adds
+    its output projection, dropout, residual and LayerNorm in a separate module, as HF does.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0):
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden size {hidden_size} is not a multiple of the number of heads {num_heads}")
+        self.num_attention_heads = num_heads
+        self.attention_head_size = hidden_size // num_heads
+        self.all_head_size = hidden_size
+        self.query = Linear(hidden_size, hidden_size)
+        self.key = Linear(hidden_size, hidden_size)
+        self.value = Linear(hidden_size, hidden_size)
+        self.dropout = Dropout(dropout)
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        """(B, T, H·d) → (B, H, T, d)."""
+        b, t, _ = x.shape
+        return F.transpose(x.reshape(b, t, self.num_attention_heads, self.attention_head_size), 1, 2)
+
+    def forward(self, x: Tensor, mask=None):
+        """Attend over ``x`` (B, T, D) with a keep-``mask`` broadcastable to (B, H, T, T).
+
+        Returns:
+            ``(context, probs, scores)``: (B, T, D), (B, H, T, T), (B, H, T, T).
+        """
+        b, t, _ = x.shape
+        q = self.split_heads(self.query(x))  # (B, H, T, d)
+        k = self.split_heads(self.key(x))  # (B, H, T, d)
+        v = self.split_heads(self.value(x))  # (B, H, T, d)
+        scores = attention_scores(q, k)  # (B, H, T, T)
+        probs = F.softmax(scores, axis=-1, mask=mask)  # (B, H, T, T)
+        context = F.matmul(self.dropout(probs), v)  # (B, H, T, d)
+        context = F.transpose(context, 1, 2).reshape(b, t, self.all_head_size)  # (B, T, D)
+        return context, probs, scores
