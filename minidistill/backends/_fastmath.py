@@ -1,0 +1,147 @@
+"""Vectorisable ``exp`` and ``erf`` for Numba loops.
+
+Without Intel's SVML, ``math.exp`` and ``math.erf`` inside a Numba loop compile to one
+libm call per element, which stops LLVM from vectorising the loop. These replacements use
+only multiplies, adds and one division, so a loop over them runs in SIMD registers.
+Both compute in float64 and are accurate to about 1e-13 (tested against ``math``), so the
+float64 gradient checks hold on the Numba backend too.
+
+exp, for x ≤ 1 (softmax, the Gaussian density and erfc only need x ≤ 0):
+    exp(x) = exp(x / 256)^256. With |x/256| ≤ 0.59 a degree-14 Taylor polynomial is accurate
+    to 3e-16 relative; eight squarings multiply that error by 256. Inputs below -150 are
+    clamped (exp(-150) ≈ 7e-66, indistinguishable from 0 for every use here).
+
+erf, for any x:
+    with t = 1 / (1 + |x|/2), erfc(|x|) = t · exp(-x² + P(t)), where P is smooth on
+    t ∈ [0.25, 1] (|x| ≤ 6; beyond, erf = ±1 in float64). P is a degree-18 Chebyshev
+    series fitted by interpolation at Chebyshev nodes to ``math.erfc``
+    (:func:`fit_erfc_chebyshev` regenerates the constants below; a test checks they match).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+ERFC_T0 = 0.25  # t at |x| = 6
+ERFC_DEGREE = 18
+ERFC_COEFFS = (
+    -0.49855022301265167,
+    0.50033646555135,
+    0.0029079543748727695,
+    -0.004807433804460125,
+    1.4741810740744365e-05,
+    0.00010698213450363482,
+    -6.275656652486177e-06,
+    -2.655586204778439e-06,
+    4.146163640335858e-07,
+    4.7388984070274264e-08,
+    -1.877403449489429e-08,
+    4.531211217225735e-10,
+    5.993491648561986e-10,
+    -8.98375279910661e-11,
+    -9.488501964518028e-12,
+    4.407062909017002e-12,
+    -2.72141738570517e-13,
+    -1.1362478752124152e-13,
+    2.5851925652067665e-14,
+)
+_C0 = ERFC_COEFFS[0]
+_C1 = ERFC_COEFFS[1]
+_C2 = ERFC_COEFFS[2]
+_C3 = ERFC_COEFFS[3]
+_C4 = ERFC_COEFFS[4]
+_C5 = ERFC_COEFFS[5]
+_C6 = ERFC_COEFFS[6]
+_C7 = ERFC_COEFFS[7]
+_C8 = ERFC_COEFFS[8]
+_C9 = ERFC_COEFFS[9]
+_C10 = ERFC_COEFFS[10]
+_C11 = ERFC_COEFFS[11]
+_C12 = ERFC_COEFFS[12]
+_C13 = ERFC_COEFFS[13]
+_C14 = ERFC_COEFFS[14]
+_C15 = ERFC_COEFFS[15]
+_C16 = ERFC_COEFFS[16]
+_C17 = ERFC_COEFFS[17]
+_C18 = ERFC_COEFFS[18]
+_INV_FACT = tuple(1.0 / math.factorial(k) for k in range(15))  # 1/k!, k = 0..14
+
+
+def fit_erfc_chebyshev(degree: int = ERFC_DEGREE, t0: float = ERFC_T0) -> np.ndarray:
+    """Chebyshev coefficients of ``P(t) = log(erfc(x) / t) + x²`` on t ∈ [t0, 1].
+
+    Interpolation at the ``degree + 1`` Chebyshev nodes (first kind) mapped to [t0, 1].
+    """
+    from numpy.polynomial import chebyshev
+
+    n = degree + 1
+    nodes = np.cos(np.pi * (np.arange(n) + 0.5) / n)
+    t = t0 + (nodes + 1.0) / 2.0 * (1.0 - t0)
+    x = 2.0 * (1.0 - t) / t
+    values = np.array([math.log(math.erfc(xi) / ti) + xi * xi for xi, ti in zip(x, t)])
+    return chebyshev.chebfit(nodes, values, degree)
+
+
+@njit(inline="always", cache=True)
+def fast_exp(x):
+    """exp(x) for x ≤ 1 with ~1e-13 relative error, vectorisable."""
+    if x < -150.0:
+        x = -150.0
+    y = x * (1.0 / 256.0)
+    p = _INV_FACT[14]
+    p = p * y + _INV_FACT[13]
+    p = p * y + _INV_FACT[12]
+    p = p * y + _INV_FACT[11]
+    p = p * y + _INV_FACT[10]
+    p = p * y + _INV_FACT[9]
+    p = p * y + _INV_FACT[8]
+    p = p * y + _INV_FACT[7]
+    p = p * y + _INV_FACT[6]
+    p = p * y + _INV_FACT[5]
+    p = p * y + _INV_FACT[4]
+    p = p * y + _INV_FACT[3]
+    p = p * y + _INV_FACT[2]
+    p = p * y + 1.0
+    p = p * y + 1.0
+    for _ in range(8):  # constant trip count: unrolled by LLVM
+        p = p * p
+    return p
+
+
+@njit(inline="always", cache=True)
+def fast_erf(x):
+    """erf(x) with ~1e-14 absolute error, vectorisable."""
+    a = abs(x)
+    if a > 6.0:
+        a = 6.0
+    t = 1.0 / (1.0 + 0.5 * a)
+    u = (2.0 * t - 1.0 - ERFC_T0) / (1.0 - ERFC_T0)  # [t0, 1] → [-1, 1]
+    # Clenshaw recurrence for Σ c_k T_k(u), written out: a loop over the tuple would not
+    # unroll, and the element loop around this function would then not vectorise.
+    u2 = 2.0 * u
+    b2 = 0.0
+    b1 = _C18
+    b2, b1 = b1, u2 * b1 - b2 + _C17
+    b2, b1 = b1, u2 * b1 - b2 + _C16
+    b2, b1 = b1, u2 * b1 - b2 + _C15
+    b2, b1 = b1, u2 * b1 - b2 + _C14
+    b2, b1 = b1, u2 * b1 - b2 + _C13
+    b2, b1 = b1, u2 * b1 - b2 + _C12
+    b2, b1 = b1, u2 * b1 - b2 + _C11
+    b2, b1 = b1, u2 * b1 - b2 + _C10
+    b2, b1 = b1, u2 * b1 - b2 + _C9
+    b2, b1 = b1, u2 * b1 - b2 + _C8
+    b2, b1 = b1, u2 * b1 - b2 + _C7
+    b2, b1 = b1, u2 * b1 - b2 + _C6
+    b2, b1 = b1, u2 * b1 - b2 + _C5
+    b2, b1 = b1, u2 * b1 - b2 + _C4
+    b2, b1 = b1, u2 * b1 - b2 + _C3
+    b2, b1 = b1, u2 * b1 - b2 + _C2
+    b2, b1 = b1, u2 * b1 - b2 + _C1
+    p = u * b1 - b2 + _C0
+    erfc = t * fast_exp(-a * a + p)
+    r = 1.0 - erfc
+    return r if x >= 0.0 else -r

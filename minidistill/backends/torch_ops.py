@@ -1,0 +1,273 @@
+"""The Torch backend: the same operations on ``torch.Tensor`` s, on the CPU or a GPU.
+
+Design choice: minidistill's own tape drives torch arrays (torch autograd stays off, every
+call runs under ``torch.no_grad``-free plain tensors that never require grad). The
+hand-written backward of each op is then the same code on every backend, which keeps the
+parity tests meaningful, and each coarse op maps to one or a few torch kernels, so the
+Python overhead per op is small next to the matmuls on full-scale inputs.
+
+torch is an optional dependency: constructing this backend without it raises an
+ImportError that says how to install it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .base import Ops
+
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(
+            "the torch backend needs PyTorch: pip install 'minidistill[torch]' "
+            "(on a CPU-only machine: pip install torch --index-url https://download.pytorch.org/whl/cpu)"
+        ) from None
+    return torch
+
+
+class TorchOps(Ops):
+    """Backend over ``torch.Tensor`` on ``device`` (``cpu``, ``cuda``, ``cuda:1``)."""
+
+    name = "torch"
+
+    def __init__(self, device: str = "cpu", seed: int = 0):
+        torch = _import_torch()
+        self.torch = torch
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        self._device = dev
+        self.device = str(dev)
+        self._gen = torch.Generator(device=dev)
+        self._gen.manual_seed(seed)
+        self._dtypes = {
+            "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
+            "float64": torch.float64, "int32": torch.int32, "int64": torch.int64,
+            "bool": torch.bool, "uint8": torch.uint8, "int8": torch.int8,
+        }
+
+    def __repr__(self):
+        return f"<backend torch:{self.device}>"
+
+    def _tdtype(self, dtype):
+        if isinstance(dtype, self.torch.dtype):
+            return dtype
+        name = np.dtype(dtype).name if dtype != "bfloat16" else "bfloat16"
+        return self._dtypes[name]
+
+    # ------------------------------------------------------------------ arrays
+    def is_array(self, x) -> bool:
+        return isinstance(x, self.torch.Tensor)
+
+    def asarray(self, x, dtype=None):
+        torch = self.torch
+        tdtype = None if dtype is None else self._tdtype(dtype)
+        if isinstance(x, torch.Tensor):
+            return x.to(device=self._device, dtype=tdtype or x.dtype)
+        arr = np.asarray(x)
+        if arr.dtype == np.bool_:
+            t = torch.from_numpy(np.ascontiguousarray(arr))
+        else:
+            t = torch.from_numpy(np.ascontiguousarray(arr)) if arr.dtype.kind in "fiu" else torch.as_tensor(arr)
+        return t.to(device=self._device, dtype=tdtype or t.dtype)
+
+    def to_numpy(self, a):
+        a = a.detach()
+        if a.dtype == self.torch.bfloat16:
+            a = a.float()
+        return a.cpu().numpy()
+
+    def dtype(self, a):
+        if a.dtype == self.torch.bfloat16:
+            return np.dtype("float32")  # NumPy has no bfloat16; report the compute type
+        return np.dtype(str(a.dtype).replace("torch.", ""))
+
+    def cast(self, a, dtype):
+        return a.to(self._tdtype(dtype))
+
+    def zeros(self, shape, dtype):
+        return self.torch.zeros(tuple(shape), dtype=self._tdtype(dtype), device=self._device)
+
+    def zeros_like(self, a):
+        return self.torch.zeros_like(a)
+
+    def ones_like(self, a):
+        return self.torch.ones_like(a)
+
+    def arange(self, n, dtype="int64"):
+        return self.torch.arange(n, dtype=self._tdtype(dtype), device=self._device)
+
+    def copy(self, a):
+        return a.clone().contiguous()
+
+    # -------------------------------------------------------------- randomness
+    def seed(self, seed: int) -> None:
+        self._gen.manual_seed(seed)
+
+    def get_rng_state(self):
+        return self._gen.get_state().cpu().numpy().tolist()
+
+    def set_rng_state(self, state) -> None:
+        self._gen.set_state(self.torch.tensor(state, dtype=self.torch.uint8))
+
+    def rand(self, shape, dtype):
+        return self.torch.rand(tuple(shape), generator=self._gen, dtype=self._tdtype(dtype), device=self._device)
+
+    def randn(self, shape, dtype):
+        return self.torch.randn(tuple(shape), generator=self._gen, dtype=self._tdtype(dtype), device=self._device)
+
+    # ---------------------------------------------------------- elementwise math
+    def exp(self, a):
+        return self.torch.exp(a)
+
+    def log(self, a):
+        return self.torch.log(a)
+
+    def tanh(self, a):
+        return self.torch.tanh(a)
+
+    def sqrt(self, a):
+        return self.torch.sqrt(a)
+
+    def maximum(self, a, b):
+        return self.torch.maximum(a, self._like(b, a))
+
+    def where(self, cond, a, b):
+        torch = self.torch
+        if not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor):
+            return torch.where(cond, torch.tensor(a, device=self._device), torch.tensor(b, device=self._device))
+        return torch.where(cond, a, b)
+
+    def _like(self, b, a):
+        return b if isinstance(b, self.torch.Tensor) else self.torch.tensor(b, dtype=a.dtype, device=a.device)
+
+    # --------------------------------------------------------------- reductions
+    def sum(self, a, axis=None, keepdims=False):
+        if axis is None:
+            s = a.sum()
+            return s.reshape((1,) * a.ndim) if keepdims else s
+        return a.sum(dim=axis, keepdim=keepdims)
+
+    def max(self, a, axis=None, keepdims=False):
+        if axis is None:
+            m = a.max()
+            return m.reshape((1,) * a.ndim) if keepdims else m
+        return self.torch.amax(a, dim=axis, keepdim=keepdims)
+
+    def argmax(self, a, axis=-1):
+        return self.torch.argmax(a, dim=axis)
+
+    # ------------------------------------------------------------------- shapes
+    def reshape(self, a, shape):
+        return a.reshape(tuple(shape))
+
+    def transpose(self, a, axes):
+        return a.permute(*axes)
+
+    def concat(self, arrays, axis=0):
+        return self.torch.cat(list(arrays), dim=axis)
+
+    def broadcast_to(self, a, shape):
+        return a.expand(tuple(shape))
+
+    def getitem_backward(self, g, index, shape):
+        out = self.torch.zeros(tuple(shape), dtype=g.dtype, device=g.device)
+        index = self._index(index)
+        items = index if isinstance(index, tuple) else (index,)
+        if all(isinstance(i, (int, slice, type(None), type(Ellipsis))) for i in items):
+            out[index] = g
+        else:
+            out.index_put_(self._advanced(index, shape), g.reshape(out[index].shape), accumulate=True)
+        return out
+
+    def _index(self, index):
+        """NumPy arrays inside an index become torch tensors on this device."""
+        if isinstance(index, tuple):
+            return tuple(self._index(i) for i in index)
+        if isinstance(index, np.ndarray):
+            return self.torch.from_numpy(index).to(self._device)
+        return index
+
+    def _advanced(self, index, shape):
+        """Full advanced-index tuple (every axis an index tensor) for ``index_put_``."""
+        torch = self.torch
+        grids = torch.meshgrid(*[torch.arange(s, device=self._device) for s in shape], indexing="ij")
+        return tuple(grid[index].reshape(-1) for grid in grids)
+
+    # ------------------------------------------------------------- linear algebra
+    def matmul(self, a, b):
+        return self.torch.matmul(a, b)
+
+    # ------------------------------------------------------------ fused hot paths
+    def bias_add(self, y, bias=None, residual=None):
+        if bias is not None:
+            y = y.add_(bias)
+        if residual is not None:
+            y = y.add_(residual)
+        return y
+
+    def gelu_forward(self, x):
+        return self.torch.nn.functional.gelu(x)
+
+    def gelu_backward(self, x, g):
+        cdf = 0.5 * (1.0 + self.torch.erf(x * _INV_SQRT2))  # Φ(x)
+        pdf = _INV_SQRT_2PI * self.torch.exp(-0.5 * x * x)  # φ(x)
+        return g * (cdf + x * pdf)
+
+    def softmax_forward(self, x, mask=None):
+        torch = self.torch
+        if mask is None:
+            return torch.softmax(x, dim=-1)
+        z = x.masked_fill(~mask, float("-inf"))
+        y = torch.softmax(z, dim=-1)
+        return torch.nan_to_num(y, nan=0.0)  # fully masked rows
+
+    def softmax_backward(self, y, g):
+        return y * (g - (g * y).sum(dim=-1, keepdim=True))
+
+    def log_softmax_forward(self, x, mask=None):
+        if mask is not None:
+            x = x.masked_fill(~mask, float("-inf"))
+        y = self.torch.log_softmax(x, dim=-1)
+        return y.nan_to_num(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
+
+    def log_softmax_backward(self, y, g):
+        keep = self.torch.isfinite(y)
+        g = g.masked_fill(~keep, 0.0)
+        p = self.torch.exp(y)  # exp(-inf) = 0 on masked entries
+        return g - p * g.sum(dim=-1, keepdim=True)
+
+    def layer_norm_forward(self, x, weight, bias, eps):
+        torch = self.torch
+        d = x.shape[-1]
+        x2 = x.reshape(-1, d)
+        var, mean = torch.var_mean(x2, dim=-1, unbiased=False)
+        rstd = torch.rsqrt(var + eps)
+        y = torch.nn.functional.layer_norm(x, (d,), weight, bias, eps)
+        return y, mean, rstd
+
+    def layer_norm_backward(self, g, x, weight, mean, rstd):
+        d = x.shape[-1]
+        x2, g2 = x.reshape(-1, d), g.reshape(-1, d)
+        xhat = (x2 - mean[:, None]) * rstd[:, None]
+        dweight = (g2 * xhat).sum(0)
+        dbias = g2.sum(0)
+        gx = g2 * weight
+        dx = rstd[:, None] * (gx - gx.mean(-1, keepdim=True) - xhat * (gx * xhat).mean(-1, keepdim=True))
+        return dx.reshape(x.shape), dweight, dbias
+
+    def embedding_backward(self, ids, g, num_embeddings):
+        d = g.shape[-1]
+        table = self.torch.zeros((num_embeddings, d), dtype=g.dtype, device=g.device)
+        table.index_add_(0, ids.reshape(-1).to(self._device), g.reshape(-1, d))
+        return table
