@@ -73,7 +73,7 @@ class NumpyOps(Ops):
         return np.arange(n, dtype=np.dtype(dtype))
 
     def copy(self, a):
-        return np.ascontiguousarray(a).copy()
+        return np.array(a, copy=True, order="C")
 
     # -------------------------------------------------------------- randomness
     def seed(self, seed: int) -> None:

@@ -75,10 +75,9 @@ class TorchOps(Ops):
         if isinstance(x, torch.Tensor):
             return x.to(device=self._device, dtype=tdtype or x.dtype)
         arr = np.asarray(x)
-        if arr.dtype == np.bool_:
-            t = torch.from_numpy(np.ascontiguousarray(arr))
-        else:
-            t = torch.from_numpy(np.ascontiguousarray(arr)) if arr.dtype.kind in "fiu" else torch.as_tensor(arr)
+        if not arr.flags.c_contiguous:  # (np.ascontiguousarray would turn 0-d into 1-d)
+            arr = arr.copy()
+        t = torch.from_numpy(arr) if arr.dtype.kind in "fiub" else torch.as_tensor(arr)
         return t.to(device=self._device, dtype=tdtype or t.dtype)
 
     def to_numpy(self, a):
@@ -187,7 +186,7 @@ class TorchOps(Ops):
         if all(isinstance(i, (int, slice, type(None), type(Ellipsis))) for i in items):
             out[index] = g
         else:
-            out.index_put_(self._advanced(index, shape), g.reshape(out[index].shape), accumulate=True)
+            out.index_put_(self._advanced(index, shape), g.reshape(-1), accumulate=True)
         return out
 
     def _index(self, index):

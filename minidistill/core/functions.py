@@ -17,6 +17,11 @@ import numpy as np
 from .tensor import Context, Function, Tensor, get_default_dtype
 
 
+def numel(a) -> int:
+    """Number of elements of a backend array (``.size`` is a method on torch tensors)."""
+    return int(np.prod(a.shape))
+
+
 def _as_tensor(x, like: Tensor) -> Tensor:
     """Lift a Python number or array to a constant tensor on ``like``'s backend."""
     if isinstance(x, Tensor):
@@ -494,10 +499,16 @@ def transpose(a: Tensor, dim0: int = -2, dim1: int = -1) -> Tensor:
 
 def getitem(a: Tensor, index) -> Tensor:
     """``a[index]``, differentiable (repeated advanced indices accumulate)."""
-    if isinstance(index, Tensor):
-        index = index.data
-    elif isinstance(index, tuple):
-        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    ops = a.backend
+
+    def convert(i):
+        if isinstance(i, Tensor):
+            i = i.data
+        if isinstance(i, (np.ndarray, list)):
+            i = ops.asarray(np.array(i))  # index arrays live on the tensor's backend
+        return i
+
+    index = tuple(convert(i) for i in index) if isinstance(index, tuple) else convert(index)
     return GetItem.apply(a, index)
 
 
@@ -730,7 +741,7 @@ def embedding(ids, weight: Tensor) -> Tensor:
     if ops.dtype(raw).kind not in "iu":
         raise TypeError(f"embedding: ids must be integers, got {ops.dtype(raw)}")
     num = weight.shape[0]
-    if raw.size and (int(raw.min()) < 0 or int(raw.max()) >= num):
+    if numel(raw) and (int(raw.min()) < 0 or int(raw.max()) >= num):
         raise IndexError(
             f"embedding: ids must lie in [0, {num}), got values in [{int(raw.min())}, {int(raw.max())}]"
         )
@@ -806,12 +817,12 @@ class MSE(Function):
         if reduction == "none":
             return sq
         total = ctx.ops.sum(sq)
-        return total / diff.size if reduction == "mean" else total
+        return total / numel(diff) if reduction == "mean" else total
 
     @staticmethod
     def backward(ctx, g):
         (diff,) = ctx.saved
-        scale = 2.0 / diff.size if ctx.reduction == "mean" else 2.0
+        scale = 2.0 / numel(diff) if ctx.reduction == "mean" else 2.0
         d = diff * (g * scale)
         need = ctx.needs_input_grad
         return (d if need[0] else None), (-d if need[1] else None), None
@@ -866,7 +877,7 @@ def _kl_scale(reduction, x) -> float:
     if reduction == "batchmean":
         return 1.0 / x.shape[0]
     if reduction == "mean":
-        return 1.0 / x.size
+        return 1.0 / numel(x)
     return 1.0
 
 

@@ -70,7 +70,7 @@ class BertEmbeddings(Module):
             raise ValueError(
                 f"sequence length {t} exceeds max_position_embeddings ({cfg.max_position_embeddings}); truncate the input"
             )
-        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= cfg.vocab_size):
+        if F.numel(ids) and (int(ids.min()) < 0 or int(ids.max()) >= cfg.vocab_size):
             raise ValueError(
                 f"input_ids must lie in [0, vocab_size={cfg.vocab_size}), got values in [{int(ids.min())}, {int(ids.max())}]"
                 " (was the text tokenised with another vocabulary?)"
