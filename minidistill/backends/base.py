@@ -179,15 +179,16 @@ class Ops:
         """``g · GELU'(x)`` with ``GELU'(x) = Φ(x) + x φ(x)``."""
         raise NotImplementedError
 
-    def softmax_forward(self, x, mask=None):
-        """Softmax over the last axis; ``mask`` (bool, broadcastable, True = keep) zeroes entries.
+    def softmax_forward(self, x, mask=None, scale=1.0):
+        """Softmax of ``scale · x`` over the last axis; ``mask`` (bool, broadcastable,
+        True = keep) zeroes entries. A row whose entries are all masked gives zeros (never NaN).
 
-        A row whose entries are all masked gives zeros (never NaN).
+        The scale lets attention apply 1/√d inside the kernel instead of in a separate pass.
         """
         raise NotImplementedError
 
-    def softmax_backward(self, y, g):
-        """Input gradient of softmax from its output ``y``: ``y (g - Σ g y)``."""
+    def softmax_backward(self, y, g, scale=1.0):
+        """Input gradient of softmax(scale · x) from its output ``y``: ``scale · y (g - Σ g y)``."""
         raise NotImplementedError
 
     def log_softmax_forward(self, x, mask=None):

@@ -68,8 +68,8 @@ def gelu_backward_kernel(x, g, out):
 
 # ---------------------------------------------------------------- softmax
 @reduce_kernel
-def softmax_forward_kernel(x, mask, rows_per_mask, use_mask, out, log):
-    """Row softmax (or log-softmax) of x (R, N) with keep-mask row ``r // rows_per_mask``.
+def softmax_forward_kernel(x, mask, rows_per_mask, use_mask, scale, out, log):
+    """Row softmax (or log-softmax) of scale · x (R, N) with keep-mask row ``r // rows_per_mask``.
 
     Masked entries give 0 (softmax) or -inf (log-softmax); a fully masked row gives zeros.
 
@@ -86,17 +86,17 @@ def softmax_forward_kernel(x, mask, rows_per_mask, use_mask, out, log):
         m = -np.inf
         for j in range(n):
             if (not use_mask) or mask[mrow, j]:
-                m = max(m, np.float64(x[r, j]))
+                m = max(m, scale * x[r, j])
         if m == -np.inf:  # every entry masked
             for j in range(n):
                 out[r, j] = -np.inf if log else 0.0
             continue
         if use_mask:
             for j in range(n):
-                out[r, j] = fast_exp(np.float64(x[r, j]) - m) if mask[mrow, j] else 0.0
+                out[r, j] = fast_exp(scale * x[r, j] - m) if mask[mrow, j] else 0.0
         else:
             for j in range(n):
-                out[r, j] = fast_exp(np.float64(x[r, j]) - m)
+                out[r, j] = fast_exp(scale * x[r, j] - m)
         s = 0.0
         for j in range(n):
             s += out[r, j]
@@ -104,7 +104,7 @@ def softmax_forward_kernel(x, mask, rows_per_mask, use_mask, out, log):
             lse = m + math.log(s)
             for j in range(n):
                 keep = (not use_mask) or mask[mrow, j]
-                out[r, j] = np.float64(x[r, j]) - lse if keep else -np.inf
+                out[r, j] = scale * x[r, j] - lse if keep else -np.inf
         else:
             inv = 1.0 / s
             for j in range(n):
@@ -112,8 +112,8 @@ def softmax_forward_kernel(x, mask, rows_per_mask, use_mask, out, log):
 
 
 @reduce_kernel
-def softmax_backward_kernel(y, g, out):
-    """dx = y (g - Σ g y) per row of (R, N).
+def softmax_backward_kernel(y, g, scale, out):
+    """dx = scale · y (g - Σ g y) per row of (R, N).
 
     Optimizations: two passes per row in cache, parallel over rows.
     """
@@ -123,7 +123,7 @@ def softmax_backward_kernel(y, g, out):
         for j in range(n):
             dot += np.float64(g[r, j]) * y[r, j]
         for j in range(n):
-            out[r, j] = y[r, j] * (g[r, j] - dot)
+            out[r, j] = scale * y[r, j] * (g[r, j] - dot)
 
 
 @reduce_kernel
@@ -312,7 +312,7 @@ class NumbaOps(NumpyOps):
         gelu_backward_kernel(xc.reshape(-1), gc.reshape(-1), out.reshape(-1))
         return out
 
-    def _softmax(self, x, mask, log):
+    def _softmax(self, x, mask, log, scale=1.0):
         x = np.ascontiguousarray(x)
         shape = x.shape
         x2 = _rows(x)
@@ -335,19 +335,19 @@ class NumbaOps(NumpyOps):
                 per = 1
             use = True
         out = np.empty_like(x2)
-        softmax_forward_kernel(x2, m2, per, use, out, log)
+        softmax_forward_kernel(x2, m2, per, use, float(scale), out, log)
         return out.reshape(shape)
 
-    def softmax_forward(self, x, mask=None):
-        return self._softmax(x, mask, False)
+    def softmax_forward(self, x, mask=None, scale=1.0):
+        return self._softmax(x, mask, False, scale)
 
     def log_softmax_forward(self, x, mask=None):
         return self._softmax(x, mask, True)
 
-    def softmax_backward(self, y, g):
+    def softmax_backward(self, y, g, scale=1.0):
         y2, g2 = _rows(y), _rows(np.asarray(g, dtype=y.dtype))
         out = np.empty_like(y2)
-        softmax_backward_kernel(y2, g2, out)
+        softmax_backward_kernel(y2, g2, float(scale), out)
         return out.reshape(y.shape)
 
     def log_softmax_backward(self, y, g):

@@ -161,7 +161,9 @@ class NumpyOps(Ops):
         pdf = _INV_SQRT_2PI * np.exp(-0.5 * x * x)  # φ(x)
         return g * (cdf + x * pdf)
 
-    def softmax_forward(self, x, mask=None):
+    def softmax_forward(self, x, mask=None, scale=1.0):
+        if scale != 1.0:
+            x = x * scale
         if mask is not None:
             x = np.where(mask, x, -np.inf)
         m = np.max(x, axis=-1, keepdims=True)
@@ -170,8 +172,9 @@ class NumpyOps(Ops):
         s = np.sum(e, axis=-1, keepdims=True)
         return (e / np.where(s > 0, s, 1.0)).astype(x.dtype, copy=False)
 
-    def softmax_backward(self, y, g):
-        return y * (g - np.sum(g * y, axis=-1, keepdims=True))
+    def softmax_backward(self, y, g, scale=1.0):
+        dx = y * (g - np.sum(g * y, axis=-1, keepdims=True))
+        return dx * scale if scale != 1.0 else dx
 
     def log_softmax_forward(self, x, mask=None):
         if mask is not None:
@@ -179,7 +182,8 @@ class NumpyOps(Ops):
         m = np.max(x, axis=-1, keepdims=True)
         m = np.where(np.isfinite(m), m, 0.0)
         shifted = x - m
-        lse = np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+        s = np.sum(np.exp(shifted), axis=-1, keepdims=True)
+        lse = np.log(np.where(s > 0, s, 1.0))  # a fully masked row stays -inf
         return (shifted - lse).astype(x.dtype, copy=False)
 
     def log_softmax_backward(self, y, g):

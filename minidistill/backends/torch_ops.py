@@ -223,16 +223,19 @@ class TorchOps(Ops):
         pdf = _INV_SQRT_2PI * self.torch.exp(-0.5 * x * x)  # φ(x)
         return g * (cdf + x * pdf)
 
-    def softmax_forward(self, x, mask=None):
+    def softmax_forward(self, x, mask=None, scale=1.0):
         torch = self.torch
+        if scale != 1.0:
+            x = x * scale
         if mask is None:
             return torch.softmax(x, dim=-1)
         z = x.masked_fill(~mask, float("-inf"))
         y = torch.softmax(z, dim=-1)
         return torch.nan_to_num(y, nan=0.0)  # fully masked rows
 
-    def softmax_backward(self, y, g):
-        return y * (g - (g * y).sum(dim=-1, keepdim=True))
+    def softmax_backward(self, y, g, scale=1.0):
+        dx = y * (g - (g * y).sum(dim=-1, keepdim=True))
+        return dx * scale if scale != 1.0 else dx
 
     def log_softmax_forward(self, x, mask=None):
         if mask is not None:

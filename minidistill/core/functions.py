@@ -611,18 +611,19 @@ def _mask_data(mask, ops):
 
 
 class Softmax(Function):
-    """Softmax over the last axis with an optional keep-mask (True = keep)."""
+    """Softmax of ``scale · x`` over the last axis with an optional keep-mask (True = keep)."""
 
     @staticmethod
-    def forward(ctx, x, mask=None):
-        y = ctx.ops.softmax_forward(x, mask)
+    def forward(ctx, x, mask=None, scale=1.0):
+        y = ctx.ops.softmax_forward(x, mask, scale)
         ctx.save(y)
+        ctx.scale = scale
         return y
 
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved
-        return ctx.ops.softmax_backward(y, g), None
+        return ctx.ops.softmax_backward(y, g, ctx.scale), None
 
 
 class LogSoftmax(Function):
@@ -640,27 +641,31 @@ class LogSoftmax(Function):
         return ctx.ops.log_softmax_backward(y, g), None
 
 
-def _last_axis(fn, x: Tensor, axis: int, mask):
+def _last_axis(fn, x: Tensor, axis: int, mask, **kwargs):
     axis = axis % x.ndim
     mask = _mask_data(mask, x.backend)
     if axis == x.ndim - 1:
-        return fn.apply(x, mask)
+        return fn.apply(x, mask, **kwargs)
     if mask is not None:  # bring the mask's axis last as well
         mask = x.backend.broadcast_to(mask, x.shape)
         dims = [d for d in range(x.ndim) if d != axis] + [axis]
         mask = x.backend.transpose(mask, tuple(dims))
     dims = tuple(d for d in range(x.ndim) if d != axis) + (axis,)
-    y = fn.apply(permute(x, dims), mask)
+    y = fn.apply(permute(x, dims), mask, **kwargs)
     return permute(y, tuple(int(i) for i in np.argsort(dims)))
 
 
-def softmax(x: Tensor, axis: int = -1, mask=None) -> Tensor:
-    """Softmax along ``axis``.
+def softmax(x: Tensor, axis: int = -1, mask=None, scale: float = 1.0) -> Tensor:
+    """Softmax of ``scale · x`` along ``axis``.
 
     Args:
         mask: boolean (or 0/1) array broadcastable to ``x``; False entries get probability 0
             and a fully masked row gives all zeros.
+        scale: multiplies ``x`` inside the kernel (attention's 1/√d, a distillation
+            temperature's 1/T) at no extra pass over memory.
     """
+    if scale != 1.0:
+        return _last_axis(Softmax, x, axis, mask, scale=float(scale))
     return _last_axis(Softmax, x, axis, mask)
 
 
@@ -720,22 +725,32 @@ def dropout(x: Tensor, p: float = 0.1, training: bool = True) -> Tensor:
 
 
 class Embedding(Function):
-    """Row lookup ``weight[ids]``; the backward scatter-adds rows (repeated ids accumulate)."""
+    """Row lookup ``weight[ids]``; the backward scatter-adds rows (repeated ids accumulate).
+
+    As in PyTorch, the row ``padding_idx`` (if given) receives no gradient, so padding
+    tokens never move their embedding.
+    """
 
     @staticmethod
-    def forward(ctx, ids, weight):
+    def forward(ctx, ids, weight, padding_idx=None):
         ctx.save(ids)
-        ctx.num = weight.shape[0]
+        ctx.num, ctx.padding_idx = weight.shape[0], padding_idx
         return weight[ids]
 
     @staticmethod
     def backward(ctx, g):
         (ids,) = ctx.saved
-        return None, ctx.ops.embedding_backward(ids, g, ctx.num)
+        table = ctx.ops.embedding_backward(ids, g, ctx.num)
+        if ctx.padding_idx is not None:
+            table[ctx.padding_idx] = 0.0
+        return None, table
 
 
-def embedding(ids, weight: Tensor) -> Tensor:
-    """Look up rows of ``weight`` (V, D) at integer ``ids`` (...), giving (..., D)."""
+def embedding(ids, weight: Tensor, padding_idx: int | None = None) -> Tensor:
+    """Look up rows of ``weight`` (V, D) at integer ``ids`` (...), giving (..., D).
+
+    ``padding_idx``: a row that gets no gradient (PyTorch's convention).
+    """
     ops = weight.backend
     raw = ops.asarray(ids.data if isinstance(ids, Tensor) else ids)
     if ops.dtype(raw).kind not in "iu":
@@ -745,7 +760,7 @@ def embedding(ids, weight: Tensor) -> Tensor:
         raise IndexError(
             f"embedding: ids must lie in [0, {num}), got values in [{int(raw.min())}, {int(raw.max())}]"
         )
-    return Embedding.apply(Tensor._wrap(raw, ops), weight)
+    return Embedding.apply(Tensor._wrap(raw, ops), weight, padding_idx=padding_idx)
 
 
 # ------------------------------------------------------------------- losses

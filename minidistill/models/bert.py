@@ -118,9 +118,9 @@ class BertAttention(Module):
         setattr(self, "self", BertSelfAttention(config))
         self.output = BertSelfOutput(config)
 
-    def forward(self, x: Tensor, mask=None):
-        """Returns ``(output (B, T, D), probs (B, H, T, T), scores (B, H, T, T))``."""
-        context, probs, scores = getattr(self, "self")(x, mask)
+    def forward(self, x: Tensor, mask=None, return_scores: bool = False):
+        """Returns ``(output (B, T, D), probs (B, H, T, T), scores (B, H, T, T) or None)``."""
+        context, probs, scores = getattr(self, "self")(x, mask, return_scores)
         return self.output(context, x), probs, scores
 
 
@@ -154,9 +154,9 @@ class BertLayer(Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
-    def forward(self, x: Tensor, mask=None):
-        """Returns ``(hidden (B, T, D), probs (B, H, T, T), scores (B, H, T, T))``."""
-        a, probs, scores = self.attention(x, mask)
+    def forward(self, x: Tensor, mask=None, return_scores: bool = False):
+        """Returns ``(hidden (B, T, D), probs (B, H, T, T), scores (B, H, T, T) or None)``."""
+        a, probs, scores = self.attention(x, mask, return_scores)
         return self.output(self.intermediate(a), a), probs, scores
 
 
@@ -173,7 +173,7 @@ class BertEncoder(Module):
         attentions = [] if output_attentions else None
         scores_all = [] if output_attention_scores else None
         for layer in self.layer:
-            x, probs, scores = layer(x, mask)
+            x, probs, scores = layer(x, mask, output_attention_scores)
             if hidden is not None:
                 hidden.append(x)
             if attentions is not None:

@@ -35,7 +35,7 @@ class Linear(Module):
 
 
 class Embedding(Module):
-    """A lookup table (num_embeddings, embedding_dim)."""
+    """A lookup table (num_embeddings, embedding_dim); row ``padding_idx`` gets no gradient."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None):
         self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
@@ -46,7 +46,7 @@ class Embedding(Module):
 
     def forward(self, ids) -> Tensor:
         """Integer ``ids`` (...) → (..., embedding_dim)."""
-        return F.embedding(ids, self.weight)
+        return F.embedding(ids, self.weight, self.padding_idx)
 
     def extra_repr(self):
         return f"{self.num_embeddings}, {self.embedding_dim}"
@@ -86,8 +86,7 @@ class Dropout(Module):
 
 def attention_scores(q: Tensor, k: Tensor) -> Tensor:
     """Scaled dot products ``q kᵀ / √d`` for q, k (B, H, T, d) → (B, H, T, T)."""
-    d = q.shape[-1]
-    return F.matmul(q * (1.0 / math.sqrt(d)), F.transpose(k, -1, -2))  # (B, H, T, T)
+    return F.matmul(q, F.transpose(k, -1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, H, T, T)
 
 
 class MultiHeadSelfAttention(Module):
@@ -114,18 +113,23 @@ class MultiHeadSelfAttention(Module):
         b, t, _ = x.shape
         return F.transpose(x.reshape(b, t, self.num_attention_heads, self.attention_head_size), 1, 2)
 
-    def forward(self, x: Tensor, mask=None):
+    def forward(self, x: Tensor, mask=None, return_scores: bool = False):
         """Attend over ``x`` (B, T, D) with a keep-``mask`` broadcastable to (B, H, T, T).
 
+        The 1/√d scaling is applied after ``q kᵀ`` (the reference order) inside the softmax
+        kernel; the scaled scores are only materialised when ``return_scores`` is set.
+
         Returns:
-            ``(context, probs, scores)``: (B, T, D), (B, H, T, T), (B, H, T, T).
+            ``(context, probs, scores)``: (B, T, D), (B, H, T, T), and (B, H, T, T) or None.
         """
         b, t, _ = x.shape
         q = self.split_heads(self.query(x))  # (B, H, T, d)
         k = self.split_heads(self.key(x))  # (B, H, T, d)
         v = self.split_heads(self.value(x))  # (B, H, T, d)
-        scores = attention_scores(q, k)  # (B, H, T, T)
-        probs = F.softmax(scores, axis=-1, mask=mask)  # (B, H, T, T)
+        raw = F.matmul(q, F.transpose(k, -1, -2))  # (B, H, T, T)
+        scale = 1.0 / math.sqrt(self.attention_head_size)
+        probs = F.softmax(raw, axis=-1, mask=mask, scale=scale)  # (B, H, T, T)
+        scores = raw * scale if return_scores else None  # (B, H, T, T)
         context = F.matmul(self.dropout(probs), v)  # (B, H, T, d)
         context = F.transpose(context, 1, 2).reshape(b, t, self.all_head_size)  # (B, T, D)
         return context, probs, scores
