@@ -78,9 +78,9 @@ def model_contenders(path, batch, seq, device, dtype, autocast, backends):
         hf_cfg = transformers.BertConfig(**{k: v for k, v in cfg.to_dict().items() if k != "model_type"})
         peer = transformers.BertForSequenceClassification(hf_cfg)
     else:
+        transformers.logging.set_verbosity_error()
         peer = transformers.BertForSequenceClassification.from_pretrained(str(path), num_labels=2)
     peer = peer.to(device)
-    peer.config._attn_implementation = "eager" if autocast is None else peer.config._attn_implementation
     peer_opt = torch.optim.AdamW(peer.parameters(), lr=1e-5)
     tids, tmask, tlabels = (torch.tensor(a, device=device) for a in (ids, mask, labels))
 
@@ -97,7 +97,7 @@ def model_contenders(path, batch, seq, device, dtype, autocast, backends):
         peer_opt.step()
         peer_opt.zero_grad()
 
-    fwd, train = {"transformers": peer_forward}, {"transformers": peer_train}
+    fwd_all, train_all = {"transformers": peer_forward}, {"transformers": peer_train}
     state = {k: v.detach().float().cpu().numpy() for k, v in peer.state_dict().items()}
     for name in backends:
         spec = f"torch:{device}" if name == "torch" else name
@@ -122,8 +122,8 @@ def model_contenders(path, batch, seq, device, dtype, autocast, backends):
             opt.step()
             opt.zero_grad()
 
-        fwd[name], train[name] = forward, train
-    return fwd, train
+        fwd_all[name], train_all[name] = forward, train
+    return fwd_all, train_all
 
 
 def _autocast(torch, device, autocast):
