@@ -153,6 +153,8 @@ def kernel_contenders(batch, seq, hidden, ffn, heads):
     ids = rng.integers(0, 30522, size=batch * seq)
     stats_ref = ref.layer_norm_forward(h, w, b, 1e-12)[1:]
     stats_nb = nb.layer_norm_forward(h, w, b, 1e-12)[1:]
+    y_out = rng.standard_normal((batch * seq, hidden)).astype(f32)
+    t_out = torch.from_numpy(y_out.copy())
     T = {k: torch.from_numpy(v) for k, v in dict(x=x_ffn, g=g_ffn, s=scores, p=probs, h=h, gh=gh, w=w, b=b).items()}
     tmask = torch.from_numpy(mask)
     tids = torch.from_numpy(ids)
@@ -193,9 +195,11 @@ def kernel_contenders(batch, seq, hidden, ffn, heads):
                                 "numba": lambda: nb.layer_norm_backward(gh, h, w, *stats_nb), "torch": t_ln_bwd},
         "embedding grad scatter": {"numpy": lambda: ref.embedding_backward(ids, gh, 30522),
                                    "numba": lambda: nb.embedding_backward(ids, gh, 30522), "torch": t_emb_bwd},
-        "bias + residual epilogue": {"numpy": lambda: ref.bias_add(x_ffn[:, :hidden].copy(), w, h),
-                                     "numba": lambda: nb.bias_add(np.ascontiguousarray(x_ffn[:, :hidden]), w, h),
-                                     "torch": lambda: T["x"][:, :hidden].contiguous().add_(T["w"]).add_(T["h"])},
+        # in place on a preallocated output, as the linear layer uses it (the values drift
+        # from call to call, which does not matter for timing)
+        "bias + residual epilogue": {"numpy": lambda: ref.bias_add(y_out, w, h),
+                                     "numba": lambda: nb.bias_add(y_out, w, h),
+                                     "torch": lambda: t_out.add_(T["w"]).add_(T["h"])},
     }
 
 

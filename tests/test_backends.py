@@ -106,9 +106,33 @@ def test_fast_exp_and_erf_are_accurate():
     assert np.max(np.abs(f - exact_f)) < 1e-13
 
 
+def test_float32_exp_and_erf_are_accurate_to_float32_rounding():
+    from numba import njit
+
+    from minidistill.backends._fastmath import fast_erf32, fast_exp32
+
+    @njit
+    def both(x, e, f):
+        for i in range(x.size):
+            e[i] = fast_exp32(x[i])
+            f[i] = fast_erf32(x[i])
+
+    x = np.concatenate([np.linspace(-87, 88, 200_001), np.linspace(-8, 8, 200_001)]).astype(np.float32)
+    e, f = np.empty_like(x), np.empty_like(x)
+    both(x, e, f)
+    exact_e = np.exp(x.astype(np.float64))
+    exact_f = np.array([math.erf(float(v)) for v in x])
+    assert np.max(np.abs(e - exact_e) / exact_e) < 1e-6
+    assert np.max(np.abs(f - exact_f)) < 1e-6
+
+
 def test_erfc_coefficients_are_reproducible_from_their_fit():
+    from minidistill.backends._fastmath import ERF32_COEFFS, ERF32_DEGREE, ERF32_T0
+
     fresh = fit_erfc_chebyshev(ERFC_DEGREE)
     np.testing.assert_allclose(np.array(ERFC_COEFFS), fresh, rtol=0, atol=1e-12)
+    fresh32 = fit_erfc_chebyshev(ERF32_DEGREE, ERF32_T0)
+    np.testing.assert_allclose(np.array(ERF32_COEFFS), fresh32.astype(np.float32), rtol=0, atol=1e-9)
 
 
 # --------------------------------------------------------------------- selection

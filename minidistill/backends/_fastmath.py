@@ -16,6 +16,14 @@ erf, for any x:
     t ∈ [0.25, 1] (|x| ≤ 6; beyond, erf = ±1 in float64). P is a degree-18 Chebyshev
     series fitted by interpolation at Chebyshev nodes to ``math.erfc``
     (:func:`fit_erfc_chebyshev` regenerates the constants below; a test checks they match).
+
+float32 variants (``fast_exp32``, ``fast_erf32``) compute in float32, so twice as many lanes
+fit a SIMD register; they are accurate to float32 rounding (exp: 1e-7 relative; erf: 3e-7
+absolute, tested):
+
+    exp: Cody–Waite reduction x = n ln2 + r, |r| ≤ ln2/2, a degree-7 Taylor polynomial for
+    e^r, and 2^n built directly in the float's exponent bits.
+    erf: the same erfc form with |x| ≤ 4 (t ∈ [1/3, 1]) and a degree-8 fit.
 """
 
 from __future__ import annotations
@@ -67,6 +75,32 @@ _C15 = ERFC_COEFFS[15]
 _C16 = ERFC_COEFFS[16]
 _C17 = ERFC_COEFFS[17]
 _C18 = ERFC_COEFFS[18]
+ERF32_T0 = 1.0 / 3.0  # t at |x| = 4; beyond, float32 erf rounds to ±1
+ERF32_DEGREE = 8
+ERF32_COEFFS = (
+    -0.44444745779037476,
+    0.44793859124183655,
+    -0.00021608984388876706,
+    -0.003410058794543147,
+    8.555153181077912e-05,
+    5.532833165489137e-05,
+    -5.2099157983320765e-06,
+    -8.385441674363392e-07,
+    2.0291058433485887e-07,
+)
+_F32 = np.float32
+_E0 = _F32(ERF32_COEFFS[0])
+_E1 = _F32(ERF32_COEFFS[1])
+_E2 = _F32(ERF32_COEFFS[2])
+_E3 = _F32(ERF32_COEFFS[3])
+_E4 = _F32(ERF32_COEFFS[4])
+_E5 = _F32(ERF32_COEFFS[5])
+_E6 = _F32(ERF32_COEFFS[6])
+_E7 = _F32(ERF32_COEFFS[7])
+_E8 = _F32(ERF32_COEFFS[8])
+_LOG2E = _F32(1.4426950408889634)
+_LN2_HI = _F32(0.693145751953125)  # ln 2 split so that n · _LN2_HI is exact in float32
+_LN2_LO = _F32(1.428606765330187e-06)
 _INV_FACT = tuple(1.0 / math.factorial(k) for k in range(15))  # 1/k!, k = 0..14
 
 
@@ -145,3 +179,42 @@ def fast_erf(x):
     erfc = t * fast_exp(-a * a + p)
     r = 1.0 - erfc
     return r if x >= 0.0 else -r
+
+
+@njit(inline="always", cache=True)
+def fast_exp32(x):
+    """exp(x) in float32 for x in [-87, 88] with ~1e-7 relative error, vectorisable."""
+    x = min(max(x, _F32(-87.0)), _F32(88.0))
+    n = np.floor(x * _LOG2E + _F32(0.5))
+    r = x - n * _LN2_HI - n * _LN2_LO  # |r| ≤ ln2 / 2
+    p = _F32(1.0 / 5040.0)
+    p = p * r + _F32(1.0 / 720.0)
+    p = p * r + _F32(1.0 / 120.0)
+    p = p * r + _F32(1.0 / 24.0)
+    p = p * r + _F32(1.0 / 6.0)
+    p = p * r + _F32(0.5)
+    p = p * r + _F32(1.0)
+    p = p * r + _F32(1.0)
+    two_n = np.int32((np.int32(n) + np.int32(127)) << np.int32(23)).view(np.float32)  # 2^n
+    return p * two_n
+
+
+@njit(inline="always", cache=True)
+def fast_erf32(x):
+    """erf(x) in float32 with ~3e-7 absolute error, vectorisable."""
+    a = min(abs(x), _F32(4.0))
+    t = _F32(1.0) / (_F32(1.0) + _F32(0.5) * a)
+    u = (_F32(2.0) * t - _F32(1.0) - _F32(ERF32_T0)) / _F32(1.0 - ERF32_T0)
+    u2 = u + u
+    b2 = _F32(0.0)
+    b1 = _E8
+    b2, b1 = b1, u2 * b1 - b2 + _E7
+    b2, b1 = b1, u2 * b1 - b2 + _E6
+    b2, b1 = b1, u2 * b1 - b2 + _E5
+    b2, b1 = b1, u2 * b1 - b2 + _E4
+    b2, b1 = b1, u2 * b1 - b2 + _E3
+    b2, b1 = b1, u2 * b1 - b2 + _E2
+    b2, b1 = b1, u2 * b1 - b2 + _E1
+    p = u * b1 - b2 + _E0
+    r = _F32(1.0) - t * fast_exp32(-a * a + p)
+    return r if x >= _F32(0.0) else -r

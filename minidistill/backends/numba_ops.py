@@ -18,12 +18,11 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._fastmath import fast_erf, fast_exp
+from ._fastmath import fast_erf, fast_erf32, fast_exp, fast_exp32
 from .numpy_ops import NumpyOps
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_CHUNK = 4096  # elements per parallel task in elementwise kernels
 
 # Every kernel compiles once per dtype and is cached on disk. ``error_model="numpy"`` drops
 # the zero-division check Python semantics put on every ``/``: that check is a branch out
@@ -36,34 +35,59 @@ reduce_kernel = njit(parallel=True, cache=True, error_model="numpy", fastmath={"
 
 
 # ------------------------------------------------------------------- GELU
+# Elementwise kernels run row-parallel over a (rows, cols) view: a flat loop split into
+# chunks with computed bounds did not vectorise inside ``prange`` (measured 6x slower).
 @kernel
 def gelu_forward_kernel(x, out):
-    """out = 0.5 x (1 + erf(x/√2)) over flat arrays.
+    """out = 0.5 x (1 + erf(x/√2)) over (rows, cols), float64 arithmetic.
 
     Optimizations:
         * one pass, vectorised polynomial erf (no libm call);
-        * parallel over chunks of 4096 elements.
+        * parallel over rows.
     """
-    n = x.size
-    for c in prange((n + _CHUNK - 1) // _CHUNK):
-        for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
-            v = np.float64(x[i])
-            out[i] = 0.5 * v * (1.0 + fast_erf(v * _INV_SQRT2))
+    rows, cols = x.shape
+    for r in prange(rows):
+        for j in range(cols):
+            v = np.float64(x[r, j])
+            out[r, j] = 0.5 * v * (1.0 + fast_erf(v * _INV_SQRT2))
 
 
 @kernel
 def gelu_backward_kernel(x, g, out):
-    """out = g (Φ(x) + x φ(x)) over flat arrays.
-
-    Optimizations: as the forward; Φ and φ share one pass.
-    """
-    n = x.size
-    for c in prange((n + _CHUNK - 1) // _CHUNK):
-        for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
-            v = np.float64(x[i])
+    """out = g (Φ(x) + x φ(x)) over (rows, cols), float64 arithmetic; Φ and φ in one pass."""
+    rows, cols = x.shape
+    for r in prange(rows):
+        for j in range(cols):
+            v = np.float64(x[r, j])
             cdf = 0.5 * (1.0 + fast_erf(v * _INV_SQRT2))
             pdf = _INV_SQRT_2PI * fast_exp(-0.5 * v * v)
-            out[i] = g[i] * (cdf + v * pdf)
+            out[r, j] = g[r, j] * (cdf + v * pdf)
+
+
+@kernel
+def gelu32_forward_kernel(x, out):
+    """float32 GELU: as :func:`gelu_forward_kernel` with float32 arithmetic throughout
+    (16 lanes per AVX-512 register instead of 8; error at float32 rounding)."""
+    rows, cols = x.shape
+    half, one, k = np.float32(0.5), np.float32(1.0), np.float32(_INV_SQRT2)
+    for r in prange(rows):
+        for j in range(cols):
+            v = x[r, j]
+            out[r, j] = half * v * (one + fast_erf32(v * k))
+
+
+@kernel
+def gelu32_backward_kernel(x, g, out):
+    """float32 GELU backward: ``g (Φ(x) + x φ(x))`` in float32 arithmetic."""
+    rows, cols = x.shape
+    half, one, k = np.float32(0.5), np.float32(1.0), np.float32(_INV_SQRT2)
+    c0 = np.float32(_INV_SQRT_2PI)
+    for r in prange(rows):
+        for j in range(cols):
+            v = x[r, j]
+            cdf = half * (one + fast_erf32(v * k))
+            pdf = c0 * fast_exp32(-half * v * v)
+            out[r, j] = g[r, j] * (cdf + v * pdf)
 
 
 # ---------------------------------------------------------------- softmax
@@ -230,16 +254,22 @@ def embedding_backward_kernel(ids, g, table):
 # --------------------------------------------------------------- epilogue
 @kernel
 def bias_residual_kernel(y, bias, residual, use_bias, use_residual):
-    """y += bias (broadcast over rows) and += residual, in place, one pass. y: (N, D)."""
+    """y += bias (broadcast over rows) and += residual, in place, one pass. y: (N, D).
+
+    Optimizations: the flags are tested once per row, not per element, so each inner loop
+    is a plain vectorised add; parallel over rows.
+    """
     rows, d = y.shape
     for r in prange(rows):
-        for j in range(d):
-            v = y[r, j]
-            if use_bias:
-                v += bias[j]
-            if use_residual:
-                v += residual[r, j]
-            y[r, j] = v
+        if use_bias and use_residual:
+            for j in range(d):
+                y[r, j] += bias[j] + residual[r, j]
+        elif use_bias:
+            for j in range(d):
+                y[r, j] += bias[j]
+        else:
+            for j in range(d):
+                y[r, j] += residual[r, j]
 
 
 # ----------------------------------------------------------- teaching matmul
@@ -300,17 +330,17 @@ class NumbaOps(NumpyOps):
         return y
 
     def gelu_forward(self, x):
-        xc = np.ascontiguousarray(x)
-        out = np.empty_like(xc)
-        gelu_forward_kernel(xc.reshape(-1), out.reshape(-1))
-        return out
+        x2 = _rows(x)
+        out = np.empty_like(x2)
+        (gelu32_forward_kernel if x2.dtype == np.float32 else gelu_forward_kernel)(x2, out)
+        return out.reshape(np.shape(x))
 
     def gelu_backward(self, x, g):
-        xc = np.ascontiguousarray(x)
-        gc = np.ascontiguousarray(g, dtype=xc.dtype)
-        out = np.empty_like(xc)
-        gelu_backward_kernel(xc.reshape(-1), gc.reshape(-1), out.reshape(-1))
-        return out
+        x2 = _rows(x)
+        g2 = _rows(np.asarray(g, dtype=x2.dtype))
+        out = np.empty_like(x2)
+        (gelu32_backward_kernel if x2.dtype == np.float32 else gelu_backward_kernel)(x2, g2, out)
+        return out.reshape(np.shape(x))
 
     def _softmax(self, x, mask, log, scale=1.0):
         x = np.ascontiguousarray(x)

@@ -219,9 +219,8 @@ class TorchOps(Ops):
         return self.torch.nn.functional.gelu(x)
 
     def gelu_backward(self, x, g):
-        cdf = 0.5 * (1.0 + self.torch.erf(x * _INV_SQRT2))  # Φ(x)
-        pdf = _INV_SQRT_2PI * self.torch.exp(-0.5 * x * x)  # φ(x)
-        return g * (cdf + x * pdf)
+        # torch's fused kernel computes g (Φ(x) + x φ(x)) in one pass
+        return self.torch.ops.aten.gelu_backward(g, x)
 
     def softmax_forward(self, x, mask=None, scale=1.0):
         torch = self.torch
@@ -234,8 +233,9 @@ class TorchOps(Ops):
         return torch.nan_to_num(y, nan=0.0)  # fully masked rows
 
     def softmax_backward(self, y, g, scale=1.0):
-        dx = y * (g - (g * y).sum(dim=-1, keepdim=True))
-        return dx * scale if scale != 1.0 else dx
+        # fused y (g - Σ g y), as torch's own softmax backward
+        dx = self.torch.ops.aten._softmax_backward_data(g.contiguous(), y, -1, y.dtype)
+        return dx.mul_(scale) if scale != 1.0 else dx
 
     def log_softmax_forward(self, x, mask=None):
         if mask is not None:
@@ -250,22 +250,20 @@ class TorchOps(Ops):
         return g - p * g.sum(dim=-1, keepdim=True)
 
     def layer_norm_forward(self, x, weight, bias, eps):
-        torch = self.torch
+        # torch's fused kernel returns the statistics its backward needs
         d = x.shape[-1]
-        x2 = x.reshape(-1, d)
-        var, mean = torch.var_mean(x2, dim=-1, unbiased=False)
-        rstd = torch.rsqrt(var + eps)
-        y = torch.nn.functional.layer_norm(x, (d,), weight, bias, eps)
-        return y, mean, rstd
+        x2 = x.reshape(-1, d).contiguous()
+        y, mean, rstd = self.torch.ops.aten.native_layer_norm(x2, [d], weight, bias, eps)
+        return y.reshape(x.shape), mean.reshape(-1), rstd.reshape(-1)
 
     def layer_norm_backward(self, g, x, weight, mean, rstd):
         d = x.shape[-1]
-        x2, g2 = x.reshape(-1, d), g.reshape(-1, d)
-        xhat = (x2 - mean[:, None]) * rstd[:, None]
-        dweight = (g2 * xhat).sum(0)
-        dbias = g2.sum(0)
-        gx = g2 * weight
-        dx = rstd[:, None] * (gx - gx.mean(-1, keepdim=True) - xhat * (gx * xhat).mean(-1, keepdim=True))
+        x2, g2 = x.reshape(-1, d).contiguous(), g.reshape(-1, d).contiguous()
+        # The kernel never reads the bias's values (dbias = Σ g); it only needs a defined
+        # tensor of the bias's shape and device to produce dbias, which the weight is.
+        dx, dweight, dbias = self.torch.ops.aten.native_layer_norm_backward(
+            g2, x2, [d], mean.reshape(-1, 1), rstd.reshape(-1, 1), weight, weight, [True, True, True]
+        )
         return dx.reshape(x.shape), dweight, dbias
 
     def embedding_backward(self, ids, g, num_embeddings):
