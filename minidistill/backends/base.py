@@ -164,6 +164,14 @@ class Ops:
         raise NotImplementedError
 
     # ------------------------------------------------------------ fused hot paths
+    def linear_forward(self, x2, weight, bias=None, residual=None):
+        """``x2 @ weightᵀ + bias + residual`` for x2 (N, in), weight (out, in).
+
+        The default is a matmul and the :meth:`bias_add` epilogue; a backend whose GEMM can
+        add the bias itself (torch's ``addmm``) overrides it.
+        """
+        return self.bias_add(self.matmul(x2, self.transpose(weight, (1, 0))), bias, residual)
+
     def bias_add(self, y, bias=None, residual=None):
         """Linear epilogue: ``y + bias + residual`` (``y`` is fresh and may be overwritten).
 

@@ -208,6 +208,11 @@ class TorchOps(Ops):
         return self.torch.matmul(a, b)
 
     # ------------------------------------------------------------ fused hot paths
+    def linear_forward(self, x2, weight, bias=None, residual=None):
+        # addmm adds the bias inside the GEMM (one pass over the output fewer)
+        y = self.torch.matmul(x2, weight.t()) if bias is None else self.torch.addmm(bias, x2, weight.t())
+        return y.add_(residual) if residual is not None else y
+
     def bias_add(self, y, bias=None, residual=None):
         if bias is not None:
             y = y.add_(bias)
@@ -224,13 +229,16 @@ class TorchOps(Ops):
 
     def softmax_forward(self, x, mask=None, scale=1.0):
         torch = self.torch
-        if scale != 1.0:
-            x = x * scale
         if mask is None:
-            return torch.softmax(x, dim=-1)
-        z = x.masked_fill(~mask, float("-inf"))
-        y = torch.softmax(z, dim=-1)
-        return torch.nan_to_num(y, nan=0.0)  # fully masked rows
+            return torch.softmax(x * scale if scale != 1.0 else x, dim=-1)
+        # An additive bias (0 or -inf) of the mask's own small shape, added together with the
+        # scale in one pass: 5x faster than scale, masked_fill and a NaN clean-up on
+        # (B, H, T, T) scores (benchmarks/RESULTS.md).
+        bias = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(~mask, float("-inf"))
+        y = torch.softmax(torch.add(bias, x, alpha=scale), dim=-1)
+        if not bool(mask.any(dim=-1).all()):  # some row is fully masked: 0/0 gave NaN there
+            y = torch.nan_to_num(y, nan=0.0)
+        return y
 
     def softmax_backward(self, y, g, scale=1.0):
         # fused y (g - Σ g y), as torch's own softmax backward

@@ -360,8 +360,8 @@ def _swap_last(ops, a):
 class Linear(Function):
     """``y = x Wᵀ + b (+ residual)``: W stored (out, in) as in PyTorch and HF checkpoints.
 
-    The bias and optional residual are added in one epilogue (``ops.bias_add``), which the
-    Numba backend fuses into a single pass over the output.
+    The bias and optional residual are added in one epilogue (``ops.linear_forward``): the
+    Numba backend fuses it into a single pass over the output, torch into its GEMM.
     """
 
     @staticmethod
@@ -372,9 +372,8 @@ class Linear(Function):
             raise ValueError(f"linear: input width {x.shape[-1]} does not match weight {tuple(weight.shape)} (out, in)")
         lead = tuple(x.shape[:-1])
         x2 = ops.reshape(x, (-1, d_in))  # (N, in)
-        y = ops.matmul(x2, ops.transpose(weight, (1, 0)))  # (N, out)
-        r2 = None if residual is None else ops.reshape(residual, (-1, d_out))
-        y = ops.bias_add(y, bias, r2)
+        r2 = None if residual is None else ops.reshape(residual, (-1, d_out))  # (N, out)
+        y = ops.linear_forward(x2, weight, bias, r2)  # (N, out)
         ctx.save(x2, weight)
         ctx.lead = lead
         return ops.reshape(y, lead + (d_out,))
