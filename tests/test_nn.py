@@ -97,3 +97,11 @@ def test_parameter_repr_and_requires_grad():
     assert p.requires_grad and "shape=(2, 2)" in repr(p)
     with pytest.raises(TypeError, match="only float tensors"):
         md.Tensor(np.array([1, 2]), requires_grad=True)
+
+
+def test_load_state_dict_accepts_torch_tensors_of_any_float_dtype():
+    torch = pytest.importorskip("torch")
+    lin = Linear(3, 2)
+    state = {"weight": torch.ones(2, 3, dtype=torch.bfloat16), "bias": torch.zeros(2, dtype=torch.float64)}
+    lin.load_state_dict(state)
+    assert lin.weight.dtype == np.float32 and np.all(lin.weight.numpy() == 1.0)

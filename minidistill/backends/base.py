@@ -172,6 +172,22 @@ class Ops:
         """
         return self.bias_add(self.matmul(x2, self.transpose(weight, (1, 0))), bias, residual)
 
+    def adamw_update(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
+        """One AdamW step, in place on ``param``, ``m`` and ``v`` (see ``train/optim.py``).
+
+        ``step`` is the 1-based step count used for the bias corrections. The default is the
+        plain composition; backends override it with a fused pass.
+        """
+        c1, c2 = 1.0 - beta1**step, 1.0 - beta2**step
+        m *= beta1
+        m += (1.0 - beta1) * grad
+        v *= beta2
+        v += (1.0 - beta2) * (grad * grad)
+        if weight_decay:
+            param *= 1.0 - lr * weight_decay
+        denom = self.sqrt(v) * (1.0 / c2**0.5) + eps
+        param -= (lr / c1) * m / denom
+
     def bias_add(self, y, bias=None, residual=None):
         """Linear epilogue: ``y + bias + residual`` (``y`` is fresh and may be overwritten).
 

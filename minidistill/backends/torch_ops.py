@@ -213,6 +213,16 @@ class TorchOps(Ops):
         y = self.torch.matmul(x2, weight.t()) if bias is None else self.torch.addmm(bias, x2, weight.t())
         return y.add_(residual) if residual is not None else y
 
+    def adamw_update(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
+        # in-place fused methods: five passes, no temporaries but the denominator
+        c1, c2 = 1.0 - beta1**step, 1.0 - beta2**step
+        m.lerp_(grad, 1.0 - beta1)
+        v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+        if weight_decay:
+            param.mul_(1.0 - lr * weight_decay)
+        denom = v.sqrt().div_(c2**0.5).add_(eps)
+        param.addcdiv_(m, denom, value=-lr / c1)
+
     def bias_add(self, y, bias=None, residual=None):
         if bias is not None:
             y = y.add_(bias)

@@ -226,5 +226,8 @@ def _to_host(a):
     if isinstance(a, np.ndarray):
         return a
     if hasattr(a, "detach"):
-        return a.detach().cpu().numpy()
+        a = a.detach().cpu()
+        if str(a.dtype) == "torch.bfloat16":  # NumPy has no bfloat16
+            a = a.float()
+        return a.numpy()
     return np.asarray(a)

@@ -11,8 +11,6 @@ Updates are done in place on the backend arrays, outside the tape.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 
@@ -98,26 +96,16 @@ class AdamW(Optimizer):
 
     def step(self) -> None:
         self.step_count += 1
-        t = self.step_count
         for g in self.param_groups:
             lr, (b1, b2), eps, wd = g["lr"], g["betas"], g["eps"], g["weight_decay"]
-            c1, c2 = 1.0 - b1**t, 1.0 - b2**t
             for p in g["params"]:
                 if p.grad is None:
                     continue
-                ops, grad = p.backend, p.grad
+                ops = p.backend
                 st = self.state.get(id(p))
                 if st is None:
                     st = self.state[id(p)] = {"m": ops.zeros_like(p.data), "v": ops.zeros_like(p.data)}
-                m, v = st["m"], st["v"]
-                m *= b1
-                m += (1.0 - b1) * grad
-                v *= b2
-                v += (1.0 - b2) * (grad * grad)
-                if wd:
-                    p.data *= 1.0 - lr * wd
-                denom = ops.sqrt(v) * (1.0 / math.sqrt(c2)) + eps
-                p.data -= (lr / c1) * m / denom
+                ops.adamw_update(p.data, p.grad, st["m"], st["v"], lr, b1, b2, eps, wd, self.step_count)
 
 
 class SGD(Optimizer):
