@@ -190,7 +190,6 @@ class Module:
         children = list(self.named_children())
         if not children:
             return lines[0] + ")"
-        lines[0] += ""
         for name, child in children:
             lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
         return "\n".join(lines) + "\n)"
