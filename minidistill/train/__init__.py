@@ -1,5 +1,24 @@
-"""Training: optimisers (the trainer, schedules and callbacks arrive with the training issue)."""
+"""Training: optimisers, schedules, metrics, and the Trainer every method reuses."""
 
+from . import metrics
 from .optim import SGD, AdamW, Optimizer, param_groups
+from .schedules import SCHEDULES, Schedule, clip_grad_norm
+from .trainer import TrainConfig, Trainer, TrainState, default_loss, evaluate, latest_checkpoint, predict
 
-__all__ = ["AdamW", "Optimizer", "SGD", "param_groups"]
+__all__ = [
+    "AdamW",
+    "Optimizer",
+    "SCHEDULES",
+    "SGD",
+    "Schedule",
+    "TrainConfig",
+    "TrainState",
+    "Trainer",
+    "clip_grad_norm",
+    "default_loss",
+    "evaluate",
+    "latest_checkpoint",
+    "metrics",
+    "param_groups",
+    "predict",
+]

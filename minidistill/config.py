@@ -1,0 +1,153 @@
+"""Configs are dataclasses; this module fills them from dicts, TOML files and dotted overrides.
+
+    cfg = load_config(FinetuneConfig, "run.toml", ["--train.lr=3e-5", "--data.max_length=64"])
+
+Every key is checked against the dataclass fields (an unknown key is an error that names it
+and suggests the closest one), and every value against the field's type (``train.lr`` must
+be a number), so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A config key does not exist or a value has the wrong type."""
+
+
+def _field_types(cls) -> dict:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value, typ, key: str):
+    """Convert ``value`` (possibly a string from the command line) to ``typ`` or raise."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        options = [t for t in typing.get_args(typ) if t is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        errors = []
+        for t in options:
+            try:
+                return _coerce(value, t, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
+        try:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value) if not isinstance(value, str) else int(value, 10)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config key {key!r} must be an integer, got {value!r}") from None
+    if typ is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config key {key!r} must be a number, got {value!r}") from None
+    if typ is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"config key {key!r} must be a string, got {value!r}")
+        return str(value)
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        return type(value)(value) if origin is list else tuple(value)
+    return value
+
+
+def from_dict(cls, data: dict, prefix: str = ""):
+    """Build dataclass ``cls`` from a (nested) dict, checking keys and types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {prefix.rstrip('.') or '(top)'} must be a table, got {data!r}")
+    fields = _field_types(cls)
+    kwargs = {}
+    for key, value in data.items():
+        full = prefix + key
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown config key {full!r}{hint}; known: {', '.join(prefix + f for f in fields)}")
+        typ = fields[key]
+        if dataclasses.is_dataclass(typ):
+            kwargs[key] = from_dict(typ, value, full + ".")
+        else:
+            kwargs[key] = _coerce(value, typ, full)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from None
+
+
+def to_dict(cfg) -> dict:
+    """A dataclass config as a plain nested dict."""
+    return dataclasses.asdict(cfg)
+
+
+def parse_overrides(args) -> dict:
+    """``["--train.lr=3e-5", "--data.task", "sst2"]`` → ``{"train": {"lr": "3e-5"}, "data": {...}}``."""
+    out: dict = {}
+    args = list(args)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"expected an override like --section.key=value, got {arg!r}")
+        body = arg[2:]
+        if "=" in body:
+            key, value = body.split("=", 1)
+        else:
+            if i + 1 >= len(args):
+                raise ConfigError(f"override {arg!r} has no value")
+            key, value = body, args[i + 1]
+            i += 1
+        node = out
+        parts = key.replace("-", "_").split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {arg!r} conflicts with another override")
+        node[parts[-1]] = value
+        i += 1
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(cls, path=None, overrides=()):
+    """Defaults of ``cls``, updated by a TOML file, then by dotted command-line overrides."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    data = _merge(data, parse_overrides(overrides))
+    return from_dict(cls, data)

@@ -1,0 +1,410 @@
+"""The Trainer: one training loop that every method in minidistill reuses.
+
+minGPT-style: a small loop, a config dataclass, and callbacks registered per event
+(``on_step_end``, ``on_evaluate``, ``on_train_end``) for everything else. A method changes
+what is optimised by passing ``compute_loss(model, batch) -> Tensor`` (distillation adds its
+teacher there) and which parameters by passing ``parameters``.
+
+Each step: forward, loss, backward, gradient clipping, optimizer and schedule step. Every
+step is appended to a JSON-lines log; evaluation runs every ``eval_every`` steps and at the
+end, with the task's metrics; early stopping watches a dev metric. Training checkpoints
+(model, optimizer, schedule, random states, position in the epoch) are written atomically
+and :meth:`Trainer.resume` continues a killed run to bit-identical parameters on the CPU
+backends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..core.tensor import no_grad
+from ..models.io import CheckpointError, atomic_path, load_weights, save_weights, write_json
+from . import metrics as metrics_mod
+from .optim import SGD, AdamW, param_groups
+from .schedules import Schedule, clip_grad_norm
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a training run (defaults: BERT fine-tuning practice)."""
+
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    optimizer: str = "adamw"
+    betas: tuple = (0.9, 0.999)
+    eps: float = 1e-8
+    momentum: float = 0.0
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    epochs: int = 1
+    max_steps: int | None = None
+    warmup_ratio: float = 0.1
+    schedule: str = "linear"
+    max_grad_norm: float | None = 1.0
+    max_length: int = 128
+    seed: int = 0
+    eval_every: int | None = None
+    metric: str | None = None
+    early_stopping_patience: int | None = None
+    load_best_at_end: bool = True
+    log_file: str | None = None
+    checkpoint_dir: str | None = None
+    checkpoint_every: int | None = None
+    keep_checkpoints: int = 2
+    progress: bool | None = None
+    bucket: bool = True
+
+    def __post_init__(self):
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr >= 0):
+            raise ValueError(f"train.lr must be a non-negative number, got {self.lr!r}")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"train.optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("train.batch_size and train.eval_batch_size must be positive")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"train.max_steps must be positive, got {self.max_steps}")
+        if self.checkpoint_every is not None and self.checkpoint_dir is None:
+            raise ValueError("train.checkpoint_every needs train.checkpoint_dir")
+
+
+@dataclass
+class TrainState:
+    """Where a run is: counters, the best dev metric, and the evaluation history."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    stopped_early: bool = False
+    history: list = field(default_factory=list)
+
+
+class Trainer:
+    """Train ``model`` on ``train_data``.
+
+    Args:
+        model: a minidistill model whose forward accepts the batch keys (and ``labels``).
+        tokenizer: turns the datasets' texts into ids.
+        train_data, eval_data: :class:`~minidistill.data.TextDataset` s.
+        config: a :class:`TrainConfig`.
+        compute_loss: ``f(model, batch) -> Tensor``; default: the model's own loss.
+        parameters: what to optimise (default: every parameter that requires grad).
+        callbacks: ``{event: [fn(trainer), ...]}``.
+    """
+
+    EVENTS = ("on_step_end", "on_evaluate", "on_train_end")
+
+    def __init__(self, model, tokenizer, train_data, eval_data=None, config: TrainConfig | None = None,
+                 compute_loss=None, parameters=None, callbacks=None):
+        self.model, self.tokenizer = model, tokenizer
+        self.train_data, self.eval_data = train_data, eval_data
+        self.config = config or TrainConfig()
+        self.compute_loss = compute_loss or default_loss
+        self.callbacks = {e: [] for e in self.EVENTS}
+        for event, fns in (callbacks or {}).items():
+            for fn in fns:
+                self.add_callback(event, fn)
+        self.state = TrainState()
+        cfg = self.config
+        steps_per_epoch = train_data.num_batches(cfg.batch_size)
+        self.total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+        if parameters is None:
+            params = param_groups(model, cfg.weight_decay) if cfg.optimizer == "adamw" else [
+                p for p in model.parameters() if p.requires_grad]
+        else:
+            params = list(parameters)
+        if cfg.optimizer == "adamw":
+            self.optimizer = AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        else:
+            self.optimizer = SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.schedule = Schedule(self.optimizer, cfg.schedule, self.total_steps, int(cfg.warmup_ratio * self.total_steps))
+        self.metric = cfg.metric or _default_metric(train_data)
+        self._best_state = None
+        self.last_loss = float("nan")
+
+    # ---------------------------------------------------------------- events
+    def add_callback(self, event: str, fn) -> None:
+        """Call ``fn(trainer)`` on ``event`` (one of :attr:`EVENTS`)."""
+        if event not in self.callbacks:
+            raise ValueError(f"unknown event {event!r}; use one of {self.EVENTS}")
+        self.callbacks[event].append(fn)
+
+    def _trigger(self, event: str) -> None:
+        for fn in self.callbacks[event]:
+            fn(self)
+
+    # ----------------------------------------------------------------- train
+    def train(self) -> TrainState:
+        """Run until ``max_steps`` / ``epochs`` or early stopping; returns the final state."""
+        cfg, st = self.config, self.state
+        bar = _progress(self.total_steps, st.step, cfg.progress)
+        ops = self.model.backend
+        if st.step == 0:
+            ops.seed(cfg.seed)  # dropout draws: deterministic from the run's seed
+        log = open(cfg.log_file, "a", encoding="utf-8") if cfg.log_file else None
+        try:
+            while st.step < self.total_steps and not st.stopped_early:
+                batches = self.train_data.batches(self.tokenizer, cfg.batch_size, cfg.max_length, shuffle=True,
+                                                  seed=cfg.seed, epoch=st.epoch, bucket=cfg.bucket,
+                                                  skip=st.batch_in_epoch)
+                for batch in batches:
+                    start = time.perf_counter()
+                    self.model.train()
+                    loss = self.compute_loss(self.model, batch)
+                    loss.backward()
+                    params = list(self.optimizer.parameters())
+                    grad_norm = clip_grad_norm(params, cfg.max_grad_norm) if cfg.max_grad_norm else None
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    self.optimizer.step()
+                    self.schedule.step()
+                    self.optimizer.zero_grad()
+                    self.model.zero_grad()
+                    st.step += 1
+                    st.batch_in_epoch += 1
+                    self.last_loss = loss.item()
+                    if not math.isfinite(self.last_loss):
+                        raise FloatingPointError(f"the loss became {self.last_loss} at step {st.step}; lower train.lr")
+                    seconds = time.perf_counter() - start
+                    n = len(batch["input_ids"])
+                    record = {"step": st.step, "epoch": st.epoch, "loss": self.last_loss, "lr": lr,
+                              "grad_norm": grad_norm, "seq_per_s": n / seconds,
+                              "tokens": int(batch["attention_mask"].sum())}
+                    if log:
+                        log.write(json.dumps(record) + "\n")
+                        log.flush()
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{self.last_loss:.4f}", seq_s=f"{n / seconds:.1f}")
+                    self._trigger("on_step_end")
+                    if cfg.eval_every and self.eval_data is not None and st.step % cfg.eval_every == 0:
+                        self._evaluate_and_track(log)
+                    if cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0:
+                        self.save_checkpoint()
+                    if st.step >= self.total_steps or st.stopped_early:
+                        break
+                else:
+                    st.epoch += 1
+                    st.batch_in_epoch = 0
+            if self.eval_data is not None and (not st.history or st.history[-1]["step"] != st.step):
+                self._evaluate_and_track(log)
+            if cfg.load_best_at_end and self._best_state is not None and st.best_step != st.step:
+                self.model.load_state_dict(self._best_state)
+        finally:
+            if bar is not None:
+                bar.close()
+            if log:
+                log.close()
+        self._trigger("on_train_end")
+        return st
+
+    def _evaluate_and_track(self, log) -> dict:
+        st, cfg = self.state, self.config
+        result = self.evaluate(self.eval_data)
+        result["step"] = st.step
+        st.history.append(result)
+        if log:
+            log.write(json.dumps({"step": st.step, "eval": {k: v for k, v in result.items() if k != "step"}}) + "\n")
+            log.flush()
+        value = result.get(self.metric)
+        if value is not None and (st.best_metric is None or value > st.best_metric):
+            st.best_metric, st.best_step, st.bad_evals = value, st.step, 0
+            if cfg.load_best_at_end:
+                self._best_state = {k: self.model.backend.copy(v) for k, v in self.model.state_dict().items()}
+        elif value is not None:
+            st.bad_evals += 1
+            if cfg.early_stopping_patience is not None and st.bad_evals >= cfg.early_stopping_patience:
+                st.stopped_early = True
+        self._trigger("on_evaluate")
+        return result
+
+    # -------------------------------------------------------------- evaluate
+    def predict(self, data) -> np.ndarray:
+        """Logits for every example of ``data`` (in order)."""
+        return predict(self.model, self.tokenizer, data, self.config.eval_batch_size, self.config.max_length)
+
+    def evaluate(self, data) -> dict:
+        """The task's metrics (and mean loss) on ``data``."""
+        return evaluate(self.model, self.tokenizer, data, self.config.eval_batch_size, self.config.max_length)
+
+    # ----------------------------------------------------------- checkpoints
+    def save_checkpoint(self, directory=None) -> Path:
+        """Write a training checkpoint ``step-XXXXXXXX`` into ``directory`` (default: the
+        config's ``checkpoint_dir``), atomically, and point ``latest`` at it."""
+        root = Path(directory or self.config.checkpoint_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        name = f"step-{self.state.step:08d}"
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+        try:
+            self.model.save_pretrained(staging)
+            opt = self.optimizer.state_dict()
+            arrays = {f"{i}.{k}": v for i, st in opt["state"].items() for k, v in st.items()}
+            save_weights(staging / "optimizer.safetensors", arrays, {"kind": "minidistill-optimizer"})
+            ops = self.model.backend
+            trainer_state = {
+                "format": "minidistill-training-checkpoint-1",
+                "state": asdict(self.state),
+                "optimizer": {"step": opt["step"], "groups": opt["groups"]},
+                "schedule": self.schedule.state_dict(),
+                "rng": {"backend": ops.name, "state": _jsonable(ops.get_rng_state())},
+                "config": _jsonable(asdict(self.config)),
+                "model_config": self.model.config.to_dict(),
+                "model_class": type(self.model).__name__,
+            }
+            write_json(staging / "trainer_state.json", trainer_state)
+            final = root / name
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staging, final)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        with atomic_path(root / "latest") as tmp:
+            tmp.write_text(name + "\n")
+        self._prune(root)
+        return root / name
+
+    def _prune(self, root: Path) -> None:
+        keep = max(1, self.config.keep_checkpoints)
+        ckpts = sorted(p for p in root.glob("step-*") if p.is_dir())
+        for old in ckpts[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def resume(self, directory=None) -> "Trainer":
+        """Continue from the latest checkpoint in ``directory`` (or a ``step-…`` folder)."""
+        path = latest_checkpoint(directory or self.config.checkpoint_dir)
+        meta_path = path / "trainer_state.json"
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{meta_path}: unreadable training state ({e})") from None
+        if meta.get("format") != "minidistill-training-checkpoint-1":
+            raise CheckpointError(f"{path} is not a minidistill training checkpoint")
+        if meta["model_class"] != type(self.model).__name__:
+            raise CheckpointError(f"{path} holds a {meta['model_class']}, not a {type(self.model).__name__}")
+        mine = self.model.config.to_dict()
+        for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                    "vocab_size", "num_labels"):
+            if meta["model_config"].get(key) != mine.get(key):
+                raise CheckpointError(
+                    f"{path} comes from another architecture: {key} is {meta['model_config'].get(key)} "
+                    f"there and {mine.get(key)} here")
+        self.model.load_state_dict({k: v for k, v in load_weights(path).items()})
+        state: dict = {}
+        for name, arr in load_weights_file(path / "optimizer.safetensors").items():
+            index, slot = name.split(".", 1)  # "<parameter position>.<m|v|buf>"
+            state.setdefault(int(index), {})[slot] = arr
+        groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["optimizer"]["groups"]]
+        self.optimizer.load_state_dict({"step": meta["optimizer"]["step"], "groups": groups, "state": state})
+        self.schedule.load_state_dict(meta["schedule"])
+        ops = self.model.backend
+        if meta["rng"]["backend"] == ops.name:
+            ops.set_rng_state(meta["rng"]["state"])
+        self.state = TrainState(**meta["state"])
+        log = self.config.log_file
+        if log and Path(log).is_file():  # drop log lines written after this checkpoint
+            kept = [line for line in Path(log).read_text().splitlines() if json.loads(line)["step"] <= self.state.step]
+            with atomic_path(log) as tmp:
+                tmp.write_text("".join(line + "\n" for line in kept))
+        return self
+
+
+def load_weights_file(path: Path) -> dict:
+    """All arrays of one safetensors file."""
+    from safetensors.numpy import load_file
+
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    return load_file(str(path))
+
+
+def latest_checkpoint(directory) -> Path:
+    """The newest ``step-…`` checkpoint in ``directory`` (or ``directory`` itself if it is one)."""
+    if directory is None:
+        raise CheckpointError("no checkpoint directory given")
+    root = Path(directory)
+    if (root / "trainer_state.json").is_file():
+        return root
+    pointer = root / "latest"
+    if pointer.is_file():
+        candidate = root / pointer.read_text().strip()
+        if (candidate / "trainer_state.json").is_file():
+            return candidate
+    ckpts = sorted(p for p in root.glob("step-*") if (p / "trainer_state.json").is_file())
+    if not ckpts:
+        raise CheckpointError(f"no training checkpoint in {root}")
+    return ckpts[-1]
+
+
+def default_loss(model, batch):
+    """The model's own loss on a batch with ``labels``."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    return model(**inputs, labels=batch["labels"]).loss
+
+
+def predict(model, tokenizer, data, batch_size: int = 64, max_length: int = 128) -> np.ndarray:
+    """Logits (N, C) for ``data`` in order, in evaluation mode without a tape."""
+    model.eval()
+    outs = []
+    with no_grad():
+        for batch in data.batches(tokenizer, batch_size, max_length, shuffle=False):
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            outs.append(model(**inputs).logits.numpy())
+    return np.concatenate(outs) if outs else np.zeros((0, model.config.num_labels))
+
+
+def evaluate(model, tokenizer, data, batch_size: int = 64, max_length: int = 128) -> dict:
+    """Metrics of the task on ``data`` (which must be labelled), plus the mean loss."""
+    if data.labels is None:
+        raise ValueError("evaluate needs labelled data")
+    logits = predict(model, tokenizer, data, batch_size, max_length)
+    gold = data.labels
+    task = data.task
+    if task is not None and task.is_regression:
+        pred = logits[:, 0]
+        loss = float(np.mean((pred - gold) ** 2))
+    else:
+        pred = logits.argmax(-1)
+        z = logits - logits.max(-1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+        loss = float(-logp[np.arange(len(gold)), gold].mean())
+    names = task.metrics if task is not None else ("accuracy",)
+    return {**metrics_mod.compute(names, pred, gold), "loss": loss}
+
+
+def _default_metric(data) -> str:
+    task = getattr(data, "task", None)
+    return task.metrics[0] if task is not None else "accuracy"
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.floating):
+        return float(x)
+    return x
+
+
+def _progress(total, initial, enabled):
+    if enabled is False or (enabled is None and not sys.stderr.isatty()):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
