@@ -1,108 +1,277 @@
 """The ``minidistill`` command line: a thin layer over the public API.
 
-    minidistill demo [--backends numpy,numba,torch] [--sentences ...]
+    minidistill demo [--quick | --full] [--backend numba]
+    minidistill finetune [--config run.toml] [--train.lr=3e-5 --data.task=sst2 ...]
+    minidistill evaluate MODEL_DIR [--split dev] [--data.task=...]
+    minidistill predict MODEL_DIR --text "a gripping film" [--text ...]
     minidistill info MODEL_DIR
+
+Configs are dataclasses (:class:`FinetuneConfig`); a TOML file and ``--section.key=value``
+overrides fill them, and unknown keys or mistyped values are errors that name the key.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import json
 import sys
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-DEMO_SENTENCES = [
-    "A distilled student keeps most of what its teacher knows.",
-    "Knowledge distillation compresses a large model into a small one.",
-    "The cat sat quietly on the warm windowsill.",
-    "This film is a quiet triumph of patient storytelling.",
-]
+from .config import ConfigError, load_config, to_dict
+from .train.trainer import TrainConfig
 
 
-def _default_backends() -> list[str]:
-    names = ["numpy", "numba"]
-    if importlib.util.find_spec("torch") is not None:
-        names.append("torch")
-    return names
+@dataclass
+class ModelSection:
+    """Which model to start from and where it runs."""
+
+    path: str = "minilm-l6"  # an asset name or a checkpoint folder
+    backend: str = "numba"
+    device: str | None = None
 
 
-def sentence_embeddings(model, enc) -> np.ndarray:
-    """Mean-pooled, L2-normalised token states (all-MiniLM-L6-v2's sentence embedding)."""
+@dataclass
+class DataSection:
+    """Which task and files to train and evaluate on."""
+
+    task: str = "rotten_tomatoes"  # rotten_tomatoes, a GLUE task, or "files"
+    data_dir: str | None = None  # GLUE folder
+    train_file: str | None = None
+    dev_file: str | None = None
+    test_file: str | None = None
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    labels: list | None = None
+    max_train_examples: int | None = None
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything ``minidistill finetune`` needs."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output_dir: str = "runs/finetune"
+
+
+def _model_path(spec: str) -> Path:
+    from . import assets
+
+    return assets.path(spec) if spec in assets.ASSETS else Path(spec)
+
+
+def load_splits(cfg: DataSection):
+    """(train, dev, test) datasets of the configured task (test may be None)."""
+    from .data import load_dataset, load_file
+
+    if cfg.task == "files":
+        if not cfg.train_file:
+            raise ConfigError("data.task = 'files' needs data.train_file")
+        kw = dict(text_column=cfg.text_column, text_pair_column=cfg.text_pair_column,
+                  label_column=cfg.label_column, labels=cfg.labels)
+        train = load_file(cfg.train_file, **kw)
+        kw["labels"] = train.task.labels
+        dev = load_file(cfg.dev_file, **kw) if cfg.dev_file else None
+        test = load_file(cfg.test_file, **kw) if cfg.test_file else None
+    else:
+        train = load_dataset(cfg.task, "train", cfg.data_dir)
+        dev = load_dataset(cfg.task, "dev", cfg.data_dir)
+        test = load_dataset(cfg.task, "test", cfg.data_dir) if cfg.task == "rotten_tomatoes" else None
+    if cfg.max_train_examples:
+        train = train.select(range(min(cfg.max_train_examples, len(train))))
+    return train, dev, test
+
+
+def finetune(cfg: FinetuneConfig, announce=print) -> dict:
+    """Fine-tune a BERT on a task; save it to ``cfg.output_dir``; return the figures."""
     import minidistill as md
+    from .data import Tokenizer
+    from .models import BertForSequenceClassification
+    from .train import Trainer, evaluate
 
-    with md.no_grad():
-        h = model(**enc).last_hidden_state.numpy()  # (B, T, D)
-    mask = enc["attention_mask"][..., None].astype(h.dtype)  # (B, T, 1)
-    pooled = (h * mask).sum(1) / np.maximum(mask.sum(1), 1.0)  # (B, D)
-    return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
-
-
-def demo(backends: list[str], sentences: list[str]) -> int:
-    """Load the real MiniLM-L6 checkpoint and embed ``sentences`` on each backend."""
-    import minidistill as md
-    from minidistill.data import Tokenizer
-    from minidistill.models import BertModel
-
-    path = md.assets.path("minilm-l6")
-    print(f"checkpoint: {md.assets.ASSETS['minilm-l6'].description}\n  at {path}")
+    train, dev, test = load_splits(cfg.data)
+    task = train.task
+    path = _model_path(cfg.model.path)
     tok = Tokenizer.from_pretrained(path)
-    enc = tok.encode(sentences)
-    print(f"batch: {len(sentences)} sentences, padded to {enc['input_ids'].shape[1]} tokens\n")
-    results = {}
-    for name in backends:
-        model = BertModel.from_pretrained(path, backend=name)
-        sentence_embeddings(model, enc)  # warm-up (compiles Numba kernels on first use)
-        start = time.perf_counter()
-        emb = sentence_embeddings(model, enc)
-        ms = (time.perf_counter() - start) * 1e3
-        results[name] = emb
-        print(f"[{name}] {model.num_parameters() / 1e6:.1f}M parameters, forward {ms:.1f} ms")
-    ref = results[backends[0]]
-    sims = ref @ ref.T
-    print("\ncosine similarity of the sentence embeddings:")
-    for i, s in enumerate(sentences):
-        row = " ".join(f"{v:5.2f}" for v in sims[i])
-        print(f"  {row}   {s[:60]}")
-    for name in backends[1:]:
-        diff = float(np.abs(results[name] - ref).max())
-        print(f"max |{name} - {backends[0]}| = {diff:.2e}")
+    md.manual_seed(cfg.train.seed)
+    labels = {"num_labels": task.num_labels}
+    if task.labels is not None:
+        labels["id2label"] = {i: str(n) for i, n in enumerate(task.labels)}
+        labels["label2id"] = {str(n): i for i, n in enumerate(task.labels)}
+    model = BertForSequenceClassification.from_pretrained(path, backend=cfg.model.backend, device=cfg.model.device, **labels)
+    steps = cfg.train.max_steps or cfg.train.epochs * train.num_batches(cfg.train.batch_size)
+    announce(f"fine-tuning {cfg.model.path} ({model.num_parameters() / 1e6:.1f}M parameters) on {task.name}: "
+             f"{len(train)} examples, {steps} steps of {cfg.train.batch_size}, max length {cfg.train.max_length}, "
+             f"backend {cfg.model.backend}")
+    out = Path(cfg.output_dir)
+    start = time.perf_counter()
+    trainer = Trainer(model, tok, train, dev, cfg.train)
+    trainer.train()
+    train_seconds = time.perf_counter() - start
+    result = {"task": task.name, "parameters": model.num_parameters(), "train_seconds": train_seconds,
+              "steps": trainer.state.step}
+    for name, split in (("dev", dev), ("test", test)):
+        if split is None:
+            continue
+        t0 = time.perf_counter()
+        scores = evaluate(model, tok, split, cfg.train.eval_batch_size, cfg.train.max_length)
+        result[name] = scores
+        result[f"{name}_seq_per_s"] = len(split) / (time.perf_counter() - t0)
+    # save only after everything succeeded: a failed run leaves an older output untouched
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    from .models.io import write_json
+
+    write_json(out / "metrics.json", {**result, "config": _plain(to_dict(cfg))})
+    result["output_dir"] = str(out)
+    return result
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def print_table(rows: list[dict], metric: str = "accuracy") -> None:
+    """Print the demo's table: one row per model."""
+    head = f"{'model':28s} {'params':>8s} {'dev ' + metric[:3]:>8s} {'test ' + metric[:3]:>9s} {'seq/s':>7s} {'train':>8s}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        dev = r.get("dev", {}).get(metric, float("nan"))
+        test = r.get("test", {}).get(metric, float("nan"))
+        print(f"{r['name']:28s} {r['parameters'] / 1e6:7.1f}M {dev:8.3f} {test:9.3f} "
+              f"{r.get('dev_seq_per_s', float('nan')):7.1f} {r['train_seconds']:7.0f}s")
+
+
+DEMO_PRESETS = {
+    # 2 CPU cores: ~320 steps of 32 short snippets, a few minutes with the numba backend
+    "default": {"train": {"epochs": 1, "max_length": 64, "lr": 1e-4, "batch_size": 32}},
+    "quick": {"train": {"max_steps": 120, "max_length": 48, "lr": 1e-4, "batch_size": 32}},
+    "full": {"train": {"epochs": 3, "max_length": 128, "lr": 5e-5, "batch_size": 32, "eval_every": 320}},
+}
+
+
+def demo(preset: str = "default", backend: str = "numba", output_dir: str = "runs/demo") -> int:
+    """Fine-tune the real MiniLM-L6 teacher on rotten_tomatoes and print the table."""
+    from .config import from_dict
+
+    cfg = from_dict(FinetuneConfig, {**DEMO_PRESETS[preset], "model": {"path": "minilm-l6", "backend": backend},
+                                     "data": {"task": "rotten_tomatoes"}, "output_dir": f"{output_dir}/teacher"})
+    print(f"minidistill demo ({preset} preset; --quick for ~2 minutes, --full for 3 epochs at length 128)")
+    start = time.perf_counter()
+    result = finetune(cfg)
+    print()
+    print_table([{**result, "name": "MiniLM-L6 teacher (fine-tuned)"}])
+    print(f"\nsaved to {result['output_dir']} (HF format; transformers loads it)")
+    print(f"wall time {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def evaluate_cmd(model_dir: str, split: str, overrides) -> int:
+    """Evaluate a saved classifier on a split of its task."""
+    from .config import from_dict
+    from .data import Tokenizer
+    from .models import BertForSequenceClassification
+    from .train import evaluate
+
+    data_cfg = load_config(DataSection, None, overrides)
+    train, dev, test = load_splits(data_cfg)
+    data = {"train": train, "dev": dev, "test": test}[split]
+    if data is None:
+        raise ConfigError(f"task {data_cfg.task!r} has no {split} split")
+    model = BertForSequenceClassification.from_pretrained(model_dir)
+    tok = Tokenizer.from_pretrained(model_dir)
+    if model.config.num_labels != data.task.num_labels:
+        raise ConfigError(f"{model_dir} predicts {model.config.num_labels} labels but {data.task.name} has {data.task.num_labels}")
+    print(json.dumps(evaluate(model, tok, data), indent=2))
+    return 0
+
+
+def predict_cmd(model_dir: str, texts: list[str]) -> int:
+    """Print the predicted label and probabilities for each text."""
+    import minidistill as md
+    from .data import Tokenizer
+    from .models import BertForSequenceClassification
+
+    model = BertForSequenceClassification.from_pretrained(model_dir)
+    tok = Tokenizer.from_pretrained(model_dir)
+    with md.no_grad():
+        logits = model(**tok.encode(texts)).logits.numpy()
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    names = model.config.id2label or {i: str(i) for i in range(logits.shape[1])}
+    for text, p in zip(texts, probs):
+        k = int(p.argmax())
+        print(f"{names.get(k, k)}\t{p[k]:.3f}\t{text}")
     return 0
 
 
 def info(model_dir: str) -> int:
-    """Print a checkpoint's config and parameter counts."""
-    from minidistill.models import BertConfig
-    from minidistill.models.io import load_weights, read_config
+    """Print a checkpoint's config, parameter counts and FLOPs per token."""
+    from .models import BertConfig
+    from .models.io import load_weights, read_config
 
     cfg = BertConfig.from_dict(read_config(model_dir))
     weights = load_weights(model_dir)
     total = sum(int(np.prod(w.shape)) for k, w in weights.items() if not k.endswith("position_ids"))
-    print(f"{model_dir}: BERT, {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
-          f"{cfg.num_attention_heads} heads, FFN {cfg.intermediate_size}, vocab {cfg.vocab_size}")
-    print(f"parameters: {total:,}")
-    layer = 4 * cfg.hidden_size**2 + 2 * cfg.hidden_size * cfg.intermediate_size
-    print(f"matmul FLOPs per token (forward, excluding attention scores): {2 * cfg.num_hidden_layers * layer:,}")
+    h, f, n = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    emb = sum(int(np.prod(w.shape)) for k, w in weights.items() if "embeddings." in k and not k.endswith("position_ids"))
+    print(f"{model_dir}: BERT, {n} layers, hidden {h}, {cfg.num_attention_heads} heads, FFN {f}, vocab {cfg.vocab_size}")
+    print(f"parameters: {total:,} ({emb:,} in embeddings, {total - emb:,} in the encoder and heads)")
+    per_token = 2 * n * (4 * h * h + 2 * h * f)
+    print(f"FLOPs per token (forward): {per_token:,} in dense layers + {4 * n * h:,} × sequence length in attention")
     return 0
 
 
 def main(argv=None) -> int:
     """Entry point of the ``minidistill`` console script."""
-    parser = argparse.ArgumentParser(prog="minidistill", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="minidistill", description="Compress BERT-style transformers.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="run the real MiniLM-L6 checkpoint on every backend")
-    p_demo.add_argument("--backends", default=",".join(_default_backends()),
-                        help="comma-separated backends (default: all installed)")
-    p_demo.add_argument("--sentences", nargs="+", default=DEMO_SENTENCES)
+    p_demo = sub.add_parser("demo", help="fine-tune the real MiniLM-L6 teacher on rotten_tomatoes")
+    size = p_demo.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="about 2 minutes on 2 cores")
+    size.add_argument("--full", action="store_true", help="3 epochs at length 128")
+    p_demo.add_argument("--backend", default="numba", help="numpy, numba, torch or torch:cuda")
+    p_demo.add_argument("--output-dir", default="runs/demo")
+    p_ft = sub.add_parser("finetune", help="fine-tune a BERT on a task (config + --section.key=value overrides)")
+    p_ft.add_argument("--config", default=None, help="a TOML file")
+    p_ev = sub.add_parser("evaluate", help="evaluate a saved classifier")
+    p_ev.add_argument("model_dir")
+    p_ev.add_argument("--split", default="dev", choices=["train", "dev", "test"])
+    p_pr = sub.add_parser("predict", help="classify texts with a saved classifier")
+    p_pr.add_argument("model_dir")
+    p_pr.add_argument("--text", action="append", required=True)
     p_info = sub.add_parser("info", help="describe a checkpoint folder")
     p_info.add_argument("model_dir")
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
     try:
+        if args.command == "finetune":
+            cfg = load_config(FinetuneConfig, args.config, rest)
+            result = finetune(cfg)
+            print_table([{**result, "name": cfg.model.path}], (result.get("dev") and next(iter(result["dev"]))) or "accuracy")
+            print(f"saved to {result['output_dir']}")
+            return 0
+        if args.command == "evaluate":
+            overrides = [a.replace("--data.", "--", 1) for a in rest]
+            return evaluate_cmd(args.model_dir, args.split, overrides)
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "demo":
-            return demo([b.strip() for b in args.backends.split(",") if b.strip()], args.sentences)
+            return demo("quick" if args.quick else "full" if args.full else "default", args.backend, args.output_dir)
+        if args.command == "predict":
+            return predict_cmd(args.model_dir, args.text)
         return info(args.model_dir)
-    except (FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as e:
+    except (ConfigError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as e:
         print(f"minidistill: error: {e}", file=sys.stderr)
         return 2
 

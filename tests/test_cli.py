@@ -1,0 +1,78 @@
+"""The command line: finetune / evaluate / predict / info on a small run, its errors, the
+plot, and a short real fine-tuning run that must beat chance clearly."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import minidistill as md
+from minidistill.cli import main
+
+pytestmark = pytest.mark.checkpoint
+
+
+@pytest.mark.slow
+def test_short_finetune_on_rotten_tomatoes_beats_chance(tmp_path, capsys):
+    out = tmp_path / "ft"
+    rc = main(["finetune", "--train.max_steps=80", "--train.max_length=48", "--train.lr=1e-4",
+               "--model.backend=numba", f"--output_dir={out}", "--train.progress=false",
+               f"--train.log_file={tmp_path / 'log.jsonl'}"])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    majority = 0.57  # share of "fresh" in the dev split
+    assert metrics["dev"]["accuracy"] > majority + 0.08, metrics["dev"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "metrics.json"])
+
+    capsys.readouterr()
+    assert main(["predict", str(out), "--text", "a masterpiece, moving and funny", "--text", "a dull, lifeless mess"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["fresh", "rotten"]
+
+    assert main(["evaluate", str(out), "--split", "dev"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["accuracy"] == pytest.approx(metrics["dev"]["accuracy"], abs=1e-6)
+
+    assert main(["info", str(out)]) == 0
+    assert "parameters: 22,713,986" in capsys.readouterr().out
+
+    pytest.importorskip("matplotlib")
+    from minidistill.plot import learning_curves
+
+    learning_curves(tmp_path / "log.jsonl", path=tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_cli_errors_are_clear_and_write_nothing(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["finetune", "--train.lrr=1", f"--output_dir={out}"]) == 2
+    assert "unknown config key 'train.lrr' (did you mean 'train.lr'?)" in capsys.readouterr().err
+    assert main(["finetune", "--train.lr=abc", f"--output_dir={out}"]) == 2
+    assert "'train.lr' must be a number, got 'abc'" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,stars\ngood,5\n")
+    assert main(["finetune", "--data.task=files", f"--data.train_file={bad}", f"--output_dir={out}"]) == 2
+    assert "missing column 'label'" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["info", str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_failed_run_keeps_the_previous_output(tmp_path, monkeypatch, minilm_path):
+    from minidistill import cli
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"previous model")
+
+    def boom(self):
+        raise RuntimeError("killed mid-training")
+
+    monkeypatch.setattr(md.train.Trainer, "train", boom)
+    rc = cli.main(["finetune", "--train.max_steps=2", "--data.max_train_examples=64", f"--output_dir={out}"])
+    assert rc == 2
+    assert (out / "model.safetensors").read_bytes() == b"previous model"
