@@ -177,9 +177,17 @@ def demo(preset: str = "default", backend: str = "numba", output_dir: str = "run
     return 0
 
 
-def evaluate_cmd(model_dir: str, split: str, overrides) -> int:
-    """Evaluate a saved classifier on a split of its task."""
-    from .config import from_dict
+def _trained_max_length(model_dir: str) -> int:
+    """The max length a model was fine-tuned with (from its ``metrics.json``), else 128."""
+    path = Path(model_dir) / "metrics.json"
+    try:
+        return int(json.loads(path.read_text())["config"]["train"]["max_length"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return 128
+
+
+def evaluate_cmd(model_dir: str, split: str, overrides, max_length: int | None = None) -> int:
+    """Evaluate a saved classifier on a split of its task (at the length it was trained with)."""
     from .data import Tokenizer
     from .models import BertForSequenceClassification
     from .train import evaluate
@@ -193,7 +201,8 @@ def evaluate_cmd(model_dir: str, split: str, overrides) -> int:
     tok = Tokenizer.from_pretrained(model_dir)
     if model.config.num_labels != data.task.num_labels:
         raise ConfigError(f"{model_dir} predicts {model.config.num_labels} labels but {data.task.name} has {data.task.num_labels}")
-    print(json.dumps(evaluate(model, tok, data), indent=2))
+    length = max_length or _trained_max_length(model_dir)
+    print(json.dumps(evaluate(model, tok, data, max_length=length), indent=2))
     return 0
 
 
@@ -248,6 +257,7 @@ def main(argv=None) -> int:
     p_ev = sub.add_parser("evaluate", help="evaluate a saved classifier")
     p_ev.add_argument("model_dir")
     p_ev.add_argument("--split", default="dev", choices=["train", "dev", "test"])
+    p_ev.add_argument("--max-length", type=int, default=None, help="default: the length used in training")
     p_pr = sub.add_parser("predict", help="classify texts with a saved classifier")
     p_pr.add_argument("model_dir")
     p_pr.add_argument("--text", action="append", required=True)
@@ -263,7 +273,7 @@ def main(argv=None) -> int:
             return 0
         if args.command == "evaluate":
             overrides = [a.replace("--data.", "--", 1) for a in rest]
-            return evaluate_cmd(args.model_dir, args.split, overrides)
+            return evaluate_cmd(args.model_dir, args.split, overrides, args.max_length)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "demo":
