@@ -285,12 +285,8 @@ def load_file(path, text_column: str = "text", text_pair_column: str | None = No
     path = Path(path)
     _check_text_file(path)
     fmt = _format_of(path, format)
+    infer_labels = task is None and label_column is not None and labels is None
     if task is None:
-        table_for_labels = None
-        if label_column is not None and labels is None:
-            table_for_labels = _read_table(path, fmt)
-            if label_column in table_for_labels:
-                labels = tuple(str(v) for v in sorted({str(x) for x in table_for_labels[label_column]}))
         task = TaskSpec(path.stem, text_column, text_pair_column, label_column,
                         None if labels is None else tuple(str(x) for x in labels), ("accuracy",))
     header = task.header
@@ -302,6 +298,9 @@ def load_file(path, text_column: str = "text", text_pair_column: str | None = No
     for col in needed:
         if col not in table:
             raise DataError(f"{path}: missing column {col!r}; the file has columns {available}")
+    if infer_labels:  # no label set given: the sorted distinct values found in the file
+        found = tuple(sorted({str(v) for v in table[task.label_column]}))
+        task = TaskSpec(task.name, task.text_column, task.text_pair_column, task.label_column, found, task.metrics)
     first_line = 2 if (header and fmt in ("csv", "tsv")) else 1
     texts = table[task.text_column]
     for i, t in enumerate(texts):
