@@ -9,8 +9,9 @@ from ._threads import configure as _configure_threads
 
 _configure_threads()  # before NumPy starts OpenBLAS: see minidistill/_threads.py
 
-from . import assets, backends, core, data, models, nn  # noqa: E402
+from . import assets, backends, compress, core, data, models, nn, train  # noqa: E402
 from .backends import available_backends, current_backend, get_backend, use_backend  # noqa: E402
+from .compress import distill, make_student  # noqa: E402
 from .core import Tensor, gradcheck, no_grad, tensor  # noqa: E402
 from .nn.init import manual_seed  # noqa: E402
 
@@ -21,6 +22,10 @@ __all__ = [
     "assets",
     "available_backends",
     "backends",
+    "compress",
+    "distill",
+    "make_student",
+    "train",
     "core",
     "current_backend",
     "data",

@@ -105,3 +105,17 @@ def test_load_state_dict_accepts_torch_tensors_of_any_float_dtype():
     state = {"weight": torch.ones(2, 3, dtype=torch.bfloat16), "bias": torch.zeros(2, dtype=torch.float64)}
     lin.load_state_dict(state)
     assert lin.weight.dtype == np.float32 and np.all(lin.weight.numpy() == 1.0)
+
+
+def test_load_state_dict_copies_and_never_aliases(backend):
+    lin = Linear(3, 2)
+    lin.to(backend)
+    source = {"weight": np.ones((2, 3), dtype=np.float32), "bias": np.zeros(2, dtype=np.float32)}
+    lin.load_state_dict(source)
+    source["weight"][:] = 7.0  # the caller's array changes afterwards…
+    assert np.all(lin.weight.numpy() == 1.0)  # …the parameter does not
+    other = Linear(3, 2)
+    other.to(backend)
+    other.load_state_dict(lin.state_dict())
+    lin.weight.data *= 0  # in-place update of one model (as AdamW does)
+    assert np.all(other.weight.numpy() == 1.0)

@@ -863,9 +863,12 @@ class KLDiv(Function):
         else:
             p = target
             log_p = ops.log(ops.where(p > 0, p, 1.0))  # 0 log 0 = 0
-        term = p * (log_p - log_q)
-        term = ops.where(p > 0, term, 0.0)
-        ctx.save(log_q, p, log_p)
+        # Where p = 0 the term is 0 whatever log q is (it may be -inf at masked entries):
+        # mask both logs first so no 0 · inf is ever formed.
+        support = p > 0
+        diff = ops.where(support, log_p, 0.0) - ops.where(support, log_q, 0.0)
+        term = p * diff
+        ctx.save(p, diff, support)
         ctx.log_target, ctx.reduction = log_target, reduction
         ctx.scale = _kl_scale(reduction, log_q)
         if reduction == "none":
@@ -875,12 +878,12 @@ class KLDiv(Function):
     @staticmethod
     def backward(ctx, g):
         ops = ctx.ops
-        log_q, p, log_p = ctx.saved
+        p, diff, support = ctx.saved
         gs = g if ctx.reduction == "none" else g * ctx.scale
         d_log_q = -p * gs if ctx.needs_input_grad[0] else None
         d_target = None
         if ctx.needs_input_grad[1]:
-            inner = ops.where(p > 0, log_p - log_q + 1.0, 0.0) * gs
+            inner = ops.where(support, diff + 1.0, 0.0) * gs
             d_target = inner * p if ctx.log_target else inner
         return d_log_q, d_target, None, None
 

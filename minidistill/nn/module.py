@@ -107,7 +107,7 @@ class Module:
         return {name: p.data for name, p in self.named_parameters(remove_duplicate=False)}
 
     def load_state_dict(self, state: dict, strict: bool = True) -> dict:
-        """Copy arrays from ``state`` into this module's parameters.
+        """Copy arrays from ``state`` into this module's parameters (never sharing memory).
 
         Args:
             state: name → array (NumPy, torch or backend array).
@@ -135,7 +135,9 @@ class Module:
             raise StateDictError(f"cannot load state dict into {type(self).__name__}: " + " | ".join(problems))
         for k, p in own.items():
             if k in state:
-                p.data = p.backend.asarray(_to_host(state[k]), dtype=p.dtype)
+                # always a copy: parameters are updated in place by the optimizers, and must
+                # never share memory with the caller's arrays (another model's, a checkpoint's)
+                p.data = p.backend.copy(p.backend.asarray(_to_host(state[k]), dtype=p.dtype))
                 p.grad = None
         return {"missing": missing, "unexpected": unexpected}
 
