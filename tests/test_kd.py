@@ -128,7 +128,8 @@ def test_hard_kd_threshold_and_needed_outputs(cpu_backend):
     expected = F.cross_entropy(md.Tensor(s.logits.numpy()), np.array([0, -100, 1])).item()
     assert HardKD(threshold=0.9)(s, t).item() == pytest.approx(expected)
     flags = needed_outputs(_objectives())
-    assert flags == {"output_hidden_states": True, "output_attentions": True, "output_attention_scores": True}
+    assert flags == {"output_hidden_states": True, "output_attentions": True, "output_attention_scores": True,
+                     "output_qkv": False}
 
 
 def test_layer_maps_and_their_errors():
@@ -216,3 +217,51 @@ def test_distill_teaches_a_student_the_teachers_predictions(minilm_path):
     assert agree >= 0.9, agree
     with pytest.raises(ValueError, match="needs labelled training data"):
         distill(teacher, student, tok, data.without_labels(), task_weight=1.0, config=cfg)
+
+
+def _qkv_outs(seed, heads, d, b=2, t=5, layers=2, grad=True):
+    rng = np.random.default_rng(seed)
+    qkv = tuple(tuple(md.Tensor(rng.standard_normal((b, heads, t, d)), requires_grad=grad) for _ in range(3))
+                for _ in range(layers))
+    mask = np.ones((b, t), dtype=np.int64)
+    mask[1, 3:] = 0
+    return ModelOutput(qkv=qkv), {"attention_mask": mask}
+
+
+def test_relation_objectives_gradcheck_identity_and_padding(cpu_backend):
+    from minidistill.compress import MiniLMv2Relations, ValueRelationKL
+
+    amap = LayerMap.build("uniform", 2, 2, "attention")
+    s, batch = _qkv_outs(1, heads=2, d=3)
+    t_same, _ = _qkv_outs(2, heads=2, d=3, grad=False)
+    t_wide, _ = _qkv_outs(3, heads=3, d=4, grad=False)  # teacher: 3 heads, width 12; student: 2 heads, width 6
+    leaves = [x for layer in s.qkv for x in layer]
+    value = ValueRelationKL(amap)
+    v2 = MiniLMv2Relations(amap, relation_heads=2)
+    assert md.gradcheck(lambda *_: value(s, t_same, batch), *leaves)
+    assert md.gradcheck(lambda *_: v2(s, t_wide, batch), *leaves)
+    itself = ModelOutput(qkv=tuple(tuple(md.Tensor(x.numpy()) for x in layer) for layer in s.qkv))
+    assert abs(value(s, itself, batch).item()) < 1e-12 and abs(v2(s, itself, batch).item()) < 1e-12
+    before = v2(s, t_wide, batch).item()
+    for layer in t_wide.qkv:
+        for x in layer:
+            x.data[1, :, 3:] = 50.0  # padded tokens of example 1
+    assert v2(s, t_wide, batch).item() == pytest.approx(before, rel=1e-12)
+    with pytest.raises(ValueError, match="relation heads \\(5\\) must divide the width"):
+        MiniLMv2Relations(amap, relation_heads=5)(s, t_wide, batch)
+
+
+def test_model_exposes_queries_keys_values(teacher):
+    from minidistill.compress import ValueRelationKL
+
+    ids = np.array([[101, 2023, 3185, 2003, 102], [101, 2919, 102, 0, 0]])
+    mask = (ids != 0).astype(np.int64)
+    with md.no_grad():
+        out = teacher(ids, mask, output_qkv=True, output_hidden_states=True)
+        att = teacher.bert.encoder.layer[0].attention
+        q0 = att.self.split_heads(att.self.query(out.hidden_states[0]))
+    assert len(out.qkv) == 6 and out.qkv[0][0].shape == (2, 12, 5, 32)
+    np.testing.assert_array_equal(out.qkv[0][0].numpy(), q0.numpy())
+    amap = LayerMap.build("uniform", 6, 6, "attention")
+    assert abs(ValueRelationKL(amap)(out, out, {"attention_mask": mask}).item()) < 1e-6
+    assert needed_outputs([ValueRelationKL(amap)])["output_qkv"]

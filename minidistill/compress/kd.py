@@ -10,6 +10,9 @@ Schütze, Plank, ACL 2023), on every backend. With student s and teacher t:
 * hidden-state MSE / cosine:      L = Σ_(i,j)∈map  mean_tokens ‖W h_s^i − h_t^j‖² / D  (or 1 − cos)
 * attention-score MSE (TinyBERT): L = Σ_(i,j)∈map  mean_(real q,k) (A_s^i − A_t^j)²  on pre-softmax scores
 * attention KL (MobileBERT/MiniLM): L = Σ_(i,j)∈map  mean_(b,h,real q) Σ_k p_t log(p_t / p_s)
+* MiniLM value relation:          R = softmax(V Vᵀ / √d) per head;  L = KL(R_t ‖ R_s), as attention KL
+* MiniLMv2 relations (Q-Q, K-K, V-V): the heads' concatenation X (B, T, D) is split into R
+  "relation heads" on both models, R = softmax(X_r X_rᵀ / √(D / R)), so head counts may differ
 
 Conventions chosen where the original repositories disagree (each is tested):
 
@@ -302,6 +305,82 @@ class AttentionKL(Objective, Module):
         return total
 
 
+def _merge_heads(x: Tensor) -> Tensor:
+    """(B, H, T, d) → (B, T, H·d)."""
+    b, h, t, d = x.shape
+    return F.transpose(x, 1, 2).reshape(b, t, h * d)
+
+
+def _relation_heads(x: Tensor, heads: int) -> Tensor:
+    """(B, T, D) → (B, R, T, D / R)."""
+    b, t, dim = x.shape
+    if dim % heads:
+        raise ValueError(f"relation heads ({heads}) must divide the width ({dim})")
+    return F.transpose(x.reshape(b, t, heads, dim // heads), 1, 2)
+
+
+def _relation_kl(xs: Tensor, xt: Tensor, batch) -> Tensor:
+    """KL(softmax(X_t X_tᵀ/√d_t) ‖ softmax(X_s X_sᵀ/√d_s)) over real (query, key) positions,
+    batch-mean over (example, head, real query); xs, xt: (B, R, T, d)."""
+    b, r, t, ds = xs.shape
+    m = _token_mask(batch, xs.detach()[:, 0])  # (B, T)
+    keys = m.reshape(b, 1, 1, t) != 0
+    s_scores = F.matmul(xs, F.transpose(xs, -1, -2)) * (1.0 / math.sqrt(ds))  # (B, R, T, T)
+    with_teacher = F.matmul(xt, F.transpose(xt, -1, -2)) * (1.0 / math.sqrt(xt.shape[-1]))  # (B, R, T, T)
+    log_p = F.log_softmax(with_teacher, mask=keys)
+    log_q = F.log_softmax(s_scores, mask=keys)
+    rows = F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(axis=-1)  # (B, R, T)
+    return (rows * m.reshape(b, 1, t)).sum() * (1.0 / (float(m.sum().item()) * r))
+
+
+class ValueRelationKL(Objective, Module):
+    """MiniLM (Wang et al., 2020): KL between the teachers' and students' value relations
+    ``softmax(V Vᵀ / √d)`` per head (equal head counts; see :class:`MiniLMv2Relations`)."""
+
+    needs = ("qkv",)
+
+    def __init__(self, layer_map: LayerMap, weight: float = 1.0):
+        self.layer_map, self.weight = layer_map, weight
+
+    def loss(self, student_out, teacher_out, batch=None):
+        total = None
+        for i, j in self.layer_map.pairs:
+            vs = student_out.qkv[i][2]  # (B, H, T, d)
+            vt = _const(teacher_out.qkv[j][2], vs)
+            _check_heads(vs, vt, "value-relation KL")
+            term = _relation_kl(vs, vt, batch)
+            total = term if total is None else total + term
+        return total
+
+
+class MiniLMv2Relations(Objective, Module):
+    """MiniLMv2 (Wang et al., 2021): Q-Q, K-K and V-V self-attention relations, with both
+    models' heads regrouped into ``relation_heads`` heads, so head counts and widths may differ.
+
+    The original pairs the student's last layer with one chosen teacher layer; give that
+    as the layer map (e.g. ``LayerMap.build([4], 2, 6, "attention")``).
+    """
+
+    needs = ("qkv",)
+
+    def __init__(self, layer_map: LayerMap, relation_heads: int = 12, relations=("q", "k", "v"), weight: float = 1.0):
+        bad = [r for r in relations if r not in ("q", "k", "v")]
+        if bad:
+            raise ValueError(f"relations must be among 'q', 'k', 'v', got {bad}")
+        self.layer_map, self.relation_heads, self.relations, self.weight = layer_map, relation_heads, tuple(relations), weight
+
+    def loss(self, student_out, teacher_out, batch=None):
+        total = None
+        slot = {"q": 0, "k": 1, "v": 2}
+        for i, j in self.layer_map.pairs:
+            for rel in self.relations:
+                xs = _relation_heads(_merge_heads(student_out.qkv[i][slot[rel]]), self.relation_heads)
+                xt = _relation_heads(_merge_heads(_const(teacher_out.qkv[j][slot[rel]], xs)), self.relation_heads)
+                term = _relation_kl(xs, xt, batch)
+                total = term if total is None else total + term
+        return total
+
+
 def total_loss(objectives, student_out, teacher_out, batch=None) -> Tensor:
     """The sum of weighted objectives."""
     loss = None
@@ -315,4 +394,4 @@ def needed_outputs(objectives) -> dict:
     """The ``output_*`` flags a model forward needs for ``objectives``."""
     needs = {n for obj in objectives for n in obj.needs}
     return {"output_hidden_states": "hidden_states" in needs, "output_attentions": "attentions" in needs,
-            "output_attention_scores": "attention_scores" in needs}
+            "output_attention_scores": "attention_scores" in needs, "output_qkv": "qkv" in needs}

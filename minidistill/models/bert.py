@@ -118,10 +118,10 @@ class BertAttention(Module):
         setattr(self, "self", BertSelfAttention(config))
         self.output = BertSelfOutput(config)
 
-    def forward(self, x: Tensor, mask=None, return_scores: bool = False):
-        """Returns ``(output (B, T, D), probs (B, H, T, T), scores (B, H, T, T) or None)``."""
-        context, probs, scores = getattr(self, "self")(x, mask, return_scores)
-        return self.output(context, x), probs, scores
+    def forward(self, x: Tensor, mask=None, return_scores: bool = False, return_qkv: bool = False):
+        """Returns ``(output (B, T, D), probs (B, H, T, T), scores or None, (q, k, v) or None)``."""
+        context, probs, scores, qkv = getattr(self, "self")(x, mask, return_scores, return_qkv)
+        return self.output(context, x), probs, scores, qkv
 
 
 class BertIntermediate(Module):
@@ -154,10 +154,10 @@ class BertLayer(Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
-    def forward(self, x: Tensor, mask=None, return_scores: bool = False):
-        """Returns ``(hidden (B, T, D), probs (B, H, T, T), scores (B, H, T, T) or None)``."""
-        a, probs, scores = self.attention(x, mask, return_scores)
-        return self.output(self.intermediate(a), a), probs, scores
+    def forward(self, x: Tensor, mask=None, return_scores: bool = False, return_qkv: bool = False):
+        """Returns ``(hidden (B, T, D), probs (B, H, T, T), scores or None, (q, k, v) or None)``."""
+        a, probs, scores, qkv = self.attention(x, mask, return_scores, return_qkv)
+        return self.output(self.intermediate(a), a), probs, scores, qkv
 
 
 class BertEncoder(Module):
@@ -167,20 +167,24 @@ class BertEncoder(Module):
         self.layer = ModuleList([BertLayer(config) for _ in range(config.num_hidden_layers)])
 
     def forward(self, x: Tensor, mask=None, output_hidden_states=False, output_attentions=False,
-                output_attention_scores=False):
-        """Run every layer; collect hidden states (embeddings first), attention maps and scores."""
+                output_attention_scores=False, output_qkv=False):
+        """Run every layer; collect hidden states (embeddings first), attention maps, scores
+        and per-layer (q, k, v)."""
         hidden = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
         scores_all = [] if output_attention_scores else None
+        qkv_all = [] if output_qkv else None
         for layer in self.layer:
-            x, probs, scores = layer(x, mask, output_attention_scores)
+            x, probs, scores, qkv = layer(x, mask, output_attention_scores, output_qkv)
             if hidden is not None:
                 hidden.append(x)
             if attentions is not None:
                 attentions.append(probs)
             if scores_all is not None:
                 scores_all.append(scores)
-        return x, hidden, attentions, scores_all
+            if qkv_all is not None:
+                qkv_all.append(qkv)
+        return x, hidden, attentions, scores_all, qkv_all
 
 
 class BertPooler(Module):
@@ -357,7 +361,7 @@ class BertModel(BertPreTrainedModel):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
                 output_hidden_states: bool = False, output_attentions: bool = False,
-                output_attention_scores: bool = False) -> ModelOutput:
+                output_attention_scores: bool = False, output_qkv: bool = False) -> ModelOutput:
         """Encode a batch.
 
         Args:
@@ -366,6 +370,7 @@ class BertModel(BertPreTrainedModel):
             output_hidden_states: also return the embeddings and every layer's output.
             output_attentions: also return every layer's attention probabilities.
             output_attention_scores: also return the pre-softmax scores (for distillation).
+            output_qkv: also return every layer's ``(q, k, v)``, each (B, H, T, d) (MiniLM relations).
 
         Returns:
             ``ModelOutput`` with ``last_hidden_state`` (B, T, D), ``pooler_output`` (B, D)
@@ -377,8 +382,8 @@ class BertModel(BertPreTrainedModel):
         mask = None if attention_mask is None else keep_mask_from_attention_mask(attention_mask, ops)
         if mask is not None and tuple(mask.shape)[::3] != x.shape[:2]:
             raise ValueError(f"attention_mask shape {(mask.shape[0], mask.shape[3])} does not match input_ids {x.shape[:2]}")
-        h, hidden, attentions, scores = self.encoder(
-            x, mask, output_hidden_states, output_attentions, output_attention_scores
+        h, hidden, attentions, scores, qkv = self.encoder(
+            x, mask, output_hidden_states, output_attentions, output_attention_scores, output_qkv
         )
         pooled = self.pooler(h) if self.pooler is not None else None  # (B, D)
         return ModelOutput(
@@ -387,6 +392,7 @@ class BertModel(BertPreTrainedModel):
             hidden_states=tuple(hidden) if hidden is not None else None,
             attentions=tuple(attentions) if attentions is not None else None,
             attention_scores=tuple(scores) if scores is not None else None,
+            qkv=tuple(qkv) if qkv is not None else None,
         )
 
 
@@ -406,18 +412,19 @@ class BertForSequenceClassification(BertPreTrainedModel):
         return ["classifier.weight", "classifier.bias"]
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
-                output_hidden_states=False, output_attentions=False, output_attention_scores=False) -> ModelOutput:
+                output_hidden_states=False, output_attentions=False, output_attention_scores=False,
+                output_qkv=False) -> ModelOutput:
         """Classify a batch; with ``labels`` (B,) also return the loss (cross-entropy, or MSE
         when ``num_labels == 1``: regression)."""
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
-                        output_hidden_states, output_attentions, output_attention_scores)
+                        output_hidden_states, output_attentions, output_attention_scores, output_qkv)
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, C)
         loss = None
         if labels is not None:
             loss = _classification_loss(logits, labels, self.config)
         return ModelOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
                            attentions=out.attentions, attention_scores=out.attention_scores,
-                           pooler_output=out.pooler_output)
+                           qkv=out.qkv, pooler_output=out.pooler_output)
 
 
 class BertForTokenClassification(BertPreTrainedModel):
@@ -438,16 +445,17 @@ class BertForTokenClassification(BertPreTrainedModel):
         return ["classifier.weight", "classifier.bias"]
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
-                output_hidden_states=False, output_attentions=False, output_attention_scores=False) -> ModelOutput:
+                output_hidden_states=False, output_attentions=False, output_attention_scores=False,
+                output_qkv=False) -> ModelOutput:
         """Label every token; with ``labels`` (B, T) (-100 = ignore) also return the loss."""
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
-                        output_hidden_states, output_attentions, output_attention_scores)
+                        output_hidden_states, output_attentions, output_attention_scores, output_qkv)
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, C)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits, _as_labels(labels, logits), ignore_index=-100)
         return ModelOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
-                           attentions=out.attentions, attention_scores=out.attention_scores)
+                           attentions=out.attentions, attention_scores=out.attention_scores, qkv=out.qkv)
 
 
 def _as_labels(labels, logits: Tensor):

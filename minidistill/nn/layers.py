@@ -113,14 +113,15 @@ class MultiHeadSelfAttention(Module):
         b, t, _ = x.shape
         return F.transpose(x.reshape(b, t, self.num_attention_heads, self.attention_head_size), 1, 2)
 
-    def forward(self, x: Tensor, mask=None, return_scores: bool = False):
+    def forward(self, x: Tensor, mask=None, return_scores: bool = False, return_qkv: bool = False):
         """Attend over ``x`` (B, T, D) with a keep-``mask`` broadcastable to (B, H, T, T).
 
         The 1/√d scaling is applied after ``q kᵀ`` (the reference order) inside the softmax
         kernel; the scaled scores are only materialised when ``return_scores`` is set.
 
         Returns:
-            ``(context, probs, scores)``: (B, T, D), (B, H, T, T), and (B, H, T, T) or None.
+            ``(context, probs, scores, qkv)``: (B, T, D), (B, H, T, T), the scaled scores
+            (B, H, T, T) or None, and ``(q, k, v)`` each (B, H, T, d) when ``return_qkv``.
         """
         b, t, _ = x.shape
         q = self.split_heads(self.query(x))  # (B, H, T, d)
@@ -132,4 +133,4 @@ class MultiHeadSelfAttention(Module):
         scores = raw * scale if return_scores else None  # (B, H, T, T)
         context = F.matmul(self.dropout(probs), v)  # (B, H, T, d)
         context = F.transpose(context, 1, 2).reshape(b, t, self.all_head_size)  # (B, T, D)
-        return context, probs, scores
+        return context, probs, scores, ((q, k, v) if return_qkv else None)
