@@ -1,4 +1,5 @@
-"""Data: tokenisation, text datasets (local files, GLUE, rotten_tomatoes) and batching."""
+"""Data: tokenisation, text datasets (local files, GLUE, rotten_tomatoes), batching and the
+teacher-output cache."""
 
 from .datasets import (
     GLUE_TASKS,
@@ -12,6 +13,7 @@ from .datasets import (
     load_rotten_tomatoes,
     rotten_tomatoes_split,
 )
+from .cache import TeacherCache, data_fingerprint, model_fingerprint
 from .tokenizer import Tokenizer
 
 __all__ = [
@@ -19,11 +21,14 @@ __all__ = [
     "GLUE_TASKS",
     "ROTTEN_TOMATOES",
     "TaskSpec",
+    "TeacherCache",
     "TextDataset",
     "Tokenizer",
+    "data_fingerprint",
     "load_dataset",
     "load_file",
     "load_glue",
     "load_rotten_tomatoes",
+    "model_fingerprint",
     "rotten_tomatoes_split",
 ]

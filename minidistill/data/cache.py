@@ -1,0 +1,154 @@
+"""A teacher-output cache: run the teacher once over (possibly unlabelled) transfer data and
+keep its logits and chosen hidden states in memory-mapped files, so long distillation runs
+need no teacher forward.
+
+Layout of a cache folder::
+
+    meta.json             fingerprint of the teacher and the data, shapes, examples done
+    logits.f32            (N, C) float32, memory-mapped
+    hidden_<i>.f32        (N, T, D) float32 for each cached hidden state i, padded to T
+
+Memory stays bounded (one batch at a time is in RAM). Building is resumable: ``meta.json``
+records how many examples are written and is replaced atomically only after their rows are
+flushed to disk, so a build killed at any point resumes where the last flush ended and
+gives the same files as a build done in one go. A cache whose teacher (config and weights)
+or data (texts, max length) differ from the ones asked for is refused, never silently reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..core.tensor import no_grad
+from ..models.io import CheckpointError, write_json
+
+
+def model_fingerprint(model) -> str:
+    """sha1 of a model's config and every weight's bytes."""
+    h = hashlib.sha1(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
+    for name, p in model.named_parameters():
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(p.numpy()).tobytes())
+    return h.hexdigest()
+
+
+def data_fingerprint(data, max_length: int) -> str:
+    """sha1 of the texts (and pairs) and the max length."""
+    h = hashlib.sha1(str(max_length).encode())
+    for i, text in enumerate(data.texts):
+        h.update(text.encode("utf-8") + b"\x00")
+        if data.text_pairs is not None:
+            h.update(data.text_pairs[i].encode("utf-8") + b"\x01")
+    return h.hexdigest()
+
+
+class TeacherCache:
+    """Teacher outputs for every example of a dataset, on disk.
+
+    Args:
+        path: the cache folder.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.meta = json.loads((self.path / "meta.json").read_text()) if (self.path / "meta.json").is_file() else None
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def build(cls, path, teacher, tokenizer, data, max_length: int = 128, hidden_states=(), batch_size: int = 64,
+              _after_batch=None) -> "TeacherCache":
+        """Write (or finish writing) the cache of ``teacher`` over ``data``.
+
+        Args:
+            hidden_states: indices of the hidden states to keep (0 = embeddings).
+            _after_batch: test hook called with the number of examples done.
+
+        Raises:
+            CheckpointError: the folder holds a cache of another teacher or other data.
+        """
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        n = len(data)
+        meta = {
+            "format": "minidistill-teacher-cache-1",
+            "teacher": model_fingerprint(teacher),
+            "data": data_fingerprint(data, max_length),
+            "n": n, "max_length": max_length, "num_labels": teacher.config.num_labels,
+            "hidden_size": teacher.config.hidden_size, "hidden_states": sorted(int(i) for i in hidden_states),
+            "done": 0,
+        }
+        old = cls(path).meta
+        if old is not None:
+            for key in ("format", "teacher", "data", "hidden_states", "max_length"):
+                if old.get(key) != meta[key]:
+                    what = {"teacher": "another teacher (config or weights differ)",
+                            "data": "other data (texts or max length differ)"}.get(key, f"a different {key}")
+                    raise CheckpointError(f"{path} holds a cache of {what}; delete it or choose another folder")
+            meta["done"] = old["done"]
+        arrays = cls._open(path, meta, mode="r+" if old is not None else "w+")
+        if old is None:
+            write_json(path / "meta.json", meta)
+        teacher.eval()
+        order = [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+        encoded = data.encode(tokenizer, max_length)
+        with no_grad():
+            for idx in order:
+                if idx[-1] < meta["done"]:
+                    continue  # written before the interruption
+                batch = data.collate(encoded, idx, tokenizer.pad_token_id)
+                out = teacher(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                              output_hidden_states=bool(meta["hidden_states"]))
+                arrays["logits"][idx] = out.logits.numpy()
+                width = batch["input_ids"].shape[1]
+                for i in meta["hidden_states"]:
+                    rows = arrays[f"hidden_{i}"]
+                    rows[idx, :width] = out.hidden_states[i].numpy()
+                    rows[idx, width:] = 0.0
+                for a in arrays.values():
+                    a.flush()  # rows on disk before the counter says so
+                meta["done"] = int(idx[-1]) + 1
+                write_json(path / "meta.json", meta)
+                if _after_batch is not None:
+                    _after_batch(meta["done"])
+        return cls(path)
+
+    @staticmethod
+    def _open(path: Path, meta: dict, mode: str) -> dict:
+        n, t, d = meta["n"], meta["max_length"], meta["hidden_size"]
+        arrays = {"logits": np.memmap(path / "logits.f32", np.float32, mode, shape=(n, meta["num_labels"]))}
+        for i in meta["hidden_states"]:
+            arrays[f"hidden_{i}"] = np.memmap(path / f"hidden_{i}.f32", np.float32, mode, shape=(n, t, d))
+        return arrays
+
+    # ------------------------------------------------------------------- read
+    @property
+    def complete(self) -> bool:
+        """True when every example has been written."""
+        return self.meta is not None and self.meta["done"] == self.meta["n"]
+
+    def check(self, teacher, data, max_length: int) -> None:
+        """Raise unless this cache was built from ``teacher`` on ``data`` and is complete."""
+        if self.meta is None:
+            raise CheckpointError(f"{self.path} holds no teacher cache")
+        if self.meta["teacher"] != model_fingerprint(teacher):
+            raise CheckpointError(f"{self.path} was built from another teacher (config or weights differ)")
+        if self.meta["data"] != data_fingerprint(data, max_length):
+            raise CheckpointError(f"{self.path} was built on other data (texts or max length differ)")
+        if not self.complete:
+            raise CheckpointError(f"{self.path} is incomplete ({self.meta['done']} of {self.meta['n']}); build it again to finish")
+
+    def lookup(self, indices, width: int | None = None) -> dict:
+        """Cached outputs for examples ``indices``: ``logits`` (B, C) and ``hidden_states``
+        {i: (B, width, D)} (cut to the batch's padded width)."""
+        if self.meta is None:
+            raise CheckpointError(f"{self.path} holds no teacher cache")
+        arrays = self._open(self.path, self.meta, "r")
+        idx = np.asarray(indices)
+        out = {"logits": np.array(arrays["logits"][idx])}
+        width = width or self.meta["max_length"]
+        out["hidden_states"] = {i: np.array(arrays[f"hidden_{i}"][idx, :width]) for i in self.meta["hidden_states"]}
+        return out
