@@ -198,55 +198,67 @@ class LogitMSE(Objective, Module):
         return F.mse_loss(s, _const(teacher_out.logits, s))
 
 
-class _HiddenObjective(Objective, Module):
-    """Shared part of hidden-state losses: the layer map and the projections."""
+class LayerPairObjective(Objective, Module):
+    """An objective summed over the pairs of a :class:`LayerMap`: subclasses define
+    ``pair_loss(k, i, j, student_out, teacher_out, batch)`` for pair number k = (i, j)."""
+
+    def __init__(self, layer_map: LayerMap, weight: float = 1.0):
+        self.layer_map, self.weight = layer_map, weight
+
+    def pair_loss(self, k, i, j, student_out, teacher_out, batch):  # pragma: no cover - interface
+        """The loss of one (student i, teacher j) pair."""
+        raise NotImplementedError
+
+    def loss(self, student_out, teacher_out, batch=None):
+        total = None
+        for k, (i, j) in enumerate(self.layer_map.pairs):
+            term = self.pair_loss(k, i, j, student_out, teacher_out, batch)
+            total = term if total is None else total + term
+        return total
+
+
+class _HiddenObjective(LayerPairObjective):
+    """Hidden-state losses: student states projected to the teacher width when they differ."""
 
     needs = ("hidden_states",)
 
     def __init__(self, layer_map: LayerMap, student_width: int, teacher_width: int, weight: float = 1.0):
-        self.weight = weight
-        self.layer_map = layer_map
+        super().__init__(layer_map, weight)
         self.project = student_width != teacher_width
         if self.project:  # one learned projection per mapped pair, student → teacher width
             from ..nn.module import ModuleList
 
             self.projections = ModuleList([Linear(student_width, teacher_width) for _ in layer_map.pairs])
 
-    def pairs(self, student_out, teacher_out):
-        for k, (i, j) in enumerate(self.layer_map.pairs):
-            hs = student_out.hidden_states[i]  # (B, T, Ds)
-            if self.project:
-                hs = self.projections[k](hs)  # (B, T, Dt)
-            yield hs, _const(teacher_out.hidden_states[j], hs)
+    def states(self, k, i, j, student_out, teacher_out):
+        """(student state projected, teacher state), both (B, T, D_t)."""
+        hs = student_out.hidden_states[i]  # (B, T, Ds)
+        if self.project:
+            hs = self.projections[k](hs)  # (B, T, Dt)
+        return hs, _const(teacher_out.hidden_states[j], hs)
 
 
 class HiddenMSE(_HiddenObjective):
     """Σ over mapped pairs of the mean squared error over real tokens and features."""
 
-    def loss(self, student_out, teacher_out, batch=None):
-        total = None
-        for hs, ht in self.pairs(student_out, teacher_out):
-            m = _token_mask(batch, hs)  # (B, T)
-            diff = hs - ht
-            per_token = (diff * diff).sum(axis=-1)  # (B, T)
-            term = (per_token * m).sum() * (1.0 / (float(m.sum().item()) * hs.shape[-1]))
-            total = term if total is None else total + term
-        return total
+    def pair_loss(self, k, i, j, student_out, teacher_out, batch):
+        hs, ht = self.states(k, i, j, student_out, teacher_out)
+        m = _token_mask(batch, hs)  # (B, T)
+        diff = hs - ht
+        per_token = (diff * diff).sum(axis=-1)  # (B, T)
+        return (per_token * m).sum() * (1.0 / (float(m.sum().item()) * hs.shape[-1]))
 
 
 class HiddenCosine(_HiddenObjective):
     """Σ over mapped pairs of the mean (1 − cosine similarity) over real tokens."""
 
-    def loss(self, student_out, teacher_out, batch=None):
-        total = None
-        for hs, ht in self.pairs(student_out, teacher_out):
-            m = _token_mask(batch, hs)
-            dot = (hs * ht).sum(axis=-1)  # (B, T)
-            ns = F.sqrt((hs * hs).sum(axis=-1) + 1e-12)
-            nt = F.sqrt((ht * ht).sum(axis=-1) + 1e-12)
-            term = ((1.0 - dot / (ns * nt)) * m).sum() * (1.0 / float(m.sum().item()))
-            total = term if total is None else total + term
-        return total
+    def pair_loss(self, k, i, j, student_out, teacher_out, batch):
+        hs, ht = self.states(k, i, j, student_out, teacher_out)
+        m = _token_mask(batch, hs)
+        dot = (hs * ht).sum(axis=-1)  # (B, T)
+        ns = F.sqrt((hs * hs).sum(axis=-1) + 1e-12)
+        nt = F.sqrt((ht * ht).sum(axis=-1) + 1e-12)
+        return ((1.0 - dot / (ns * nt)) * m).sum() * (1.0 / float(m.sum().item()))
 
 
 def _check_heads(a: Tensor, b: Tensor, what: str):
@@ -255,54 +267,37 @@ def _check_heads(a: Tensor, b: Tensor, what: str):
                          "use MiniLM relations with relation heads for differing counts")
 
 
-class AttentionScoreMSE(Objective, Module):
+class AttentionScoreMSE(LayerPairObjective):
     """TinyBERT: MSE of pre-softmax attention scores over real (query, key) pairs."""
 
     needs = ("attention_scores",)
 
-    def __init__(self, layer_map: LayerMap, weight: float = 1.0):
-        self.layer_map, self.weight = layer_map, weight
-
-    def loss(self, student_out, teacher_out, batch=None):
-        total = None
-        for i, j in self.layer_map.pairs:
-            s = student_out.attention_scores[i]  # (B, H, T, T)
-            t = _const(teacher_out.attention_scores[j], s)
-            _check_heads(s, t, "attention-score MSE")
-            m = _token_mask(batch, s)  # (B, T)
-            pair = m.reshape(m.shape[0], 1, -1, 1) * m.reshape(m.shape[0], 1, 1, -1)  # (B, 1, T, T)
-            diff = (s - t) * pair
-            count = float(pair.sum().item()) * s.shape[1]
-            term = (diff * diff).sum() * (1.0 / count)
-            total = term if total is None else total + term
-        return total
+    def pair_loss(self, k, i, j, student_out, teacher_out, batch):
+        s = student_out.attention_scores[i]  # (B, H, T, T)
+        t = _const(teacher_out.attention_scores[j], s)
+        _check_heads(s, t, "attention-score MSE")
+        m = _token_mask(batch, s)  # (B, T)
+        pair = m.reshape(m.shape[0], 1, -1, 1) * m.reshape(m.shape[0], 1, 1, -1)  # (B, 1, T, T)
+        diff = (s - t) * pair
+        return (diff * diff).sum() * (1.0 / (float(pair.sum().item()) * s.shape[1]))
 
 
-class AttentionKL(Objective, Module):
+class AttentionKL(LayerPairObjective):
     """MobileBERT / MiniLM: KL(teacher attention ‖ student attention), batch-mean over
     (example, head, real query) rows."""
 
     needs = ("attention_scores", "attentions")
 
-    def __init__(self, layer_map: LayerMap, weight: float = 1.0):
-        self.layer_map, self.weight = layer_map, weight
-
-    def loss(self, student_out, teacher_out, batch=None):
-        total = None
-        for i, j in self.layer_map.pairs:
-            s = student_out.attention_scores[i]  # (B, H, T, T), scaled pre-softmax
-            p = _const(teacher_out.attentions[j], s)  # (B, H, T, T)
-            _check_heads(s, p, "attention KL")
-            m = _token_mask(batch, s)  # (B, T)
-            b, h, t, _ = s.shape
-            keys = m.reshape(b, 1, 1, t) != 0  # (B, 1, 1, T) keep-mask of real keys
-            log_q = F.log_softmax(s, mask=keys)  # masked keys: -inf, no gradient
-            rows = F.kl_div(log_q, p, reduction="none").sum(axis=-1)  # (B, H, T)
-            qmask = m.reshape(b, 1, t)  # (B, 1, T)
-            count = float(m.sum().item()) * h
-            term = (rows * qmask).sum() * (1.0 / count)
-            total = term if total is None else total + term
-        return total
+    def pair_loss(self, k, i, j, student_out, teacher_out, batch):
+        s = student_out.attention_scores[i]  # (B, H, T, T), scaled pre-softmax
+        p = _const(teacher_out.attentions[j], s)  # (B, H, T, T)
+        _check_heads(s, p, "attention KL")
+        m = _token_mask(batch, s)  # (B, T)
+        b, h, t, _ = s.shape
+        keys = m.reshape(b, 1, 1, t) != 0  # (B, 1, 1, T) keep-mask of real keys
+        log_q = F.log_softmax(s, mask=keys)  # masked keys: -inf, no gradient
+        rows = F.kl_div(log_q, p, reduction="none").sum(axis=-1)  # (B, H, T)
+        return (rows * m.reshape(b, 1, t)).sum() * (1.0 / (float(m.sum().item()) * h))
 
 
 def _merge_heads(x: Tensor) -> Tensor:
@@ -333,27 +328,20 @@ def _relation_kl(xs: Tensor, xt: Tensor, batch) -> Tensor:
     return (rows * m.reshape(b, 1, t)).sum() * (1.0 / (float(m.sum().item()) * r))
 
 
-class ValueRelationKL(Objective, Module):
+class ValueRelationKL(LayerPairObjective):
     """MiniLM (Wang et al., 2020): KL between the teachers' and students' value relations
     ``softmax(V Vᵀ / √d)`` per head (equal head counts; see :class:`MiniLMv2Relations`)."""
 
     needs = ("qkv",)
 
-    def __init__(self, layer_map: LayerMap, weight: float = 1.0):
-        self.layer_map, self.weight = layer_map, weight
-
-    def loss(self, student_out, teacher_out, batch=None):
-        total = None
-        for i, j in self.layer_map.pairs:
-            vs = student_out.qkv[i][2]  # (B, H, T, d)
-            vt = _const(teacher_out.qkv[j][2], vs)
-            _check_heads(vs, vt, "value-relation KL")
-            term = _relation_kl(vs, vt, batch)
-            total = term if total is None else total + term
-        return total
+    def pair_loss(self, k, i, j, student_out, teacher_out, batch):
+        vs = student_out.qkv[i][2]  # (B, H, T, d)
+        vt = _const(teacher_out.qkv[j][2], vs)
+        _check_heads(vs, vt, "value-relation KL")
+        return _relation_kl(vs, vt, batch)
 
 
-class MiniLMv2Relations(Objective, Module):
+class MiniLMv2Relations(LayerPairObjective):
     """MiniLMv2 (Wang et al., 2021): Q-Q, K-K and V-V self-attention relations, with both
     models' heads regrouped into ``relation_heads`` heads, so head counts and widths may differ.
 
@@ -362,22 +350,23 @@ class MiniLMv2Relations(Objective, Module):
     """
 
     needs = ("qkv",)
+    SLOTS = {"q": 0, "k": 1, "v": 2}
 
     def __init__(self, layer_map: LayerMap, relation_heads: int = 12, relations=("q", "k", "v"), weight: float = 1.0):
-        bad = [r for r in relations if r not in ("q", "k", "v")]
+        bad = [r for r in relations if r not in self.SLOTS]
         if bad:
             raise ValueError(f"relations must be among 'q', 'k', 'v', got {bad}")
-        self.layer_map, self.relation_heads, self.relations, self.weight = layer_map, relation_heads, tuple(relations), weight
+        super().__init__(layer_map, weight)
+        self.relation_heads, self.relations = relation_heads, tuple(relations)
 
-    def loss(self, student_out, teacher_out, batch=None):
+    def pair_loss(self, k, i, j, student_out, teacher_out, batch):
         total = None
-        slot = {"q": 0, "k": 1, "v": 2}
-        for i, j in self.layer_map.pairs:
-            for rel in self.relations:
-                xs = _relation_heads(_merge_heads(student_out.qkv[i][slot[rel]]), self.relation_heads)
-                xt = _relation_heads(_merge_heads(_const(teacher_out.qkv[j][slot[rel]], xs)), self.relation_heads)
-                term = _relation_kl(xs, xt, batch)
-                total = term if total is None else total + term
+        for rel in self.relations:
+            slot = self.SLOTS[rel]
+            xs = _relation_heads(_merge_heads(student_out.qkv[i][slot]), self.relation_heads)  # (B, R, T, ds)
+            xt = _relation_heads(_merge_heads(_const(teacher_out.qkv[j][slot], xs)), self.relation_heads)
+            term = _relation_kl(xs, xt, batch)
+            total = term if total is None else total + term
         return total
 
 
