@@ -248,7 +248,7 @@ def main(argv=None):
 
     if not args.skip_kernels and not on_gpu:
         hidden, ffn, heads = 384, 1536, 12
-        print(f"\nkernels (ratio = NumPy composition time / kernel time; > 1 is faster than NumPy):")
+        print("\nkernels (ratio = NumPy composition time / kernel time; > 1 is faster than NumPy):")
         report["kernels"] = {}
         for name, contenders in kernel_contenders(batch, seq, hidden, ffn, heads).items():
             res = interleave(contenders, max(rounds, 5))

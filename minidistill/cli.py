@@ -128,17 +128,9 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
     tok.save_pretrained(out)
     from .models.io import write_json
 
-    write_json(out / "metrics.json", {**result, "config": _plain(to_dict(cfg))})
+    write_json(out / "metrics.json", {**result, "config": to_dict(cfg)})
     result["output_dir"] = str(out)
     return result
-
-
-def _plain(x):
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    return x
 
 
 def print_table(rows: list[dict], metric: str = "accuracy") -> None:

@@ -4,9 +4,7 @@ plot, and a short real fine-tuning run that must beat chance clearly."""
 from __future__ import annotations
 
 import json
-import os
 
-import numpy as np
 import pytest
 
 import minidistill as md

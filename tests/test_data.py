@@ -8,10 +8,9 @@ import json
 import numpy as np
 import pytest
 
-import minidistill as md
 from minidistill.config import ConfigError, load_config
 from minidistill.data import DataError, Tokenizer, load_dataset, load_file, load_glue, rotten_tomatoes_split
-from minidistill.train import TrainConfig, evaluate
+from minidistill.train import TrainConfig
 
 
 def _write(path, text, encoding="utf-8"):

@@ -10,7 +10,7 @@ from minidistill.compress import (AttentionKL, AttentionScoreMSE, HardKD, Hidden
                                   LogitMSE, SoftKD, choose_layers, make_student, needed_outputs, pca_projection,
                                   total_loss)
 from minidistill.core import functions as F
-from minidistill.models import BertConfig, BertForSequenceClassification
+from minidistill.models import BertForSequenceClassification
 from minidistill.models.bert import ModelOutput
 
 from .conftest import rand

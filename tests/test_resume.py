@@ -7,13 +7,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-import minidistill as md
 from minidistill.models.io import CheckpointError
 
 SCRIPT = textwrap.dedent('''

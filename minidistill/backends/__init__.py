@@ -59,6 +59,16 @@ def get_backend(spec: "str | Ops | None" = None, device: str | None = None) -> O
     return _INSTANCES[key]
 
 
+def target_backend(current: Ops, backend=None, device: str | None = None) -> Ops:
+    """Where ``.to(backend, device)`` moves something that lives on ``current``: a device
+    alone keeps the backend and changes the device; neither keeps ``current``."""
+    if backend is not None:
+        return get_backend(backend, device)
+    if device is not None:
+        return get_backend(current.name, device)
+    return current
+
+
 def current_backend() -> Ops:
     """The backend in force: the innermost ``use_backend`` block, else ``MINIDISTILL_BACKEND``."""
     ops = _CURRENT.get()
@@ -109,5 +119,6 @@ __all__ = [
     "current_backend",
     "get_backend",
     "register_backend",
+    "target_backend",
     "use_backend",
 ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends import use_backend
-from ..models.bert import BertForSequenceClassification, BertForTokenClassification, BertModel
+from ..models.bert import BertForSequenceClassification, BertForTokenClassification
 from ..nn import init as nn_init
 
 INITS = ("lower", "upper", "uniform", "random")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import Ops, get_backend
+from ..backends import Ops, get_backend, target_backend
 
 _GRAD_ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("minidistill_grad", default=True)
 _DEFAULT_DTYPE = np.dtype("float32")
@@ -434,9 +434,7 @@ class Tensor:
 
     def to(self, backend=None, device: str | None = None, dtype=None) -> "Tensor":
         """This tensor's data on another backend/device (a new leaf)."""
-        ops = get_backend(backend, device) if (backend is not None or device is not None) else self.backend
-        if device is not None and backend is None:
-            ops = get_backend(self.backend.name, device)
+        ops = target_backend(self.backend, backend, device)
         data = self.data if ops is self.backend else ops.asarray(self.backend.to_numpy(self.data))
         if dtype is not None:
             data = ops.cast(data, dtype)

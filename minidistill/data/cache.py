@@ -56,6 +56,7 @@ class TeacherCache:
     def __init__(self, path):
         self.path = Path(path)
         self.meta = json.loads((self.path / "meta.json").read_text()) if (self.path / "meta.json").is_file() else None
+        self._arrays = None  # read-only memory maps, opened on the first lookup
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -146,7 +147,9 @@ class TeacherCache:
         {i: (B, width, D)} (cut to the batch's padded width)."""
         if self.meta is None:
             raise CheckpointError(f"{self.path} holds no teacher cache")
-        arrays = self._open(self.path, self.meta, "r")
+        if self._arrays is None:
+            self._arrays = self._open(self.path, self.meta, "r")
+        arrays = self._arrays
         idx = np.asarray(indices)
         out = {"logits": np.array(arrays["logits"][idx])}
         width = width or self.meta["max_length"]

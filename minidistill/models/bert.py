@@ -15,7 +15,6 @@ Shapes: B batch, T tokens, D hidden, H heads, d = D / H, F intermediate, C label
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from ..core import functions as F
 from ..core.tensor import Tensor
 from ..nn import init
 from ..nn.layers import Dropout, Embedding, LayerNorm, Linear, MultiHeadSelfAttention
-from ..nn.module import Module, ModuleList, Parameter, StateDictError
+from ..nn.module import Module, ModuleList, StateDictError
 from . import io
 from .config import BertConfig
 

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..backends import get_backend
+from ..backends import get_backend, target_backend
 from ..core.tensor import Tensor
 
 
@@ -165,11 +165,8 @@ class Module:
 
     def to(self, backend=None, device: str | None = None, dtype=None) -> "Module":
         """Move every parameter to ``backend`` (and ``device``), optionally casting; in place."""
-        if backend is None and device is not None:
-            backend = next(self.parameters()).backend.name
-        ops = get_backend(backend, device) if backend is not None else None
         for p in self.parameters():
-            target = ops or p.backend
+            target = target_backend(p.backend, backend, device)
             data = p.data if target is p.backend else target.asarray(_to_host(p.data))
             if dtype is not None:
                 data = target.cast(data, dtype)
