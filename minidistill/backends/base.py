@@ -238,3 +238,81 @@ class Ops:
     def embedding_backward(self, ids, g, num_embeddings):
         """Scatter-add ``g`` (…, D) into a (num_embeddings, D) table at rows ``ids`` (…)."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------- recurrences
+    def lstm_forward(self, xg, w_hh, mask=None, reverse=False):
+        """One direction of an LSTM over precomputed input gates (the reference composition).
+
+        Args:
+            xg: (B, T, 4H) input gates ``x W_ihᵀ + b_ih + b_hh``, in torch's order i, f, g, o.
+            w_hh: (4H, H) recurrent weights.
+            mask: (B, T) bool, True for real tokens, or None (all real). A padded step keeps
+                the state unchanged and outputs zeros, which is what packed sequences do:
+                a reverse pass over a right-padded row starts at its last real token.
+            reverse: run ``t = T−1 … 0``.
+
+        Returns:
+            ``(out, saved)``: out (B, T, H) hidden states; ``saved`` = (gates (B, T, 4H) after
+            their nonlinearities, c (B, T, H) new cells, h_prev and c_prev (B, T, H) the states
+            each step started from), everything :meth:`lstm_backward` needs.
+        """
+        b, t_len, four_h = xg.shape
+        hid = four_h // 4
+        dt = self.dtype(xg)
+        out, c_new = self.zeros((b, t_len, hid), dt), self.zeros((b, t_len, hid), dt)
+        h_prev, c_prev = self.zeros((b, t_len, hid), dt), self.zeros((b, t_len, hid), dt)
+        gates = self.zeros((b, t_len, four_h), dt)
+        h, c = self.zeros((b, hid), dt), self.zeros((b, hid), dt)
+        w_t = self.transpose(w_hh, (1, 0))  # (H, 4H)
+        for t in (range(t_len - 1, -1, -1) if reverse else range(t_len)):
+            a = xg[:, t] + self.matmul(h, w_t)  # (B, 4H)
+            i, f = _sigmoid(self, a[:, :hid]), _sigmoid(self, a[:, hid:2 * hid])
+            g, o = self.tanh(a[:, 2 * hid:3 * hid]), _sigmoid(self, a[:, 3 * hid:])
+            cn = f * c + i * g  # (B, H)
+            hn = o * self.tanh(cn)  # (B, H)
+            h_prev[:, t], c_prev[:, t], c_new[:, t] = h, c, cn
+            gates[:, t] = self.concat([i, f, g, o], axis=-1)
+            if mask is None:
+                h, c = hn, cn
+                out[:, t] = hn
+            else:
+                m = mask[:, t][:, None]  # (B, 1)
+                h, c = self.where(m, hn, h), self.where(m, cn, c)
+                out[:, t] = self.where(m, hn, 0.0 * hn)
+        return out, (gates, c_new, h_prev, c_prev)
+
+    def lstm_backward(self, g_out, w_hh, saved, mask=None, reverse=False):
+        """Gradients ``(dxg (B, T, 4H), dw_hh (4H, H))`` of :meth:`lstm_forward` given the
+        output gradient ``g_out`` (B, T, H) and its ``saved`` arrays (backpropagation through
+        time: the steps in the opposite order, carrying dh and dc)."""
+        gates, c_new, h_prev, c_prev = saved
+        b, t_len, hid = g_out.shape
+        dt = self.dtype(g_out)
+        dxg = self.zeros((b, t_len, 4 * hid), dt)
+        dh, dc = self.zeros((b, hid), dt), self.zeros((b, hid), dt)
+        for t in (range(t_len) if reverse else range(t_len - 1, -1, -1)):
+            i, f = gates[:, t, :hid], gates[:, t, hid:2 * hid]
+            g, o = gates[:, t, 2 * hid:3 * hid], gates[:, t, 3 * hid:]
+            tc = self.tanh(c_new[:, t])  # (B, H)
+            dh_new = g_out[:, t] + dh
+            dc_new = dc + dh_new * o * (1.0 - tc * tc)
+            if mask is not None:  # padded steps pass dh and dc straight through
+                m = mask[:, t][:, None]
+                zero = 0.0 * dh
+                keep_h, keep_c = self.where(m, zero, dh), self.where(m, zero, dc)
+                dh_new, dc_new = self.where(m, dh_new, zero), self.where(m, dc_new, zero)
+            da = self.concat([dc_new * g * i * (1.0 - i), dc_new * c_prev[:, t] * f * (1.0 - f),
+                              dc_new * i * (1.0 - g * g), dh_new * tc * o * (1.0 - o)], axis=-1)  # (B, 4H)
+            dxg[:, t] = da
+            dh = self.matmul(da, w_hh)  # (B, H)
+            dc = dc_new * f
+            if mask is not None:
+                dh, dc = dh + keep_h, dc + keep_c
+        dw = self.matmul(self.transpose(self.reshape(dxg, (b * t_len, 4 * hid)), (1, 0)),
+                         self.reshape(h_prev, (b * t_len, hid)))  # (4H, H): Σ_t da_tᵀ h_{t-1}
+        return dxg, dw
+
+
+def _sigmoid(ops, x):
+    """``1 / (1 + e^(−x))`` as ``(1 + tanh(x/2)) / 2`` (no overflow)."""
+    return 0.5 * (1.0 + ops.tanh(0.5 * x))

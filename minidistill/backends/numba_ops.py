@@ -334,6 +334,78 @@ def _rows(a: np.ndarray) -> np.ndarray:
 _NO_MASK = np.ones((1, 1), dtype=np.bool_)
 
 
+# ------------------------------------------------------------------- LSTM
+# The recurrence is sequential in time, so each step is one BLAS product h W_hhᵀ for the
+# whole batch followed by one fused pass over the gates (row-parallel); the input
+# projection x W_ihᵀ for all steps is a single GEMM done before (in ``functions.lstm``).
+@kernel
+def lstm_forward_kernel(xg, w_t, mask, reverse, out, gates, c_new, h_prev, c_prev):
+    """One LSTM direction. xg (B, T, 4H) input gates (i, f, g, o); w_t (H, 4H) = W_hhᵀ;
+    mask (B, T) uint8, 1 = real token (padded steps keep the state, output 0).
+
+    Optimizations:
+        * one BLAS call per step for the recurrent product;
+        * the four gate nonlinearities, the cell update and the saves in one pass.
+    """
+    b, t_len, four_h = xg.shape
+    hid = four_h // 4
+    h = np.zeros((b, hid), xg.dtype)  # (B, H)
+    c = np.zeros((b, hid), xg.dtype)  # (B, H)
+    for step in range(t_len):
+        t = t_len - 1 - step if reverse else step
+        a = np.dot(h, w_t)  # (B, 4H)
+        for r in prange(b):
+            keep = mask[r, t] != 0
+            for j in range(hid):
+                i = 1.0 / (1.0 + math.exp(-(a[r, j] + xg[r, t, j])))
+                f = 1.0 / (1.0 + math.exp(-(a[r, hid + j] + xg[r, t, hid + j])))
+                g = math.tanh(a[r, 2 * hid + j] + xg[r, t, 2 * hid + j])
+                o = 1.0 / (1.0 + math.exp(-(a[r, 3 * hid + j] + xg[r, t, 3 * hid + j])))
+                cn = f * c[r, j] + i * g
+                hn = o * math.tanh(cn)
+                gates[r, t, j], gates[r, t, hid + j], gates[r, t, 2 * hid + j], gates[r, t, 3 * hid + j] = i, f, g, o
+                h_prev[r, t, j], c_prev[r, t, j], c_new[r, t, j] = h[r, j], c[r, j], cn
+                if keep:
+                    h[r, j], c[r, j], out[r, t, j] = hn, cn, hn
+                else:
+                    out[r, t, j] = 0.0
+
+
+@kernel
+def lstm_backward_kernel(g_out, w_hh, gates, c_new, c_prev, mask, reverse, dxg):
+    """Backpropagation through time for :func:`lstm_forward_kernel`: fills dxg (B, T, 4H);
+    carries dh, dc (B, H) backwards, straight through padded steps."""
+    b, t_len, hid = g_out.shape
+    dh = np.zeros((b, hid), g_out.dtype)  # (B, H)
+    dc = np.zeros((b, hid), g_out.dtype)  # (B, H)
+    da = np.zeros((b, 4 * hid), g_out.dtype)  # (B, 4H) gate pre-activation grads of one step
+    for step in range(t_len):
+        t = step if reverse else t_len - 1 - step
+        for r in prange(b):
+            keep = mask[r, t] != 0
+            for j in range(hid):
+                if keep:
+                    i, f = gates[r, t, j], gates[r, t, hid + j]
+                    g, o = gates[r, t, 2 * hid + j], gates[r, t, 3 * hid + j]
+                    tc = math.tanh(c_new[r, t, j])
+                    dhn = g_out[r, t, j] + dh[r, j]
+                    dcn = dc[r, j] + dhn * o * (1.0 - tc * tc)
+                    da[r, j] = dcn * g * i * (1.0 - i)
+                    da[r, hid + j] = dcn * c_prev[r, t, j] * f * (1.0 - f)
+                    da[r, 2 * hid + j] = dcn * i * (1.0 - g * g)
+                    da[r, 3 * hid + j] = dhn * tc * o * (1.0 - o)
+                    dc[r, j] = dcn * f
+                else:
+                    da[r, j] = da[r, hid + j] = da[r, 2 * hid + j] = da[r, 3 * hid + j] = 0.0
+                for k in range(4):
+                    dxg[r, t, k * hid + j] = da[r, k * hid + j]
+        dprev = np.dot(da, w_hh)  # (B, H)
+        for r in prange(b):
+            carry = mask[r, t] == 0
+            for j in range(hid):
+                dh[r, j] = dprev[r, j] + (dh[r, j] if carry else 0.0)
+
+
 class NumbaOps(NumpyOps):
     """NumPy reference with fused Numba kernels for GELU, softmax, LayerNorm, embedding
     gradients and the linear epilogue."""
@@ -364,6 +436,28 @@ class NumbaOps(NumpyOps):
             return super().adamw_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step)
         flat = [a.reshape(-1) for a in arrays]
         adamw_kernel(*flat, lr, beta1, beta2, eps, weight_decay, 1.0 - beta1**step, 1.0 - beta2**step)
+
+    def lstm_forward(self, xg, w_hh, mask=None, reverse=False):
+        xg = np.ascontiguousarray(xg)
+        b, t_len, four_h = xg.shape
+        hid = four_h // 4
+        w_t = np.ascontiguousarray(w_hh.T, dtype=xg.dtype)  # (H, 4H)
+        m = _lstm_mask(mask, b, t_len)
+        out = np.empty((b, t_len, hid), xg.dtype)
+        gates = np.empty_like(xg)
+        c_new, h_prev, c_prev = (np.empty((b, t_len, hid), xg.dtype) for _ in range(3))
+        lstm_forward_kernel(xg, w_t, m, bool(reverse), out, gates, c_new, h_prev, c_prev)
+        return out, (gates, c_new, h_prev, c_prev)
+
+    def lstm_backward(self, g_out, w_hh, saved, mask=None, reverse=False):
+        gates, c_new, h_prev, c_prev = saved
+        g_out = np.ascontiguousarray(g_out, dtype=gates.dtype)
+        b, t_len, hid = g_out.shape
+        dxg = np.empty_like(gates)
+        w = np.ascontiguousarray(w_hh, dtype=gates.dtype)  # (4H, H)
+        lstm_backward_kernel(g_out, w, gates, c_new, c_prev, _lstm_mask(mask, b, t_len), bool(reverse), dxg)
+        dw = dxg.reshape(b * t_len, 4 * hid).T @ h_prev.reshape(b * t_len, hid)  # (4H, H)
+        return dxg, dw
 
     def gelu_forward(self, x):
         x2 = _rows(x)
@@ -449,3 +543,10 @@ class NumbaOps(NumpyOps):
         flat_ids = np.ascontiguousarray(np.asarray(ids).reshape(-1), dtype=np.int64)
         embedding_backward_kernel(flat_ids, _rows(g), table)
         return table
+
+
+def _lstm_mask(mask, b: int, t_len: int) -> np.ndarray:
+    """(B, T) uint8 keep-mask for the LSTM kernels (all ones when ``mask`` is None)."""
+    if mask is None:
+        return np.ones((b, t_len), np.uint8)
+    return np.ascontiguousarray(mask, dtype=np.uint8)

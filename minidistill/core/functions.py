@@ -411,6 +411,45 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, residual: Tens
     return Linear.apply(*args)
 
 
+# ------------------------------------------------------------- recurrences
+class LSTMRecurrence(Function):
+    """One LSTM direction over precomputed input gates; see ``Ops.lstm_forward``."""
+
+    @staticmethod
+    def forward(ctx, xg, w_hh, mask=None, reverse=False):
+        if xg.ndim != 3 or xg.shape[-1] != w_hh.shape[0] or w_hh.shape[0] != 4 * w_hh.shape[1]:
+            raise ValueError(f"lstm: input gates {tuple(xg.shape)} (B, T, 4H) do not fit W_hh {tuple(w_hh.shape)} (4H, H)")
+        out, saved = ctx.ops.lstm_forward(xg, w_hh, mask, reverse)
+        ctx.save(*saved)
+        ctx.w_hh, ctx.mask, ctx.reverse = w_hh, mask, reverse
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        dxg, dw = ctx.ops.lstm_backward(g, ctx.w_hh, ctx.saved, ctx.mask, ctx.reverse)
+        return dxg, (dw if ctx.needs_input_grad[1] else None), None
+
+
+def lstm(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None, b_hh: Tensor | None = None,
+         mask=None, reverse: bool = False) -> Tensor:
+    """One LSTM direction, torch.nn.LSTM's equations and gate order (i, f, g, o)::
+
+        (i, f, g, o) = σ, σ, tanh, σ of  x_t W_ihᵀ + b_ih + h_(t−1) W_hhᵀ + b_hh
+        c_t = f ⊙ c_(t−1) + i ⊙ g,      h_t = o ⊙ tanh(c_t)
+
+    Args:
+        x: (B, T, D). w_ih: (4H, D). w_hh: (4H, H). b_ih, b_hh: (4H,) or None.
+        mask: (B, T), nonzero for real tokens (right padding); padded steps output zeros
+            and leave the state alone, as packed sequences do. reverse: run right to left.
+
+    Returns:
+        (B, T, H) hidden states.
+    """
+    bias = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
+    xg = linear(x, w_ih, bias)  # (B, T, 4H): one GEMM for every step's input projection
+    return LSTMRecurrence.apply(xg, w_hh, _mask_data(mask, x.backend), reverse=reverse)
+
+
 # ------------------------------------------------------------------- shapes
 class Reshape(Function):
     """A new shape over the same elements."""

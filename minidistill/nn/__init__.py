@@ -2,12 +2,13 @@
 
 from . import functional, init
 from .init import manual_seed
-from .layers import Dropout, Embedding, LayerNorm, Linear, MultiHeadSelfAttention, attention_scores
+from .layers import LSTM, Dropout, Embedding, LayerNorm, Linear, MultiHeadSelfAttention, attention_scores
 from .module import Module, ModuleList, Parameter, StateDictError
 
 __all__ = [
     "Dropout",
     "Embedding",
+    "LSTM",
     "LayerNorm",
     "Linear",
     "Module",

@@ -1,4 +1,4 @@
-"""Basic layers: Linear, Embedding, LayerNorm, Dropout and multi-head self-attention.
+"""Basic layers: Linear, Embedding, LayerNorm, Dropout, multi-head self-attention and LSTM.
 
 Weights are named and shaped as in PyTorch and HF checkpoints (Linear weight (out, in)),
 so loading a checkpoint is a key-by-key copy.
@@ -134,3 +134,53 @@ class MultiHeadSelfAttention(Module):
         context = F.matmul(self.dropout(probs), v)  # (B, H, T, d)
         context = F.transpose(context, 1, 2).reshape(b, t, self.all_head_size)  # (B, T, D)
         return context, probs, scores, ((q, k, v) if return_qkv else None)
+
+
+class LSTM(Module):
+    """A (bi)directional, multi-layer LSTM over batch-first input, with torch.nn.LSTM's
+    parameter names and shapes (``weight_ih_l0`` (4H, D), ``weight_hh_l0`` (4H, H),
+    ``bias_ih_l0``, ``bias_hh_l0``, ``…_reverse`` for the backward direction), so a
+    torch state dict loads key by key. Initialised U(±1/√H) as torch.
+
+    The recurrence runs in ``ops.lstm_forward`` / ``lstm_backward`` (a fused Numba kernel
+    per step on the Numba backend); padded steps (``mask`` = 0, right padding) are skipped
+    the way packed sequences skip them.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False,
+                 dropout: float = 0.0):
+        if num_layers < 1:
+            raise ValueError(f"LSTM needs at least one layer, got {num_layers}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bidirectional = bidirectional
+        self.dropout = Dropout(dropout)
+        bound = 1.0 / math.sqrt(hidden_size)
+        dirs = 2 if bidirectional else 1
+        for layer in range(num_layers):
+            width = input_size if layer == 0 else hidden_size * dirs
+            for suffix in self._suffixes(layer):
+                setattr(self, f"weight_ih{suffix}", Parameter(init.uniform((4 * hidden_size, width), bound)))
+                setattr(self, f"weight_hh{suffix}", Parameter(init.uniform((4 * hidden_size, hidden_size), bound)))
+                setattr(self, f"bias_ih{suffix}", Parameter(init.uniform((4 * hidden_size,), bound)))
+                setattr(self, f"bias_hh{suffix}", Parameter(init.uniform((4 * hidden_size,), bound)))
+
+    def _suffixes(self, layer: int):
+        return [f"_l{layer}"] + ([f"_l{layer}_reverse"] if self.bidirectional else [])
+
+    def forward(self, x: Tensor, mask=None) -> Tensor:
+        """``x`` (B, T, D) → (B, T, H · directions); ``mask`` (B, T) nonzero for real tokens."""
+        if x.ndim != 3 or x.shape[-1] != self.input_size:
+            raise ValueError(f"LSTM expects (B, T, {self.input_size}) input, got {tuple(x.shape)}")
+        for layer in range(self.num_layers):
+            if layer:
+                x = self.dropout(x)  # between layers, as torch
+            outs = [F.lstm(x, getattr(self, f"weight_ih{sfx}"), getattr(self, f"weight_hh{sfx}"),
+                           getattr(self, f"bias_ih{sfx}"), getattr(self, f"bias_hh{sfx}"), mask,
+                           reverse=sfx.endswith("_reverse"))
+                    for sfx in self._suffixes(layer)]  # each (B, T, H)
+            x = outs[0] if len(outs) == 1 else F.concat(outs, axis=-1)  # (B, T, H · dirs)
+        return x
+
+    def extra_repr(self):
+        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"bidirectional={self.bidirectional}")
