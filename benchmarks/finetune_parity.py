@@ -18,7 +18,7 @@ import time
 import minidistill as md
 import numpy as np
 
-from minidistill.data import Tokenizer, load_dataset
+from minidistill.data import Tokenizer, load_dataset, model_inputs
 from minidistill.models import BertForSequenceClassification
 from minidistill.train import TrainConfig, Trainer, evaluate
 
@@ -65,7 +65,7 @@ def run_transformers(path, tok, train, dev, steps, seed, lr, init_head):
     preds = []
     with torch.no_grad():
         for batch in dev.batches(tok, 64, 64, shuffle=False):
-            inputs = {k: torch.from_numpy(v) for k, v in batch.items() if k != "labels"}
+            inputs = {k: torch.from_numpy(v) for k, v in model_inputs(batch).items()}
             preds.append(model(**inputs).logits.argmax(-1).numpy())
     return float((np.concatenate(preds) == dev.labels).mean()), time.perf_counter() - start
 

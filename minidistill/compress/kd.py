@@ -11,6 +11,8 @@ Schütze, Plank, ACL 2023), on every backend. With student s and teacher t:
 * attention-score MSE (TinyBERT): L = Σ_(i,j)∈map  mean_(real q,k) (A_s^i − A_t^j)²  on pre-softmax scores
 * attention KL (MobileBERT/MiniLM): L = Σ_(i,j)∈map  mean_(b,h,real q) Σ_k p_t log(p_t / p_s)
 * MiniLM value relation:          R = softmax(V Vᵀ / √d) per head;  L = KL(R_t ‖ R_s), as attention KL
+* pooled representation (XtremeDistil): L = ‖W r_s − r_t‖² / D  (or 1 − cos) on the pooled
+  [CLS] vectors (a BiLSTM student's max-pooled, projected state)
 * MiniLMv2 relations (Q-Q, K-K, V-V): the heads' concatenation X (B, T, D) is split into R
   "relation heads" on both models, R = softmax(X_r X_rᵀ / √(D / R)), so head counts may differ
 
@@ -31,7 +33,10 @@ Conventions chosen where the original repositories disagree (each is tested):
 * When widths differ, a learned linear projection maps student states to the teacher width.
 
 Layer maps use hidden-state indices (0 = embeddings, i = output of layer i) for hidden
-losses and layer indices (0 … L−1) for attention losses.
+losses and layer indices (0 … L−1) for attention losses. The learned ``combine`` map
+(hidden losses only) matches every student layer i to a learned mixture of all teacher
+layers, ``Σ_j softmax(α_i)_j h_t^j`` (α initialised to zero: the plain average); the softmax
+keeps each row a convex combination, so the map cannot shrink the targets towards zero.
 """
 
 from __future__ import annotations
@@ -60,10 +65,13 @@ class LayerMap:
     n_student: int
     n_teacher: int
     kind: str = "hidden"
+    combine: bool = False
 
     def __post_init__(self):
         if self.kind not in ("hidden", "attention"):
             raise ValueError(f"LayerMap kind must be 'hidden' or 'attention', got {self.kind!r}")
+        if self.combine and self.kind != "hidden":
+            raise ValueError("the learned 'combine' map is for hidden-state losses only")
         top_s = self.n_student + (1 if self.kind == "hidden" else 0)
         top_t = self.n_teacher + (1 if self.kind == "hidden" else 0)
         what = "hidden states 0.." if self.kind == "hidden" else "layers 0.."
@@ -83,6 +91,8 @@ class LayerMap:
           last layer of each block of k (attention);
         * ``"skip"``: the same as uniform for hidden states (teacher 0,4,8,12 → student 0..3);
         * ``"last"``: only the last state / layer of each model;
+        * ``"combine"`` (hidden states): every student layer 1 … L_s against a learned
+          mixture of teacher layers 1 … L_t (see the module docstring);
         * a list: student i ↔ teacher ``spec[i]``, over the student's states (hidden maps
           include the embeddings when the list has L_s + 1 entries).
         """
@@ -102,10 +112,24 @@ class LayerMap:
             else:
                 pairs = tuple((i, (i + 1) * k - 1) for i in range(n_student))
             return cls(pairs, n_student, n_teacher, kind)
+        if spec == "combine":
+            if not hidden:
+                raise ValueError("the learned 'combine' map is for hidden-state losses only")
+            pairs = tuple((i, j) for i in range(1, n_student + 1) for j in range(1, n_teacher + 1))
+            return cls(pairs, n_student, n_teacher, kind, combine=True)
         if spec == "last":
             pairs = ((n_student, n_teacher),) if hidden else ((n_student - 1, n_teacher - 1),)
             return cls(pairs, n_student, n_teacher, kind)
-        raise ValueError(f"unknown layer map {spec!r}: use 'uniform', 'skip', 'last' or a list of teacher indices")
+        raise ValueError(f"unknown layer map {spec!r}: use 'uniform', 'skip', 'last', 'combine' or a list of teacher indices")
+
+    @property
+    def student_indices(self) -> tuple:
+        """The student indices the map uses, in order, each once."""
+        return tuple(dict.fromkeys(s for s, _ in self.pairs))
+
+    def teacher_indices(self, student_index: int) -> tuple:
+        """The teacher indices paired with ``student_index``."""
+        return tuple(t for s, t in self.pairs if s == student_index)
 
 
 # ------------------------------------------------------------------- helpers
@@ -218,32 +242,82 @@ class LayerPairObjective(Objective, Module):
 
 
 class _HiddenObjective(LayerPairObjective):
-    """Hidden-state losses: student states projected to the teacher width when they differ."""
+    """Hidden-state losses: student states projected to the teacher width when they differ.
+
+    ``tokens="all"`` compares every real token; ``"cls"`` only the first ([CLS]) position,
+    as XtremeDistil does for classification students. With a ``combine`` map, each student
+    state is compared with a learned mixture of teacher states (``self.mixing`` (L_s, L_t)).
+    """
 
     needs = ("hidden_states",)
 
-    def __init__(self, layer_map: LayerMap, student_width: int, teacher_width: int, weight: float = 1.0):
+    def __init__(self, layer_map: LayerMap, student_width: int, teacher_width: int, weight: float = 1.0,
+                 tokens: str = "all"):
         super().__init__(layer_map, weight)
+        if tokens not in ("all", "cls"):
+            raise ValueError(f"tokens must be 'all' or 'cls', got {tokens!r}")
+        self.tokens = tokens
         self.project = student_width != teacher_width
-        if self.project:  # one learned projection per mapped pair, student → teacher width
+        n_proj = len(layer_map.student_indices) if layer_map.combine else len(layer_map.pairs)
+        if self.project:  # one learned projection per student state used, student → teacher width
             from ..nn.module import ModuleList
 
-            self.projections = ModuleList([Linear(student_width, teacher_width) for _ in layer_map.pairs])
+            self.projections = ModuleList([Linear(student_width, teacher_width) for _ in range(n_proj)])
+        if layer_map.combine:
+            from ..nn.module import Parameter
+
+            self.mixing = Parameter(np.zeros((len(layer_map.student_indices), layer_map.n_teacher),
+                                             dtype=np.float32))  # (L_s, L_t) logits α
+
+    def _student(self, k, i, student_out):
+        hs = student_out.hidden_states[i]  # (B, T, Ds)
+        if self.tokens == "cls":
+            hs = hs[:, :1]  # (B, 1, Ds)
+        return self.projections[k](hs) if self.project else hs  # (B, T, Dt)
+
+    def _teacher(self, j, teacher_out, like):
+        ht = _const(teacher_out.hidden_states[j], like)  # (B, T, Dt)
+        return ht[:, :1] if self.tokens == "cls" else ht
+
+    def _mask(self, batch, like):
+        m = _token_mask(batch, like) if self.tokens == "all" else None
+        if m is None:  # [CLS] only: one real position per example
+            m = like.backend.asarray(np.ones((like.shape[0], 1)), dtype=like.dtype)
+        return m  # (B, T)
 
     def states(self, k, i, j, student_out, teacher_out):
-        """(student state projected, teacher state), both (B, T, D_t)."""
-        hs = student_out.hidden_states[i]  # (B, T, Ds)
-        if self.project:
-            hs = self.projections[k](hs)  # (B, T, Dt)
-        return hs, _const(teacher_out.hidden_states[j], hs)
+        """(student state projected, teacher state), both (B, T, D_t) (T = 1 for ``cls``)."""
+        hs = self._student(k, i, student_out)
+        return hs, self._teacher(j, teacher_out, hs)
+
+    def pair_loss(self, k, i, j, student_out, teacher_out, batch):
+        hs, ht = self.states(k, i, j, student_out, teacher_out)
+        return self.compare(hs, ht, self._mask(batch, hs))
+
+    def loss(self, student_out, teacher_out, batch=None):
+        if not self.layer_map.combine:
+            return super().loss(student_out, teacher_out, batch)
+        total = None
+        for k, i in enumerate(self.layer_map.student_indices):
+            hs = self._student(k, i, student_out)
+            w = F.softmax(self.mixing[k])  # (L_t,)
+            ht = None
+            for jj, j in enumerate(self.layer_map.teacher_indices(i)):
+                term = self._teacher(j, teacher_out, hs) * w[jj]  # (B, T, Dt)
+                ht = term if ht is None else ht + term
+            term = self.compare(hs, ht, self._mask(batch, hs))
+            total = term if total is None else total + term
+        return total
+
+    def compare(self, hs, ht, m):  # pragma: no cover - interface
+        """The loss between student ``hs`` and teacher ``ht`` (B, T, D) over mask ``m`` (B, T)."""
+        raise NotImplementedError
 
 
 class HiddenMSE(_HiddenObjective):
     """Σ over mapped pairs of the mean squared error over real tokens and features."""
 
-    def pair_loss(self, k, i, j, student_out, teacher_out, batch):
-        hs, ht = self.states(k, i, j, student_out, teacher_out)
-        m = _token_mask(batch, hs)  # (B, T)
+    def compare(self, hs, ht, m):
         diff = hs - ht
         per_token = (diff * diff).sum(axis=-1)  # (B, T)
         return (per_token * m).sum() * (1.0 / (float(m.sum().item()) * hs.shape[-1]))
@@ -252,13 +326,54 @@ class HiddenMSE(_HiddenObjective):
 class HiddenCosine(_HiddenObjective):
     """Σ over mapped pairs of the mean (1 − cosine similarity) over real tokens."""
 
-    def pair_loss(self, k, i, j, student_out, teacher_out, batch):
-        hs, ht = self.states(k, i, j, student_out, teacher_out)
-        m = _token_mask(batch, hs)
-        dot = (hs * ht).sum(axis=-1)  # (B, T)
-        ns = F.sqrt((hs * hs).sum(axis=-1) + 1e-12)
-        nt = F.sqrt((ht * ht).sum(axis=-1) + 1e-12)
-        return ((1.0 - dot / (ns * nt)) * m).sum() * (1.0 / float(m.sum().item()))
+    def compare(self, hs, ht, m):
+        return _cosine_distance(hs, ht, m)
+
+
+def _cosine_distance(a, b, m):
+    """Mean over ``m``'s positions of 1 − cos(a, b) along the last axis."""
+    dot = (a * b).sum(axis=-1)  # (B, T)
+    na = F.sqrt((a * a).sum(axis=-1) + 1e-12)
+    nb = F.sqrt((b * b).sum(axis=-1) + 1e-12)
+    return ((1.0 - dot / (na * nb)) * m).sum() * (1.0 / float(m.sum().item()))
+
+
+class _PooledObjective(Objective, Module):
+    """Compare the pooled representations (``pooler_output`` (B, D)) of both models, with a
+    learned projection when widths differ (XtremeDistil's stage 1)."""
+
+    needs = ("pooler_output",)
+
+    def __init__(self, student_width: int, teacher_width: int, weight: float = 1.0):
+        self.weight = weight
+        self.projection = Linear(student_width, teacher_width) if student_width != teacher_width else None
+
+    def loss(self, student_out, teacher_out, batch=None):
+        rs = student_out.pooler_output  # (B, Ds)
+        if rs is None or teacher_out.pooler_output is None:
+            raise ValueError("a pooled-representation objective needs both models to return pooler_output")
+        if self.projection is not None:
+            rs = self.projection(rs)  # (B, Dt)
+        rt = _const(teacher_out.pooler_output, rs)  # (B, Dt)
+        return self.compare(rs.reshape(rs.shape[0], 1, -1), rt.reshape(rt.shape[0], 1, -1))
+
+    def compare(self, rs, rt):  # pragma: no cover - interface
+        """The loss between (B, 1, D) representations."""
+        raise NotImplementedError
+
+
+class PooledMSE(_PooledObjective):
+    """Mean squared error of the pooled representations, ``‖W r_s − r_t‖² / D`` batch-mean."""
+
+    def compare(self, rs, rt):
+        return F.mse_loss(rs, rt)
+
+
+class PooledCosine(_PooledObjective):
+    """Mean ``1 − cos(W r_s, r_t)`` of the pooled representations."""
+
+    def compare(self, rs, rt):
+        return _cosine_distance(rs, rt, rs.backend.asarray(np.ones((rs.shape[0], 1)), dtype=rs.dtype))
 
 
 def _check_heads(a: Tensor, b: Tensor, what: str):
@@ -381,6 +496,6 @@ def total_loss(objectives, student_out, teacher_out, batch=None) -> Tensor:
 
 def needed_outputs(objectives) -> dict:
     """The ``output_*`` flags a model forward needs for ``objectives``."""
-    needs = {n for obj in objectives for n in obj.needs}
+    needs = {n for obj in objectives for n in obj.needs}  # logits / pooler_output come always
     return {"output_hidden_states": "hidden_states" in needs, "output_attentions": "attentions" in needs,
             "output_attention_scores": "attention_scores" in needs, "output_qkv": "qkv" in needs}

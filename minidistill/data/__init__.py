@@ -11,8 +11,10 @@ from .datasets import (
     load_file,
     load_glue,
     load_rotten_tomatoes,
+    model_inputs,
     rotten_tomatoes_split,
 )
+from .augment import augment
 from .cache import TeacherCache, data_fingerprint, model_fingerprint
 from .tokenizer import Tokenizer
 
@@ -24,11 +26,13 @@ __all__ = [
     "TeacherCache",
     "TextDataset",
     "Tokenizer",
+    "augment",
     "data_fingerprint",
     "load_dataset",
     "load_file",
     "load_glue",
     "load_rotten_tomatoes",
     "model_fingerprint",
+    "model_inputs",
     "rotten_tomatoes_split",
 ]

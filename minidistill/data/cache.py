@@ -6,6 +6,7 @@ Layout of a cache folder::
 
     meta.json             fingerprint of the teacher and the data, shapes, examples done
     logits.f32            (N, C) float32, memory-mapped
+    pooled.f32            (N, D) float32, the pooled [CLS] representation (when the teacher has a pooler)
     hidden_<i>.f32        (N, T, D) float32 for each cached hidden state i, padded to T
 
 Memory stays bounded (one batch at a time is in RAM). Building is resumable: ``meta.json``
@@ -46,6 +47,11 @@ def data_fingerprint(data, max_length: int) -> str:
     return h.hexdigest()
 
 
+def _has_pooler(model) -> bool:
+    base = getattr(model, model.base_model_prefix, model) if hasattr(model, "base_model_prefix") else model
+    return getattr(base, "pooler", None) is not None
+
+
 class TeacherCache:
     """Teacher outputs for every example of a dataset, on disk.
 
@@ -80,11 +86,12 @@ class TeacherCache:
             "data": data_fingerprint(data, max_length),
             "n": n, "max_length": max_length, "num_labels": teacher.config.num_labels,
             "hidden_size": teacher.config.hidden_size, "hidden_states": sorted(int(i) for i in hidden_states),
+            "pooled": _has_pooler(teacher),
             "done": 0,
         }
         old = cls(path).meta
         if old is not None:
-            for key in ("format", "teacher", "data", "hidden_states", "max_length"):
+            for key in ("format", "teacher", "data", "hidden_states", "max_length", "pooled"):
                 if old.get(key) != meta[key]:
                     what = {"teacher": "another teacher (config or weights differ)",
                             "data": "other data (texts or max length differ)"}.get(key, f"a different {key}")
@@ -104,6 +111,8 @@ class TeacherCache:
                 out = teacher(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
                               output_hidden_states=bool(meta["hidden_states"]))
                 arrays["logits"][idx] = out.logits.numpy()
+                if meta["pooled"]:
+                    arrays["pooled"][idx] = out.pooler_output.numpy()
                 width = batch["input_ids"].shape[1]
                 for i in meta["hidden_states"]:
                     rows = arrays[f"hidden_{i}"]
@@ -121,6 +130,8 @@ class TeacherCache:
     def _open(path: Path, meta: dict, mode: str) -> dict:
         n, t, d = meta["n"], meta["max_length"], meta["hidden_size"]
         arrays = {"logits": np.memmap(path / "logits.f32", np.float32, mode, shape=(n, meta["num_labels"]))}
+        if meta.get("pooled"):
+            arrays["pooled"] = np.memmap(path / "pooled.f32", np.float32, mode, shape=(n, d))
         for i in meta["hidden_states"]:
             arrays[f"hidden_{i}"] = np.memmap(path / f"hidden_{i}.f32", np.float32, mode, shape=(n, t, d))
         return arrays
@@ -143,15 +154,16 @@ class TeacherCache:
             raise CheckpointError(f"{self.path} is incomplete ({self.meta['done']} of {self.meta['n']}); build it again to finish")
 
     def lookup(self, indices, width: int | None = None) -> dict:
-        """Cached outputs for examples ``indices``: ``logits`` (B, C) and ``hidden_states``
-        {i: (B, width, D)} (cut to the batch's padded width)."""
+        """Cached outputs for examples ``indices``: ``logits`` (B, C), ``pooler_output``
+        (B, D) or None, and ``hidden_states`` {i: (B, width, D)} (cut to the batch's padded width)."""
         if self.meta is None:
             raise CheckpointError(f"{self.path} holds no teacher cache")
         if self._arrays is None:
             self._arrays = self._open(self.path, self.meta, "r")
         arrays = self._arrays
         idx = np.asarray(indices)
-        out = {"logits": np.array(arrays["logits"][idx])}
+        out = {"logits": np.array(arrays["logits"][idx]),
+               "pooler_output": np.array(arrays["pooled"][idx]) if "pooled" in arrays else None}
         width = width or self.meta["max_length"]
         out["hidden_states"] = {i: np.array(arrays[f"hidden_{i}"][idx, :width]) for i in self.meta["hidden_states"]}
         return out

@@ -154,7 +154,11 @@ class TextDataset:
         return batches
 
     def collate(self, encoded, indices, pad_id: int) -> dict:
-        """Pad the examples at ``indices`` to the longest of them."""
+        """Pad the examples at ``indices`` to the longest of them.
+
+        The batch holds the model inputs (see :func:`model_inputs`), ``example_ids`` (B,)
+        (the rows' positions in this dataset, which key a teacher cache) and ``labels``.
+        """
         rows = [encoded[i] for i in indices]
         width = max(len(ids) for ids, _ in rows)
         b = len(rows)
@@ -165,7 +169,8 @@ class TextDataset:
             input_ids[r, :len(ids)] = ids
             token_type_ids[r, :len(ids)] = types
             attention_mask[r, :len(ids)] = 1
-        batch = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
+        batch = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
+                 "example_ids": np.asarray(indices, dtype=np.int64)}
         if self.labels is not None:
             batch["labels"] = self.labels[np.asarray(indices)]
         return batch
@@ -184,6 +189,14 @@ class TextDataset:
     def num_batches(self, batch_size: int) -> int:
         """Batches per epoch."""
         return (len(self) + batch_size - 1) // batch_size
+
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def model_inputs(batch: dict) -> dict:
+    """The entries of a batch a model's forward takes (not labels or example ids)."""
+    return {k: batch[k] for k in MODEL_INPUTS if k in batch}
 
 
 # -------------------------------------------------------------------- loading

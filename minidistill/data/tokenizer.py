@@ -157,6 +157,10 @@ class Tokenizer:
             self._tok.no_truncation()
         return [(e.ids, e.type_ids) for e in encs]
 
+    def get_vocab(self) -> dict:
+        """The vocabulary, token → id."""
+        return self._tok.get_vocab()
+
     def tokenize(self, text: str) -> list[str]:
         """The WordPiece tokens of ``text`` (with [CLS] and [SEP])."""
         return self._tok.encode(text).tokens

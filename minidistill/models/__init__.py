@@ -1,4 +1,4 @@
-"""Models: BERT with HF names and checkpoint loading/saving."""
+"""Models: BERT with HF names and checkpoint loading/saving; the XtremeDistil BiLSTM student."""
 
 from .bert import (
     BertEmbeddings,
@@ -10,10 +10,13 @@ from .bert import (
     BertPreTrainedModel,
     ModelOutput,
 )
+from .bilstm import BiLSTMConfig, BiLSTMStudent
 from .config import BertConfig
 from .io import CheckpointError
 
 __all__ = [
+    "BiLSTMConfig",
+    "BiLSTMStudent",
     "BertConfig",
     "BertEmbeddings",
     "BertEncoder",

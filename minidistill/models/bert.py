@@ -410,6 +410,13 @@ class BertForSequenceClassification(BertPreTrainedModel):
     def head_parameter_names(self):
         return ["classifier.weight", "classifier.bias"]
 
+    def layer_groups(self) -> list:
+        """Parameter groups from the top, for gradual unfreezing: head (classifier and
+        pooler), the layers from the last down, embeddings."""
+        top = [self.classifier] + ([self.bert.pooler] if self.bert.pooler is not None else [])
+        layers = [(f"layer.{i}", [layer]) for i, layer in reversed(list(enumerate(self.bert.encoder.layer)))]
+        return [("head", top)] + layers + [("embeddings", [self.bert.embeddings])]
+
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
                 output_hidden_states=False, output_attentions=False, output_attention_scores=False,
                 output_qkv=False) -> ModelOutput:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.tensor import no_grad
+from ..data.datasets import model_inputs
 from ..models.io import CheckpointError, atomic_path, load_weights, save_weights, write_json
 from . import metrics as metrics_mod
 from .optim import SGD, AdamW, param_groups
@@ -351,8 +352,7 @@ def latest_checkpoint(directory) -> Path:
 
 def default_loss(model, batch):
     """The model's own loss on a batch with ``labels``."""
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    return model(**inputs, labels=batch["labels"]).loss
+    return model(**model_inputs(batch), labels=batch["labels"]).loss
 
 
 def predict(model, tokenizer, data, batch_size: int = 64, max_length: int = 128) -> np.ndarray:
@@ -361,8 +361,7 @@ def predict(model, tokenizer, data, batch_size: int = 64, max_length: int = 128)
     outs = []
     with no_grad():
         for batch in data.batches(tokenizer, batch_size, max_length, shuffle=False):
-            inputs = {k: v for k, v in batch.items() if k != "labels"}
-            outs.append(model(**inputs).logits.numpy())
+            outs.append(model(**model_inputs(batch)).logits.numpy())
     return np.concatenate(outs) if outs else np.zeros((0, model.config.num_labels))
 
 
