@@ -2,11 +2,12 @@
 
     minidistill demo [--quick | --full] [--backend numba]
     minidistill finetune [--config run.toml] [--train.lr=3e-5 --data.task=sst2 ...]
+    minidistill distill --teacher.path=runs/teacher [--student.num_layers=2 --objectives.attention_kl=1 ...]
     minidistill evaluate MODEL_DIR [--split dev] [--data.task=...]
     minidistill predict MODEL_DIR --text "a gripping film" [--text ...]
     minidistill info MODEL_DIR
 
-Configs are dataclasses (:class:`FinetuneConfig`); a TOML file and ``--section.key=value``
+Configs are dataclasses (:class:`FinetuneConfig`, :class:`DistillConfig`); a TOML file and ``--section.key=value``
 overrides fill them, and unknown keys or mistyped values are errors that name the key.
 """
 
@@ -58,6 +59,168 @@ class FinetuneConfig:
     data: DataSection = field(default_factory=DataSection)
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str = "runs/finetune"
+
+
+@dataclass
+class StudentSection:
+    """The student: a smaller BERT made from the teacher, or an XtremeDistil BiLSTM."""
+
+    kind: str = "transformer"  # transformer | bilstm
+    num_layers: int = 2
+    hidden_size: int | None = None  # default: the teacher's width (narrower: fresh layers, PCA embeddings)
+    init: str = "lower"  # lower | upper | uniform | random | teacher layer ids "0,1"
+    lstm_hidden_size: int = 300  # BiLSTM units per direction
+    embedding_size: int | None = None  # BiLSTM embedding width (default: the teacher's; smaller: PCA)
+    seed: int = 0
+
+
+@dataclass
+class ObjectivesSection:
+    """Weights of the distillation objectives (0 = off) and their settings."""
+
+    soft_kd: float = 1.0
+    temperature: float = 2.0
+    hard_kd: float = 0.0
+    logit_mse: float = 0.0
+    hidden_mse: float = 0.0
+    hidden_cosine: float = 0.0
+    attention_mse: float = 0.0
+    attention_kl: float = 0.0
+    value_relation: float = 0.0
+    minilm_v2: float = 0.0
+    relation_heads: int = 12
+    hidden_map: str = "uniform"  # uniform | skip | last | combine | teacher states "0,3,6"
+    attention_map: str = "uniform"  # uniform | last | teacher layers "2,5"
+    task: float = 0.0  # cross-entropy on the labels
+
+
+@dataclass
+class TransferSection:
+    """Unlabelled transfer data: the training texts plus augmented copies."""
+
+    augment_copies: int = 0
+    p_mask: float = 0.1
+    p_replace: float = 0.1
+    seed: int = 0
+
+
+@dataclass
+class DistillConfig:
+    """Everything ``minidistill distill`` needs."""
+
+    teacher: ModelSection = field(default_factory=lambda: ModelSection(path="runs/demo/teacher"))
+    student: StudentSection = field(default_factory=StudentSection)
+    objectives: ObjectivesSection = field(default_factory=ObjectivesSection)
+    data: DataSection = field(default_factory=DataSection)
+    transfer: TransferSection = field(default_factory=TransferSection)
+    recipe: str = "single"  # single | xtremedistil | xtremedistil-hard | xtremedistil-soft
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3, max_length=64))
+    output_dir: str = "runs/distill"
+    cache_dir: str | None = None
+
+
+def _layer_spec(spec: str):
+    spec = spec.strip()
+    return [int(x) for x in spec.split(",")] if spec[:1].isdigit() else spec
+
+
+def build_objectives(o: ObjectivesSection, student, teacher) -> list:
+    """The objectives an :class:`ObjectivesSection` switches on, sized for the two models."""
+    from .compress import kd
+
+    ls = getattr(student.config, "num_hidden_layers", None)
+    lt, dt = teacher.config.num_hidden_layers, teacher.config.hidden_size
+    ds = getattr(student.config, "hidden_size", None)
+    out = []
+    if o.soft_kd:
+        out.append(kd.SoftKD(o.soft_kd, o.temperature))
+    if o.hard_kd:
+        out.append(kd.HardKD(o.hard_kd))
+    if o.logit_mse:
+        out.append(kd.LogitMSE(o.logit_mse))
+    layered = [o.hidden_mse, o.hidden_cosine, o.attention_mse, o.attention_kl, o.value_relation, o.minilm_v2]
+    if any(layered) and ls is None:
+        raise ConfigError("layer objectives (hidden_*, attention_*, value_relation, minilm_v2) need a transformer student")
+    hmap = kd.LayerMap.build(_layer_spec(o.hidden_map), ls, lt, "hidden") if ls else None
+    amap = kd.LayerMap.build(_layer_spec(o.attention_map), ls, lt, "attention") if ls else None
+    if o.hidden_mse:
+        out.append(kd.HiddenMSE(hmap, ds, dt, o.hidden_mse))
+    if o.hidden_cosine:
+        out.append(kd.HiddenCosine(hmap, ds, dt, o.hidden_cosine))
+    if o.attention_mse:
+        out.append(kd.AttentionScoreMSE(amap, o.attention_mse))
+    if o.attention_kl:
+        out.append(kd.AttentionKL(amap, o.attention_kl))
+    if o.value_relation:
+        out.append(kd.ValueRelationKL(amap, o.value_relation))
+    if o.minilm_v2:
+        out.append(kd.MiniLMv2Relations(amap, o.relation_heads, weight=o.minilm_v2))
+    return out
+
+
+def distill_run(cfg: DistillConfig, announce=print) -> dict:
+    """Distil a fine-tuned teacher into a student as configured; save the student (HF format
+    for transformers) with its tokenizer and ``metrics.json``; return the figures."""
+    import minidistill as md
+    from .compress import Stage, distill, make_bilstm_student, make_student, xtremedistil_stages
+    from .data import Tokenizer, augment
+    from .models import BertForSequenceClassification
+    from .train import evaluate
+
+    train, dev, test = load_splits(cfg.data)
+    path = _model_path(cfg.teacher.path)
+    tok = Tokenizer.from_pretrained(path)
+    teacher = BertForSequenceClassification.from_pretrained(path, backend=cfg.teacher.backend, device=cfg.teacher.device)
+    if teacher.config.num_labels != train.task.num_labels:
+        raise ConfigError(f"the teacher at {path} predicts {teacher.config.num_labels} labels but "
+                          f"{train.task.name} has {train.task.num_labels}; fine-tune it on the task first")
+    st = cfg.student
+    if st.kind == "bilstm":
+        student = make_bilstm_student(teacher, st.lstm_hidden_size, st.embedding_size, seed=st.seed)
+    elif st.kind == "transformer":
+        init = _layer_spec(st.init)
+        student = make_student(teacher, st.num_layers, st.hidden_size, init=init, seed=st.seed)
+    else:
+        raise ConfigError(f"student.kind must be 'transformer' or 'bilstm', got {st.kind!r}")
+    student.train()
+    tr = cfg.transfer
+    transfer = train.without_labels()
+    if tr.augment_copies:
+        transfer = augment(transfer, tok, tr.augment_copies, tr.p_mask, tr.p_replace, tr.seed)
+    md.manual_seed(cfg.train.seed)
+    start = time.perf_counter()
+    if cfg.recipe == "single":
+        objectives = build_objectives(cfg.objectives, student, teacher)
+        stages = [Stage("distill", objectives, cfg.objectives.task,
+                        data="train" if cfg.objectives.task or not tr.augment_copies else "transfer")]
+    elif cfg.recipe in ("xtremedistil", "xtremedistil-hard", "xtremedistil-soft"):
+        variant = cfg.recipe.partition("-")[2] or "staged"
+        stages = xtremedistil_stages(student, teacher, variant, temperature=cfg.objectives.temperature)
+    else:
+        raise ConfigError(f"recipe must be 'single', 'xtremedistil', 'xtremedistil-hard' or 'xtremedistil-soft', "
+                          f"got {cfg.recipe!r}")
+    announce(f"distilling {cfg.teacher.path} ({teacher.num_parameters() / 1e6:.1f}M) into a {st.kind} student "
+             f"({student.num_parameters() / 1e6:.1f}M) on {train.task.name}: stages "
+             f"{', '.join(s.name for s in stages)}; transfer set {len(transfer)} texts")
+    trainer = distill(teacher, student, tok, train, dev, stages=stages, transfer_data=transfer, config=cfg.train,
+                      cache_dir=cfg.cache_dir)
+    result = {"task": train.task.name, "parameters": student.num_parameters(),
+              "teacher_parameters": teacher.num_parameters(), "train_seconds": time.perf_counter() - start,
+              "steps": sum(r["steps"] for r in trainer.stage_log), "stages": trainer.stage_log}
+    for name, split in (("dev", dev), ("test", test)):
+        if split is None:
+            continue
+        t0 = time.perf_counter()
+        result[name] = evaluate(student, tok, split, cfg.train.eval_batch_size, cfg.train.max_length)
+        result[f"{name}_seq_per_s"] = len(split) / (time.perf_counter() - t0)
+    out = Path(cfg.output_dir)
+    student.save_pretrained(out)
+    tok.save_pretrained(out)
+    from .models.io import write_json
+
+    write_json(out / "metrics.json", {**result, "config": to_dict(cfg)})
+    result["output_dir"] = str(out)
+    return result
 
 
 def _model_path(spec: str) -> Path:
@@ -181,7 +344,6 @@ def _trained_max_length(model_dir: str) -> int:
 def evaluate_cmd(model_dir: str, split: str, overrides, max_length: int | None = None) -> int:
     """Evaluate a saved classifier on a split of its task (at the length it was trained with)."""
     from .data import Tokenizer
-    from .models import BertForSequenceClassification
     from .train import evaluate
 
     data_cfg = load_config(DataSection, None, overrides)
@@ -189,7 +351,7 @@ def evaluate_cmd(model_dir: str, split: str, overrides, max_length: int | None =
     data = {"train": train, "dev": dev, "test": test}[split]
     if data is None:
         raise ConfigError(f"task {data_cfg.task!r} has no {split} split")
-    model = BertForSequenceClassification.from_pretrained(model_dir)
+    model = load_classifier(model_dir)
     tok = Tokenizer.from_pretrained(model_dir)
     if model.config.num_labels != data.task.num_labels:
         raise ConfigError(f"{model_dir} predicts {model.config.num_labels} labels but {data.task.name} has {data.task.num_labels}")
@@ -198,19 +360,29 @@ def evaluate_cmd(model_dir: str, split: str, overrides, max_length: int | None =
     return 0
 
 
+def load_classifier(model_dir):
+    """A saved classifier of any kind minidistill writes (BERT, or a BiLSTM student)."""
+    from .models import BertForSequenceClassification, BiLSTMStudent
+    from .models.bilstm import MODEL_TYPE
+    from .models.io import read_config
+
+    if read_config(model_dir).get("model_type") == MODEL_TYPE:
+        return BiLSTMStudent.from_pretrained(model_dir)
+    return BertForSequenceClassification.from_pretrained(model_dir)
+
+
 def predict_cmd(model_dir: str, texts: list[str]) -> int:
     """Print the predicted label and probabilities for each text."""
     import minidistill as md
     from .data import Tokenizer
-    from .models import BertForSequenceClassification
 
-    model = BertForSequenceClassification.from_pretrained(model_dir)
+    model = load_classifier(model_dir)
     tok = Tokenizer.from_pretrained(model_dir)
     with md.no_grad():
         logits = model(**tok.encode(texts)).logits.numpy()
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
-    names = model.config.id2label or {i: str(i) for i in range(logits.shape[1])}
+    names = getattr(model.config, "id2label", None) or {i: str(i) for i in range(logits.shape[1])}
     for text, p in zip(texts, probs):
         k = int(p.argmax())
         print(f"{names.get(k, k)}\t{p[k]:.3f}\t{text}")
@@ -246,6 +418,8 @@ def main(argv=None) -> int:
     p_demo.add_argument("--output-dir", default="runs/demo")
     p_ft = sub.add_parser("finetune", help="fine-tune a BERT on a task (config + --section.key=value overrides)")
     p_ft.add_argument("--config", default=None, help="a TOML file")
+    p_di = sub.add_parser("distill", help="distil a fine-tuned teacher into a student (config + overrides)")
+    p_di.add_argument("--config", default=None, help="a TOML file")
     p_ev = sub.add_parser("evaluate", help="evaluate a saved classifier")
     p_ev.add_argument("model_dir")
     p_ev.add_argument("--split", default="dev", choices=["train", "dev", "test"])
@@ -261,6 +435,12 @@ def main(argv=None) -> int:
             cfg = load_config(FinetuneConfig, args.config, rest)
             result = finetune(cfg)
             print_table([{**result, "name": cfg.model.path}], (result.get("dev") and next(iter(result["dev"]))) or "accuracy")
+            print(f"saved to {result['output_dir']}")
+            return 0
+        if args.command == "distill":
+            cfg = load_config(DistillConfig, args.config, rest)
+            result = distill_run(cfg)
+            print_table([{**result, "name": f"{cfg.student.kind} student"}])
             print(f"saved to {result['output_dir']}")
             return 0
         if args.command == "evaluate":
