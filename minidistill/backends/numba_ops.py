@@ -335,75 +335,72 @@ _NO_MASK = np.ones((1, 1), dtype=np.bool_)
 
 
 # ------------------------------------------------------------------- LSTM
-# The recurrence is sequential in time, so each step is one BLAS product h W_hhᵀ for the
-# whole batch followed by one fused pass over the gates (row-parallel); the input
-# projection x W_ihᵀ for all steps is a single GEMM done before (in ``functions.lstm``).
+# The recurrence is sequential in time. Each step is one BLAS product h W_hhᵀ for the whole
+# batch, made by NumPy (Numba's own np.dot goes through a BLAS measured 16x slower here), and
+# one fused, row-parallel pass over the gates below; the input projection x W_ihᵀ of all
+# steps is a single GEMM made before (in ``functions.lstm``).
 @kernel
-def lstm_forward_kernel(xg, w_t, mask, reverse, out, gates, c_new, h_prev, c_prev):
-    """One LSTM direction. xg (B, T, 4H) input gates (i, f, g, o); w_t (H, 4H) = W_hhᵀ;
-    mask (B, T) uint8, 1 = real token (padded steps keep the state, output 0).
+def lstm_step_forward_kernel(a, xg, t, mask, h, c, out, gates, c_new, h_prev, c_prev):
+    """Step t of one LSTM direction. a (B, 4H) = h W_hhᵀ; xg (B, T, 4H) input gates (i, f, g, o);
+    mask (B, T) uint8, 1 = real token (a padded step keeps the state and outputs 0).
+    Updates the state h, c (B, H) in place and saves what backward needs.
 
     Optimizations:
-        * one BLAS call per step for the recurrent product;
-        * the four gate nonlinearities, the cell update and the saves in one pass.
+        * the four gate nonlinearities, the cell update and the saves in one pass;
+        * parallel over rows.
     """
-    b, t_len, four_h = xg.shape
-    hid = four_h // 4
-    h = np.zeros((b, hid), xg.dtype)  # (B, H)
-    c = np.zeros((b, hid), xg.dtype)  # (B, H)
-    for step in range(t_len):
-        t = t_len - 1 - step if reverse else step
-        a = np.dot(h, w_t)  # (B, 4H)
-        for r in prange(b):
-            keep = mask[r, t] != 0
-            for j in range(hid):
-                i = 1.0 / (1.0 + math.exp(-(a[r, j] + xg[r, t, j])))
-                f = 1.0 / (1.0 + math.exp(-(a[r, hid + j] + xg[r, t, hid + j])))
-                g = math.tanh(a[r, 2 * hid + j] + xg[r, t, 2 * hid + j])
-                o = 1.0 / (1.0 + math.exp(-(a[r, 3 * hid + j] + xg[r, t, 3 * hid + j])))
-                cn = f * c[r, j] + i * g
-                hn = o * math.tanh(cn)
-                gates[r, t, j], gates[r, t, hid + j], gates[r, t, 2 * hid + j], gates[r, t, 3 * hid + j] = i, f, g, o
-                h_prev[r, t, j], c_prev[r, t, j], c_new[r, t, j] = h[r, j], c[r, j], cn
-                if keep:
-                    h[r, j], c[r, j], out[r, t, j] = hn, cn, hn
-                else:
-                    out[r, t, j] = 0.0
+    b, hid = h.shape
+    for r in prange(b):
+        keep = mask[r, t] != 0
+        for j in range(hid):
+            i = 1.0 / (1.0 + math.exp(-(a[r, j] + xg[r, t, j])))
+            f = 1.0 / (1.0 + math.exp(-(a[r, hid + j] + xg[r, t, hid + j])))
+            g = math.tanh(a[r, 2 * hid + j] + xg[r, t, 2 * hid + j])
+            o = 1.0 / (1.0 + math.exp(-(a[r, 3 * hid + j] + xg[r, t, 3 * hid + j])))
+            cn = f * c[r, j] + i * g
+            hn = o * math.tanh(cn)
+            gates[r, t, j], gates[r, t, hid + j], gates[r, t, 2 * hid + j], gates[r, t, 3 * hid + j] = i, f, g, o
+            h_prev[r, t, j], c_prev[r, t, j], c_new[r, t, j] = h[r, j], c[r, j], cn
+            if keep:
+                h[r, j], c[r, j], out[r, t, j] = hn, cn, hn
+            else:
+                out[r, t, j] = 0.0
 
 
 @kernel
-def lstm_backward_kernel(g_out, w_hh, gates, c_new, c_prev, mask, reverse, dxg):
-    """Backpropagation through time for :func:`lstm_forward_kernel`: fills dxg (B, T, 4H);
-    carries dh, dc (B, H) backwards, straight through padded steps."""
-    b, t_len, hid = g_out.shape
-    dh = np.zeros((b, hid), g_out.dtype)  # (B, H)
-    dc = np.zeros((b, hid), g_out.dtype)  # (B, H)
-    da = np.zeros((b, 4 * hid), g_out.dtype)  # (B, 4H) gate pre-activation grads of one step
-    for step in range(t_len):
-        t = step if reverse else t_len - 1 - step
-        for r in prange(b):
-            keep = mask[r, t] != 0
-            for j in range(hid):
-                if keep:
-                    i, f = gates[r, t, j], gates[r, t, hid + j]
-                    g, o = gates[r, t, 2 * hid + j], gates[r, t, 3 * hid + j]
-                    tc = math.tanh(c_new[r, t, j])
-                    dhn = g_out[r, t, j] + dh[r, j]
-                    dcn = dc[r, j] + dhn * o * (1.0 - tc * tc)
-                    da[r, j] = dcn * g * i * (1.0 - i)
-                    da[r, hid + j] = dcn * c_prev[r, t, j] * f * (1.0 - f)
-                    da[r, 2 * hid + j] = dcn * i * (1.0 - g * g)
-                    da[r, 3 * hid + j] = dhn * tc * o * (1.0 - o)
-                    dc[r, j] = dcn * f
-                else:
-                    da[r, j] = da[r, hid + j] = da[r, 2 * hid + j] = da[r, 3 * hid + j] = 0.0
-                for k in range(4):
-                    dxg[r, t, k * hid + j] = da[r, k * hid + j]
-        dprev = np.dot(da, w_hh)  # (B, H)
-        for r in prange(b):
-            carry = mask[r, t] == 0
-            for j in range(hid):
-                dh[r, j] = dprev[r, j] + (dh[r, j] if carry else 0.0)
+def lstm_step_backward_kernel(g_out, t, gates, c_new, c_prev, mask, dh, dc, da, dxg):
+    """Step t of backpropagation through time: from the carried dh, dc (B, H) and the output
+    gradient, the gate pre-activation gradients da (B, 4H) (also written to dxg[:, t]); dc is
+    updated in place; dh is finished by the caller (dh ← da W_hh, plus dh on padded rows)."""
+    b, hid = dh.shape
+    for r in prange(b):
+        keep = mask[r, t] != 0
+        for j in range(hid):
+            if keep:
+                i, f = gates[r, t, j], gates[r, t, hid + j]
+                g, o = gates[r, t, 2 * hid + j], gates[r, t, 3 * hid + j]
+                tc = math.tanh(c_new[r, t, j])
+                dhn = g_out[r, t, j] + dh[r, j]
+                dcn = dc[r, j] + dhn * o * (1.0 - tc * tc)
+                da[r, j] = dcn * g * i * (1.0 - i)
+                da[r, hid + j] = dcn * c_prev[r, t, j] * f * (1.0 - f)
+                da[r, 2 * hid + j] = dcn * i * (1.0 - g * g)
+                da[r, 3 * hid + j] = dhn * tc * o * (1.0 - o)
+                dc[r, j] = dcn * f
+            else:
+                da[r, j] = da[r, hid + j] = da[r, 2 * hid + j] = da[r, 3 * hid + j] = 0.0
+            for k in range(4):
+                dxg[r, t, k * hid + j] = da[r, k * hid + j]
+
+
+@kernel
+def lstm_carry_kernel(dprev, mask, t, dh):
+    """dh ← dprev on real rows, dh + dprev on padded rows (their gradient passes through)."""
+    b, hid = dh.shape
+    for r in prange(b):
+        carry = mask[r, t] == 0
+        for j in range(hid):
+            dh[r, j] = dprev[r, j] + (dh[r, j] if carry else 0.0)
 
 
 class NumbaOps(NumpyOps):
@@ -446,7 +443,11 @@ class NumbaOps(NumpyOps):
         out = np.empty((b, t_len, hid), xg.dtype)
         gates = np.empty_like(xg)
         c_new, h_prev, c_prev = (np.empty((b, t_len, hid), xg.dtype) for _ in range(3))
-        lstm_forward_kernel(xg, w_t, m, bool(reverse), out, gates, c_new, h_prev, c_prev)
+        h, c = np.zeros((b, hid), xg.dtype), np.zeros((b, hid), xg.dtype)
+        a = np.empty((b, four_h), xg.dtype)
+        for t in (range(t_len - 1, -1, -1) if reverse else range(t_len)):
+            np.matmul(h, w_t, out=a)  # (B, 4H)
+            lstm_step_forward_kernel(a, xg, t, m, h, c, out, gates, c_new, h_prev, c_prev)
         return out, (gates, c_new, h_prev, c_prev)
 
     def lstm_backward(self, g_out, w_hh, saved, mask=None, reverse=False):
@@ -455,7 +456,13 @@ class NumbaOps(NumpyOps):
         b, t_len, hid = g_out.shape
         dxg = np.empty_like(gates)
         w = np.ascontiguousarray(w_hh, dtype=gates.dtype)  # (4H, H)
-        lstm_backward_kernel(g_out, w, gates, c_new, c_prev, _lstm_mask(mask, b, t_len), bool(reverse), dxg)
+        m = _lstm_mask(mask, b, t_len)
+        dh, dc = np.zeros((b, hid), gates.dtype), np.zeros((b, hid), gates.dtype)
+        da, dprev = np.empty((b, 4 * hid), gates.dtype), np.empty((b, hid), gates.dtype)
+        for t in (range(t_len) if reverse else range(t_len - 1, -1, -1)):
+            lstm_step_backward_kernel(g_out, t, gates, c_new, c_prev, m, dh, dc, da, dxg)
+            np.matmul(da, w, out=dprev)  # (B, H)
+            lstm_carry_kernel(dprev, m, t, dh)
         dw = dxg.reshape(b * t_len, 4 * hid).T @ h_prev.reshape(b * t_len, hid)  # (4H, H)
         return dxg, dw
 
