@@ -74,3 +74,31 @@ def test_failed_run_keeps_the_previous_output(tmp_path, monkeypatch, minilm_path
     rc = cli.main(["finetune", "--train.max_steps=2", "--data.max_train_examples=64", f"--output_dir={out}"])
     assert rc == 2
     assert (out / "model.safetensors").read_bytes() == b"previous model"
+
+
+@pytest.mark.slow
+def test_distill_command_trains_and_saves_both_student_kinds(tmp_path, capsys, monkeypatch):
+    """``minidistill distill`` on a few examples: a transformer student with attention KL and a
+    BiLSTM with the XtremeDistil recipe; both are saved, reload, and evaluate from the CLI."""
+    teacher = tmp_path / "teacher"
+    common = ["--data.max_train_examples=64", "--train.max_steps=3", "--train.batch_size=16", "--train.max_length=32"]
+    assert main(["finetune", "--model.path=minilm-l6", f"--output_dir={teacher}", *common]) == 0
+    assert main(["distill", f"--teacher.path={teacher}", "--objectives.attention_kl=1", "--objectives.hidden_map=combine",
+                 "--objectives.hidden_mse=1", f"--output_dir={tmp_path / 'tf'}", *common]) == 0
+    assert main(["distill", f"--teacher.path={teacher}", "--student.kind=bilstm", "--student.lstm_hidden_size=16",
+                 "--recipe=xtremedistil", "--transfer.augment_copies=1", f"--cache_dir={tmp_path / 'cache'}",
+                 f"--output_dir={tmp_path / 'lstm'}", *common]) == 0
+    for name in ("tf", "lstm"):
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert 0.0 <= metrics["dev"]["accuracy"] <= 1.0
+        capsys.readouterr()
+        assert main(["evaluate", str(tmp_path / name), "--split", "dev"]) == 0
+        assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(metrics["dev"]["accuracy"])
+    stages = json.loads((tmp_path / "lstm" / "metrics.json").read_text())["stages"]
+    assert [s["stage"] for s in stages] == ["representation"] + ["logits"] * 3 + ["labels"] * 3
+    assert main(["distill", f"--teacher.path={teacher}", "--recipe=xtreme", f"--output_dir={tmp_path / 'x'}"]) == 2
+    assert "recipe must be" in capsys.readouterr().err
+    assert main(["distill", f"--teacher.path={teacher}", "--student.kind=bilstm", "--objectives.attention_kl=1",
+                 *common, f"--output_dir={tmp_path / 'y'}"]) == 2
+    assert "need a transformer student" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
