@@ -165,7 +165,6 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
     from .compress import Stage, distill, make_bilstm_student, make_student, xtremedistil_stages
     from .data import Tokenizer, augment
     from .models import BertForSequenceClassification
-    from .train import evaluate
 
     train, dev, test = load_splits(cfg.data)
     path = _model_path(cfg.teacher.path)
@@ -207,20 +206,7 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
     result = {"task": train.task.name, "parameters": student.num_parameters(),
               "teacher_parameters": teacher.num_parameters(), "train_seconds": time.perf_counter() - start,
               "steps": sum(r["steps"] for r in trainer.stage_log), "stages": trainer.stage_log}
-    for name, split in (("dev", dev), ("test", test)):
-        if split is None:
-            continue
-        t0 = time.perf_counter()
-        result[name] = evaluate(student, tok, split, cfg.train.eval_batch_size, cfg.train.max_length)
-        result[f"{name}_seq_per_s"] = len(split) / (time.perf_counter() - t0)
-    out = Path(cfg.output_dir)
-    student.save_pretrained(out)
-    tok.save_pretrained(out)
-    from .models.io import write_json
-
-    write_json(out / "metrics.json", {**result, "config": to_dict(cfg)})
-    result["output_dir"] = str(out)
-    return result
+    return _evaluate_and_save(student, tok, dev, test, cfg, result)
 
 
 def _model_path(spec: str) -> Path:
@@ -256,7 +242,7 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
     import minidistill as md
     from .data import Tokenizer
     from .models import BertForSequenceClassification
-    from .train import Trainer, evaluate
+    from .train import Trainer
 
     train, dev, test = load_splits(cfg.data)
     task = train.task
@@ -272,25 +258,31 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
     announce(f"fine-tuning {cfg.model.path} ({model.num_parameters() / 1e6:.1f}M parameters) on {task.name}: "
              f"{len(train)} examples, {steps} steps of {cfg.train.batch_size}, max length {cfg.train.max_length}, "
              f"backend {cfg.model.backend}")
-    out = Path(cfg.output_dir)
     start = time.perf_counter()
     trainer = Trainer(model, tok, train, dev, cfg.train)
     trainer.train()
     train_seconds = time.perf_counter() - start
     result = {"task": task.name, "parameters": model.num_parameters(), "train_seconds": train_seconds,
               "steps": trainer.state.step}
+    return _evaluate_and_save(model, tok, dev, test, cfg, result)
+
+
+def _evaluate_and_save(model, tok, dev, test, cfg, result: dict) -> dict:
+    """Add dev/test metrics and sequences/s to ``result``, then save the model, its tokenizer
+    and ``metrics.json`` into ``cfg.output_dir`` — only after everything succeeded, so a failed
+    run leaves an older output untouched."""
+    from .models.io import write_json
+    from .train import evaluate
+
     for name, split in (("dev", dev), ("test", test)):
         if split is None:
             continue
         t0 = time.perf_counter()
-        scores = evaluate(model, tok, split, cfg.train.eval_batch_size, cfg.train.max_length)
-        result[name] = scores
+        result[name] = evaluate(model, tok, split, cfg.train.eval_batch_size, cfg.train.max_length)
         result[f"{name}_seq_per_s"] = len(split) / (time.perf_counter() - t0)
-    # save only after everything succeeded: a failed run leaves an older output untouched
+    out = Path(cfg.output_dir)
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    from .models.io import write_json
-
     write_json(out / "metrics.json", {**result, "config": to_dict(cfg)})
     result["output_dir"] = str(out)
     return result

@@ -280,10 +280,9 @@ class _HiddenObjective(LayerPairObjective):
         return ht[:, :1] if self.tokens == "cls" else ht
 
     def _mask(self, batch, like):
-        m = _token_mask(batch, like) if self.tokens == "all" else None
-        if m is None:  # [CLS] only: one real position per example
-            m = like.backend.asarray(np.ones((like.shape[0], 1)), dtype=like.dtype)
-        return m  # (B, T)
+        if self.tokens == "cls":  # [CLS] only: one real position per example
+            return like.backend.asarray(np.ones((like.shape[0], 1)), dtype=like.dtype)  # (B, 1)
+        return _token_mask(batch, like)  # (B, T)
 
     def states(self, k, i, j, student_out, teacher_out):
         """(student state projected, teacher state), both (B, T, D_t) (T = 1 for ``cls``)."""
