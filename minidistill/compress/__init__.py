@@ -1,6 +1,7 @@
 """Compression methods, one module each (kd: distillation objectives and layer maps;
 student: student creation; distill: the training loop that combines them, in stages;
-xtremedistil: BiLSTM students and the staged recipe)."""
+xtremedistil: BiLSTM students and the staged recipe; fold: structural re-parameterisation
+into plain models; wid: Weight-Inherited Distillation; theseus: progressive module replacing)."""
 
 from .kd import (
     AttentionKL,
@@ -21,12 +22,23 @@ from .kd import (
     total_loss,
 )
 from .distill import Stage, distill
+from .fold import FoldReport, fold, register_fold
+from .theseus import ConstantReplacement, LinearReplacement, TheseusModel
+from .wid import WIDConfig, WIDModel
 from .student import choose_layers, make_student, pca_projection
 from .xtremedistil import make_bilstm_student, xtremedistil_stages
 
 __all__ = [
     "AttentionKL",
     "AttentionScoreMSE",
+    "ConstantReplacement",
+    "FoldReport",
+    "LinearReplacement",
+    "TheseusModel",
+    "WIDConfig",
+    "WIDModel",
+    "fold",
+    "register_fold",
     "HardKD",
     "HiddenCosine",
     "HiddenMSE",

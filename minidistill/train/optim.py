@@ -20,7 +20,12 @@ def no_decay(name: str) -> bool:
 
 
 def param_groups(model, weight_decay: float) -> list[dict]:
-    """Two groups: decayed weights, and biases / LayerNorm parameters without decay."""
+    """Two groups: decayed weights, and biases / LayerNorm parameters without decay.
+
+    A model that defines ``optimizer_groups(weight_decay)`` (e.g. WID's, whose compactors have
+    their own learning rate) chooses its own groups."""
+    if hasattr(model, "optimizer_groups"):
+        return [g for g in model.optimizer_groups(weight_decay) if g["params"]]
     decay, plain = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:

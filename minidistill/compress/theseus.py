@@ -1,0 +1,185 @@
+"""BERT-of-Theseus: progressive module replacing.
+
+Xu, Zhou, Ge, Wei, Zhou: "BERT-of-Theseus: Compressing BERT by Progressive Module
+Replacing", EMNLP 2020.
+
+The predecessor's L layers are grouped into n modules (6 layers → 3 modules of 2); module i
+has one successor layer s_i. Every training forward draws one gate per module,
+
+    r_i ~ Bernoulli(p),     y_i = r_i · s_i(y_{i−1}) + (1 − r_i) · prd_i(y_{i−1}),
+
+so the successor layers learn to stand in for their modules while the rest of the network is
+the predecessor's. Only the successor is trained: the predecessor's layers are frozen and get
+no gradient (the original still computed them). The embeddings, pooler and classifier are the
+successor's own (initialised from the predecessor's) and are trained, as in the original where
+they are shared. At inference only the successor runs.
+
+Replacement schedules (``p`` after step t):
+
+    constant:    p = p₀ (0.5) for t < N, then p = 1 (fine-tuning the successor alone);
+    curriculum:  p = min(1, k·t + b)   (b = 0.3, k = 6e-4 in the original).
+
+Gates come from the model's own seeded generator, one per module per step (a known port bug
+draws one gate per batch for all modules). ``minidistill.fold`` extracts the successor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..models.bert import (BertForSequenceClassification, ModelOutput, _classification_loss,
+                           keep_mask_from_attention_mask)
+from ..nn.module import Module
+from .fold import clone, register_fold
+from .student import make_student
+
+
+@dataclass
+class ConstantReplacement:
+    """``p = rate`` for the first ``steps`` steps, then 1 (successor fine-tuning)."""
+
+    rate: float = 0.5
+    steps: int = 2500
+
+    def __post_init__(self):
+        if not 0.0 <= self.rate <= 1.0 or self.steps < 0:
+            raise ValueError(f"constant replacement needs rate in [0, 1] and steps ≥ 0, got {self.rate}, {self.steps}")
+
+    def __call__(self, step: int) -> float:
+        return self.rate if step < self.steps else 1.0
+
+
+@dataclass
+class LinearReplacement:
+    """The curriculum ``p = min(1, slope · step + base)``."""
+
+    base: float = 0.3
+    slope: float = 6e-4
+
+    def __post_init__(self):
+        if not 0.0 <= self.base <= 1.0 or self.slope < 0:
+            raise ValueError(f"curriculum replacement needs base in [0, 1] and slope ≥ 0, got {self.base}, {self.slope}")
+
+    def __call__(self, step: int) -> float:
+        return min(1.0, self.slope * step + self.base)
+
+
+def module_grouping(n_predecessor: int, n_successor: int, grouping=None) -> list[list[int]]:
+    """Predecessor layer indices of each module: consecutive blocks by default, or ``grouping``
+    (a list of n_successor lists covering every predecessor layer once, in order)."""
+    if n_successor < 1:
+        raise ValueError(f"the successor needs at least one layer, got {n_successor}")
+    if grouping is None:
+        if n_predecessor % n_successor:
+            raise ValueError(f"{n_predecessor} predecessor layers do not split into {n_successor} equal modules; "
+                             "pass grouping=[[0, 1], [2, 3, 4], …] to choose the modules")
+        k = n_predecessor // n_successor
+        return [list(range(i * k, (i + 1) * k)) for i in range(n_successor)]
+    grouping = [list(map(int, g)) for g in grouping]
+    flat = [i for g in grouping for i in g]
+    if len(grouping) != n_successor or flat != list(range(n_predecessor)) or any(not g for g in grouping):
+        raise ValueError(f"grouping must split layers 0..{n_predecessor - 1} in order into {n_successor} non-empty "
+                         f"modules, got {grouping}")
+    return grouping
+
+
+class TheseusModel(Module):
+    """A predecessor (frozen) and its successor, mixed by per-module gates while training.
+
+    Args:
+        predecessor: a fine-tuned ``BertForSequenceClassification`` (copied, not modified).
+        num_layers: successor depth n (one successor layer per module).
+        init: how successor layers start (``make_student``: ``"lower"`` copies the first n
+            layers as the original, or ``"upper"``, ``"uniform"``, a list).
+        grouping: explicit modules when L is not a multiple of n.
+        schedule: :class:`ConstantReplacement` or :class:`LinearReplacement` (or any
+            ``step → p``); read by :meth:`callbacks` after every step.
+        seed: the gates' generator seed.
+    """
+
+    def __init__(self, predecessor, num_layers: int, init="lower", grouping=None, schedule=None, seed: int = 0):
+        if not isinstance(predecessor, BertForSequenceClassification):
+            raise TypeError(f"Theseus replaces modules of a BertForSequenceClassification, got {type(predecessor).__name__}")
+        self.grouping = module_grouping(predecessor.config.num_hidden_layers, num_layers, grouping)
+        self.predecessor = clone(predecessor)
+        self.predecessor.requires_grad_(False)
+        self.successor = make_student(predecessor, num_layers=num_layers, init=init)
+        self.schedule = schedule or ConstantReplacement()
+        self.p = float(self.schedule(0))
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.last_gates: np.ndarray | None = None
+
+    @property
+    def config(self):
+        """The successor's config."""
+        return self.successor.config
+
+    def layer_groups(self) -> list:
+        """The successor's layer groups."""
+        return self.successor.layer_groups()
+
+    def draw_gates(self) -> np.ndarray:
+        """One Bernoulli(p) gate per module (True: the successor layer runs)."""
+        return self.rng.random(len(self.grouping)) < self.p
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                output_hidden_states=False, **unused) -> ModelOutput:
+        """In training mode, a gated mix of successor layers and predecessor modules; in
+        evaluation mode, the successor alone. Returns ``logits``, ``loss`` (with labels),
+        ``pooler_output`` and, when asked, the hidden state after every module."""
+        if not self.training:
+            return self.successor(input_ids, attention_mask, token_type_ids, position_ids, labels,
+                                  output_hidden_states=output_hidden_states)
+        gates = self.last_gates = self.draw_gates()
+        s = self.successor
+        x = s.bert.embeddings(input_ids, token_type_ids, position_ids)  # (B, T, D)
+        ops = s.bert.embeddings.word_embeddings.weight.backend
+        mask = None if attention_mask is None else keep_mask_from_attention_mask(attention_mask, ops)
+        hidden = [x] if output_hidden_states else None
+        for i, layers in enumerate(self.grouping):
+            if gates[i]:
+                x = s.bert.encoder.layer[i](x, mask)[0]  # (B, T, D)
+            else:
+                for j in layers:
+                    x = self.predecessor.bert.encoder.layer[j](x, mask)[0]  # (B, T, D)
+            if hidden is not None:
+                hidden.append(x)
+        pooled = s.bert.pooler(x)  # (B, D)
+        logits = s.classifier(s.dropout(pooled))  # (B, C)
+        loss = _classification_loss(logits, labels, s.config) if labels is not None else None
+        return ModelOutput(loss=loss, logits=logits, pooler_output=pooled, last_hidden_state=x,
+                           hidden_states=tuple(hidden) if hidden is not None else None)
+
+    def requires_grad_(self, flag: bool = True) -> "TheseusModel":
+        """Freeze or unfreeze the successor; the predecessor always stays frozen."""
+        self.successor.requires_grad_(flag)
+        return self
+
+    def on_step(self, step: int) -> None:
+        """Set ``p`` for the next step from the schedule."""
+        self.p = float(self.schedule(step))
+
+    def callbacks(self) -> dict:
+        """Trainer callbacks that follow the schedule: ``Trainer(..., callbacks=m.callbacks())``."""
+        return {"on_step_end": [lambda trainer: self.on_step(trainer.state.step)]}
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict]:
+        """Only the successor is optimised."""
+        from ..train.optim import param_groups
+
+        return param_groups(self.successor, weight_decay)
+
+    def save_pretrained(self, path):
+        """Save the successor (a plain BERT) in HF format."""
+        return self.successor.save_pretrained(path)
+
+
+@register_fold(TheseusModel)
+def _fold_theseus(model: TheseusModel, report) -> Module:
+    """The successor, as a plain smaller BERT."""
+    out = clone(model.successor)
+    out.requires_grad_(True)
+    return out

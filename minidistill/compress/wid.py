@@ -1,0 +1,509 @@
+"""WID — Weight-Inherited Distillation.
+
+Wu, Hou, Cao, Li, Hu, Xie: "Weight-Inherited Distillation for Task-Agnostic BERT
+Compression", Findings of NAACL 2024. Instead of aligning a fresh student's outputs with the
+teacher's, WID *inherits* the teacher's weights and learns which dimensions to drop.
+
+Compactors. Every linear map ``y = W x + b`` (W: d_out × d_in) of the teacher gets a column
+compactor C (d_in × d_in) and a row compactor R (d_out × d_out), both initialised to the
+identity, so training starts from the teacher exactly::
+
+    y = R (W (C x) + b),      effective weight R W C,  effective bias R b.
+
+The embedding output gets one compactor C_e before its LayerNorm: ``LN(C_e (w + p + t))``.
+
+Masks. Dimensions that must be pruned together share one mask: the residual stream (the
+embedding compactor, the attention-output and FFN-output row compactors, the pooler, and
+the column compactors of every map reading the stream), Q/K/V of one layer (rows of R_q,
+R_k, R_v and columns of the attention output's C) and the FFN of one layer. Every
+``w_step`` steps a round masks the kept dimensions with the smallest compactor norms
+(‖row of R‖² + ‖column of C‖² over the group), growing the masked count by
+``(size − target) / rounds`` until the target widths are reached; Q/K/V groups prune whole
+heads (smallest summed norm) and the same number of dimensions inside every kept head.
+Once a group has masked dimensions, LayerNorm mean and variance are taken over the kept
+dimensions only.
+
+Penalty. Masked compactor rows/columns and the LayerNorm entries tied to them are pushed to
+zero while training goes on, so the kept dimensions can take over what the masked ones
+carried. The original adds a scaled gradient and a push into Adam's first moment (λ = 20);
+with the few hundred steps of a fine-tuning run we shrink the masked entries geometrically
+instead, to 1% of their value within ``w_step`` steps (``decay``), then zero them and switch
+the forward to hard masks one ``w_step`` after the last round (:meth:`WIDModel.harden`).
+
+Fold. With kept index sets S (rows) and S' (columns)::
+
+    W_s = R[S, :] · W · C[:, S'],   b_s = R[S, :] · b,   LN_s = (γ[S], β[S]),
+    E_s = E · C_e[S, :]ᵀ  (word, position and token-type tables),
+
+and, because a plain BERT scales attention scores by 1/√d with its own head size d, the
+query weights and bias are multiplied by √(d_s / d) when heads lose dimensions. The result is
+a plain BERT of the target widths whose outputs equal the hard-masked compacted model's.
+
+Loss. The task loss, optionally with any distillation objective of :mod:`.kd` through
+:func:`~minidistill.compress.distill` (the original trains with MLM only).
+
+Conventions and departures, stated: LayerNorm keeps BERT's biased variance and eps inside
+the square root (the original code divides by std + eps, which HF BERT does not); masks only
+grow; the pre-masking L2 term on all compactors is left out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core import functions as F
+from ..core.tensor import Tensor
+from ..models.bert import BertForSequenceClassification, BertModel
+from ..nn.layers import LayerNorm, Linear
+from ..nn.module import Module, Parameter
+from ..train.optim import no_decay
+from .fold import build_like, clone, register_fold
+
+
+# --------------------------------------------------------------------- config
+@dataclass
+class WIDConfig:
+    """Target widths and the pruning schedule.
+
+    Attributes:
+        hidden_size, intermediate_size, num_attention_heads: the folded student's widths
+            (None: keep the teacher's). ``hidden_size`` must split into whole heads.
+        w_step: steps between pruning rounds.
+        rounds: rounds to reach the targets (the original grows by 1/16 of the gap per round).
+        start_step: steps of training before the first round.
+        compactor_lr: learning rate of the compactors (the inherited weights use the run's lr).
+        decay: per-step factor on masked entries (default: reach 1% within ``w_step`` steps).
+    """
+
+    hidden_size: int | None = None
+    intermediate_size: int | None = None
+    num_attention_heads: int | None = None
+    w_step: int = 500
+    rounds: int = 16
+    start_step: int = 0
+    compactor_lr: float = 5e-5
+    decay: float | None = None
+
+    def __post_init__(self):
+        if self.w_step < 1 or self.rounds < 1 or self.start_step < 0:
+            raise ValueError(f"w_step and rounds must be ≥ 1 and start_step ≥ 0, got {self.w_step}, "
+                             f"{self.rounds}, {self.start_step}")
+        if self.decay is not None and not 0.0 <= self.decay <= 1.0:
+            raise ValueError(f"decay must lie in [0, 1], got {self.decay}")
+
+    @property
+    def step_decay(self) -> float:
+        """The per-step shrink factor of masked entries."""
+        return self.decay if self.decay is not None else 0.01 ** (1.0 / self.w_step)
+
+    @property
+    def hard_step(self) -> int:
+        """The step at which masks become hard (one ``w_step`` after the last round)."""
+        return self.start_step + (self.rounds + 1) * self.w_step
+
+
+class MaskGroup:
+    """Dimensions pruned together: the residual stream, one layer's Q/K/V, one layer's FFN.
+
+    ``keep`` is a 0/1 float vector; masks only grow. A Q/K/V group knows its head layout
+    (``heads`` × ``size // heads``) and its head and per-head targets."""
+
+    def __init__(self, name: str, size: int, target: int, heads: int | None = None, target_heads: int | None = None):
+        self.name, self.size, self.target = name, size, target
+        self.heads, self.target_heads = heads, target_heads
+        self.keep = np.ones(size)  # (size,)
+        self.members: list = []  # (module, role) pairs whose compactors carry this group's norms
+
+    @property
+    def active(self) -> bool:
+        """True once any dimension is masked."""
+        return bool((self.keep == 0).any())
+
+    def kept(self) -> np.ndarray:
+        """Indices of the kept dimensions, ascending."""
+        return np.flatnonzero(self.keep)
+
+    def norms(self) -> np.ndarray:
+        """‖rows of R‖² + ‖columns of C‖² summed over the group's compactors, per dimension."""
+        total = np.zeros(self.size)
+        for module, role in self.members:
+            total += module.compactor_norms(role)
+        return total
+
+    def prune_round(self, r: int, rounds: int) -> None:
+        """Grow the mask to round ``r`` of ``rounds`` (the targets exactly at ``r == rounds``)."""
+        frac = min(r, rounds) / rounds
+        norms = self.norms()
+        if self.heads is None:
+            want = math.ceil(frac * (self.size - self.target))
+            order = [i for i in np.argsort(norms, kind="stable") if self.keep[i]]
+            for i in order[: max(0, want - int((self.keep == 0).sum()))]:
+                self.keep[i] = 0.0
+            return
+        h, d = self.heads, self.size // self.heads
+        d_target = self.target // self.target_heads
+        keep = self.keep.reshape(h, d)  # (H, d), a view
+        alive = keep.any(1)
+        want_heads = math.ceil(frac * (h - self.target_heads))
+        head_norm = (norms.reshape(h, d) * keep).sum(1)
+        order = [i for i in np.argsort(head_norm, kind="stable") if alive[i]]
+        for i in order[: max(0, want_heads - int((~alive).sum()))]:
+            keep[i] = 0.0
+        want_dims = math.ceil(frac * (d - d_target))
+        for i in np.flatnonzero(keep.any(1)):
+            row = norms.reshape(h, d)[i]
+            order = [j for j in np.argsort(row, kind="stable") if keep[i, j]]
+            for j in order[: max(0, want_dims - int((keep[i] == 0).sum()))]:
+                keep[i, j] = 0.0
+
+    def __repr__(self):
+        return f"MaskGroup({self.name}: {int(self.keep.sum())}/{self.size} kept, target {self.target})"
+
+
+class _State:
+    """Flags shared by every compacted module of one model."""
+
+    def __init__(self):
+        self.hard = False
+
+
+def _eye(like: Parameter, n: int) -> Parameter:
+    return Parameter(np.eye(n), backend=like.backend, dtype=like.dtype.name)
+
+
+def _host(p) -> np.ndarray:
+    return np.asarray(p.backend.to_numpy(p.data), dtype=np.float64)
+
+
+# -------------------------------------------------------------------- modules
+class CompactedLinear(Module):
+    """A Linear between compactors: ``y = R (W (C x) + b)``, weights named as the Linear's
+    plus ``col_compactor`` (C, in × in) and ``row_compactor`` (R, out × out)."""
+
+    def __init__(self, linear: Linear, in_group: MaskGroup | None, out_group: MaskGroup | None, state: _State,
+                 role: str = ""):
+        self.in_features, self.out_features, self.role = linear.in_features, linear.out_features, role
+        self.weight, self.bias = linear.weight, linear.bias
+        self.col_compactor = _eye(linear.weight, self.in_features) if in_group is not None else None
+        self.row_compactor = _eye(linear.weight, self.out_features) if out_group is not None else None
+        self.in_group, self.out_group, self.state = in_group, out_group, state
+        for group, kind in ((in_group, "col"), (out_group, "row")):
+            if group is not None:
+                group.members.append((self, kind))
+
+    def effective(self) -> tuple[Tensor, Tensor | None]:
+        """The effective weight ``R W C`` (out, in) and bias ``R b`` (out,)."""
+        w, b = self.weight, self.bias
+        if self.col_compactor is not None:
+            c = self.col_compactor
+            if self.state.hard:
+                c = c * self.in_group.keep[None, :]  # (in, in): masked columns zero
+            w = F.matmul(w, c)  # (out, in)
+        if self.row_compactor is not None:
+            r = self.row_compactor
+            if self.state.hard:
+                r = r * self.out_group.keep[:, None]  # (out, out): masked rows zero
+            w = F.matmul(r, w)  # (out, in)
+            if b is not None:
+                b = F.matmul(r, b.reshape(self.out_features, 1)).reshape(self.out_features)  # (out,)
+        return w, b
+
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """``x`` (..., in) → (..., out), as the Linear it wraps."""
+        w, b = self.effective()
+        return F.linear(x, w, b, residual)
+
+    def compactor_norms(self, kind: str) -> np.ndarray:
+        """Squared norms: rows of R (``"row"``) or columns of C (``"col"``)."""
+        if kind == "row":
+            return (_host(self.row_compactor) ** 2).sum(1)
+        return (_host(self.col_compactor) ** 2).sum(0)
+
+    def shrink_masked(self, factor: float) -> None:
+        """Multiply the masked rows of R and columns of C by ``factor`` (in place)."""
+        if self.row_compactor is not None and self.out_group.active:
+            _scale(self.row_compactor, (1.0 - self.out_group.keep)[:, None], factor)
+        if self.col_compactor is not None and self.in_group.active:
+            _scale(self.col_compactor, (1.0 - self.in_group.keep)[None, :], factor)
+
+    def extra_repr(self):
+        return f"in={self.in_features}, out={self.out_features}, role={self.role}"
+
+
+class WIDLayerNorm(Module):
+    """LayerNorm on a masked residual stream: statistics over kept dimensions once masking
+    has started. The embeddings' one also carries the embedding compactor (``compactor``)."""
+
+    def __init__(self, ln: LayerNorm, group: MaskGroup, state: _State, compactor: bool = False):
+        self.normalized_shape, self.eps = ln.normalized_shape, ln.eps
+        self.compactor = _eye(ln.weight, ln.normalized_shape) if compactor else None
+        self.weight, self.bias = ln.weight, ln.bias
+        self.group, self.state = group, state
+        if compactor:
+            group.members.append((self, "row"))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalise ``x`` (..., D) over the kept dimensions."""
+        keep = self.group.keep
+        if self.compactor is not None:
+            c = self.compactor * keep[:, None] if self.state.hard else self.compactor  # (D, D)
+            x = F.linear(x, c)  # (..., D): C_e x
+        w, b = self.weight, self.bias
+        if self.state.hard:
+            w, b = w * keep, b * keep  # (D,)
+        if not self.group.active:
+            return F.layer_norm(x, w, b, self.eps)
+        inv_k = 1.0 / float(keep.sum())
+        mean = F.sum(x * keep, axis=-1, keepdims=True) * inv_k  # (..., 1)
+        xc = x - mean  # (..., D)
+        var = F.sum(xc * xc * keep, axis=-1, keepdims=True) * inv_k  # (..., 1)
+        return xc / F.sqrt(var + self.eps) * w + b
+
+    def compactor_norms(self, kind: str) -> np.ndarray:
+        """Squared row norms of the embedding compactor."""
+        return (_host(self.compactor) ** 2).sum(1)
+
+    def shrink_masked(self, factor: float) -> None:
+        """Shrink the masked γ, β entries (and compactor rows) by ``factor`` (in place)."""
+        if not self.group.active:
+            return
+        masked = 1.0 - self.group.keep
+        _scale(self.weight, masked, factor)
+        _scale(self.bias, masked, factor)
+        if self.compactor is not None:
+            _scale(self.compactor, masked[:, None], factor)
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, group={self.group.name}"
+
+
+def _scale(p: Parameter, where: np.ndarray, factor: float) -> None:
+    """``p ← p · factor`` where ``where`` is 1, unchanged elsewhere (in place, off the tape)."""
+    mult = 1.0 - (1.0 - factor) * np.broadcast_to(where, p.shape)
+    p.data = p.data * p.backend.asarray(mult, dtype=p.dtype.name)
+
+
+# ---------------------------------------------------------------------- model
+class WIDModel(Module):
+    """A BERT with compactors around every linear map, masks and the pruning schedule.
+
+    Args:
+        teacher: a ``BertForSequenceClassification`` or ``BertModel`` (not modified: the
+            WID model works on a copy and inherits its weights).
+        config: a :class:`WIDConfig` with the target widths and the schedule.
+
+    The forward is the teacher's (same arguments and outputs); with identity compactors and
+    no masks it equals the teacher exactly. Train it with the :class:`~minidistill.train.Trainer`
+    or :func:`~minidistill.compress.distill` and ``callbacks=wid.callbacks()``; then
+    ``minidistill.fold(wid)`` gives the plain smaller BERT.
+    """
+
+    def __init__(self, teacher, config: WIDConfig | None = None):
+        if not isinstance(teacher, (BertForSequenceClassification, BertModel)):
+            raise TypeError(f"WID compacts a BertForSequenceClassification or BertModel, got {type(teacher).__name__}")
+        self.wid_config = cfg = config or WIDConfig()
+        tc = teacher.config
+        h, d_ffn, heads = tc.hidden_size, tc.intermediate_size, tc.num_attention_heads
+        t_hidden = cfg.hidden_size or h
+        t_ffn = cfg.intermediate_size or d_ffn
+        t_heads = cfg.num_attention_heads or heads
+        for name, want, have in (("hidden_size", t_hidden, h), ("intermediate_size", t_ffn, d_ffn),
+                                 ("num_attention_heads", t_heads, heads)):
+            if not 1 <= want <= have:
+                raise ValueError(f"WID target {name}={want} must lie in [1, {have}] (the teacher's)")
+        if t_hidden % t_heads:
+            raise ValueError(f"WID target hidden_size {t_hidden} does not split into {t_heads} heads")
+        if t_hidden // t_heads > h // heads:
+            raise ValueError(f"WID target head size {t_hidden // t_heads} exceeds the teacher's {h // heads}: "
+                             f"use at least {math.ceil(t_hidden / (h // heads))} heads")
+        self.targets = {"hidden_size": t_hidden, "intermediate_size": t_ffn, "num_attention_heads": t_heads}
+        self.model = clone(teacher)
+        self.state = _State()
+        n = tc.num_hidden_layers
+        res = MaskGroup("residual", h, t_hidden)
+        self.groups = {"residual": res}
+        bert = self.model.bert if isinstance(self.model, BertForSequenceClassification) else self.model
+        st = self.state
+        emb = bert.embeddings
+        emb.LayerNorm = WIDLayerNorm(emb.LayerNorm, res, st, compactor=True)
+        for i, layer in enumerate(bert.encoder.layer):
+            qkv = self.groups[f"qkv.{i}"] = MaskGroup(f"qkv.{i}", h, t_hidden, heads, t_heads)
+            ffn = self.groups[f"ffn.{i}"] = MaskGroup(f"ffn.{i}", d_ffn, t_ffn)
+            att = getattr(layer.attention, "self")
+            for role in ("query", "key", "value"):
+                setattr(att, role, CompactedLinear(getattr(att, role), res, qkv, st, role))
+            out = layer.attention.output
+            out.dense = CompactedLinear(out.dense, qkv, res, st, "attention.output")
+            out.LayerNorm = WIDLayerNorm(out.LayerNorm, res, st)
+            layer.intermediate.dense = CompactedLinear(layer.intermediate.dense, res, ffn, st, "intermediate")
+            layer.output.dense = CompactedLinear(layer.output.dense, ffn, res, st, "output")
+            layer.output.LayerNorm = WIDLayerNorm(layer.output.LayerNorm, res, st)
+        if bert.pooler is not None:
+            bert.pooler.dense = CompactedLinear(bert.pooler.dense, res, res, st, "pooler")
+        if isinstance(self.model, BertForSequenceClassification):
+            self.model.classifier = CompactedLinear(self.model.classifier, res, None, st, "classifier")
+        self.num_layers = n
+        self.history: list[dict] = []
+
+    # ----------------------------------------------------------- the model
+    @property
+    def config(self):
+        """The teacher's (full-width) config."""
+        return self.model.config
+
+    def forward(self, *args, **kwargs):
+        """The compacted model's forward (the teacher's signature and outputs)."""
+        return self.model(*args, **kwargs)
+
+    def layer_groups(self) -> list:
+        """The wrapped model's layer groups (for gradual unfreezing)."""
+        return self.model.layer_groups()
+
+    def compactor_parameters(self) -> list[Parameter]:
+        """Every compactor."""
+        return [p for name, p in self.named_parameters() if name.endswith("compactor")]
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict]:
+        """Optimiser groups: compactors at ``compactor_lr`` without decay; inherited weights
+        at the run's lr (decayed weights, then biases and LayerNorm parameters)."""
+        comp, decay, plain = [], [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            if name.endswith("compactor"):
+                comp.append(p)
+            else:
+                (plain if no_decay(name) else decay).append(p)
+        return [{"params": comp, "lr": self.wid_config.compactor_lr, "weight_decay": 0.0},
+                {"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+    # ------------------------------------------------------------ schedule
+    def widths(self) -> dict:
+        """Kept dimensions per group."""
+        return {name: int(g.keep.sum()) for name, g in self.groups.items()}
+
+    def prune_round(self, r: int) -> None:
+        """Run pruning round ``r`` (1-based) on every group."""
+        for g in self.groups.values():
+            g.prune_round(r, self.wid_config.rounds)
+
+    def prune_to_target(self) -> None:
+        """Mask straight to the target widths by the current compactor norms."""
+        self.prune_round(self.wid_config.rounds)
+
+    def shrink_masked(self, factor: float | None = None) -> None:
+        """One penalty step: masked entries times ``factor`` (default: the config's decay)."""
+        factor = self.wid_config.step_decay if factor is None else factor
+        for m in self.modules():
+            if isinstance(m, (CompactedLinear, WIDLayerNorm)):
+                m.shrink_masked(factor)
+
+    def harden(self) -> float:
+        """Zero every masked entry and apply the masks in the forward from now on.
+
+        Returns the largest absolute value that was zeroed."""
+        residual = self.masked_residual()
+        self.shrink_masked(0.0)
+        self.state.hard = True
+        return residual
+
+    def masked_residual(self) -> float:
+        """The largest absolute masked entry still in the model (0 once hardened)."""
+        worst = 0.0
+        for m in self.modules():
+            if isinstance(m, CompactedLinear):
+                if m.row_compactor is not None and m.out_group.active:
+                    worst = max(worst, np.abs(_host(m.row_compactor)[m.out_group.keep == 0]).max())
+                if m.col_compactor is not None and m.in_group.active:
+                    worst = max(worst, np.abs(_host(m.col_compactor)[:, m.in_group.keep == 0]).max())
+            elif isinstance(m, WIDLayerNorm) and m.group.active:
+                masked = m.group.keep == 0
+                worst = max(worst, np.abs(_host(m.weight)[masked]).max(), np.abs(_host(m.bias)[masked]).max())
+                if m.compactor is not None:
+                    worst = max(worst, np.abs(_host(m.compactor)[masked]).max())
+        return float(worst)
+
+    def on_step(self, step: int) -> None:
+        """The schedule at training step ``step`` (after the optimiser step): shrink masked
+        entries; every ``w_step`` steps a pruning round; harden after the last round."""
+        cfg = self.wid_config
+        if not self.state.hard:
+            self.shrink_masked()
+        k = step - cfg.start_step
+        if k > 0 and k % cfg.w_step == 0:
+            r = k // cfg.w_step
+            if r <= cfg.rounds:
+                self.prune_round(r)
+                self.history.append({"step": step, "round": r, **self.widths(),
+                                     "residual_norms": self.groups["residual"].norms().tolist()})
+            elif r == cfg.rounds + 1 and not self.state.hard:
+                self.harden()
+
+    def callbacks(self) -> dict:
+        """Trainer callbacks that run the schedule: ``Trainer(..., callbacks=wid.callbacks())``."""
+        return {"on_step_end": [lambda trainer: self.on_step(trainer.state.step)]}
+
+
+# ------------------------------------------------------------------------ fold
+def _uniform(groups: list[MaskGroup], what: str) -> int:
+    sizes = {int(g.keep.sum()) for g in groups}
+    if len(sizes) != 1:
+        raise ValueError(f"fold: the {what} widths differ between layers ({sorted(sizes)}); run the pruning "
+                         "schedule to the end (or WIDModel.prune_to_target()) before folding")
+    return sizes.pop()
+
+
+@register_fold(WIDModel)
+def _fold_wid(wid: WIDModel, report) -> Module:
+    """A plain BERT of the kept widths (see the module docstring for the identities)."""
+    n = wid.num_layers
+    qkv_groups = [wid.groups[f"qkv.{i}"] for i in range(n)]
+    hidden = int(wid.groups["residual"].keep.sum())
+    ffn = _uniform([wid.groups[f"ffn.{i}"] for i in range(n)], "FFN")
+    _uniform(qkv_groups, "Q/K/V")
+    heads_full, d_full = qkv_groups[0].heads, qkv_groups[0].size // qkv_groups[0].heads
+    layout = set()
+    for g in qkv_groups:
+        per_head = g.keep.reshape(heads_full, d_full).sum(1)
+        alive = per_head[per_head > 0]
+        layout.add((len(alive), tuple(sorted(set(alive.astype(int))))))
+    if len(layout) != 1 or len(next(iter(layout))[1]) != 1:
+        raise ValueError(f"fold: kept heads must be whole and equal in size in every layer, got {sorted(layout)}")
+    heads, (d_s,) = next(iter(layout))
+    if heads * d_s != hidden:
+        raise ValueError(f"fold: {heads} heads × {d_s} dims ≠ hidden {hidden}: a plain BERT needs heads × head size "
+                         "= hidden size; prune with targets that satisfy it")
+    report.residual(wid.masked_residual() if not wid.state.hard else 0.0)
+    q_scale = math.sqrt(d_s / d_full)
+    model = wid.model
+    params = dict(model.named_parameters(remove_duplicate=False))
+    state = {}
+    for path, m in model.named_modules():
+        if isinstance(m, CompactedLinear):
+            w, b = _host(m.weight), None if m.bias is None else _host(m.bias)
+            if m.col_compactor is not None:
+                w = w @ _host(m.col_compactor)[:, m.in_group.kept()]  # (out, in_s)
+            if m.row_compactor is not None:
+                r = _host(m.row_compactor)[m.out_group.kept()]  # (out_s, out)
+                w = r @ w  # (out_s, in_s)
+                b = None if b is None else r @ b  # (out_s,)
+            if m.role == "query":
+                w, b = w * q_scale, b * q_scale
+            state[f"{path}.weight"] = w
+            if b is not None:
+                state[f"{path}.bias"] = b
+        elif isinstance(m, WIDLayerNorm):
+            kept = m.group.kept()
+            state[f"{path}.weight"], state[f"{path}.bias"] = _host(m.weight)[kept], _host(m.bias)[kept]
+            if m.compactor is not None:
+                c = _host(m.compactor)[kept]  # (D_s, D)
+                emb = path.rsplit(".", 1)[0]
+                for table in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+                    key = f"{emb}.{table}.weight"
+                    state[key] = _host(params[key]) @ c.T  # (V, D_s)
+    cfg = model.config.replace(hidden_size=hidden, intermediate_size=ffn, num_attention_heads=heads,
+                               extra=dict(model.config.extra))
+    return build_like(model, cfg, state)
