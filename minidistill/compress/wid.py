@@ -430,8 +430,9 @@ class WIDModel(Module):
         """The schedule at training step ``step`` (after the optimiser step): shrink masked
         entries; every ``w_step`` steps a pruning round; harden after the last round."""
         cfg = self.wid_config
-        if not self.state.hard:
-            self.shrink_masked()
+        # before hardening: the penalty; after: keep masked entries exactly zero (the optimiser's
+        # momentum would otherwise move them, although the forward no longer reads them)
+        self.shrink_masked(0.0 if self.state.hard else None)
         k = step - cfg.start_step
         if k > 0 and k % cfg.w_step == 0:
             r = k // cfg.w_step
