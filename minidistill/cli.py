@@ -14,6 +14,7 @@ overrides fill them, and unknown keys or mistyped values are errors that name th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -63,14 +64,26 @@ class FinetuneConfig:
 
 @dataclass
 class StudentSection:
-    """The student: a smaller BERT made from the teacher, or an XtremeDistil BiLSTM."""
+    """The student: a smaller BERT made from the teacher, an XtremeDistil BiLSTM, a WID
+    student (the teacher with compactors, pruned to the target widths and folded) or a
+    BERT-of-Theseus successor (``num_layers`` layers replacing modules of the teacher)."""
 
-    kind: str = "transformer"  # transformer | bilstm
-    num_layers: int = 2
+    kind: str = "transformer"  # transformer | bilstm | wid | theseus
+    num_layers: int = 2  # transformer and theseus students
     hidden_size: int | None = None  # default: the teacher's width (narrower: fresh layers, PCA embeddings)
+    num_attention_heads: int | None = None  # narrower transformer / WID target (default: the teacher's ratio)
+    intermediate_size: int | None = None  # narrower transformer / WID target
     init: str = "lower"  # lower | upper | uniform | random | teacher layer ids "0,1"
     lstm_hidden_size: int = 300  # BiLSTM units per direction
     embedding_size: int | None = None  # BiLSTM embedding width (default: the teacher's; smaller: PCA)
+    wid_rounds: int = 16  # WID pruning rounds
+    wid_w_step: int | None = None  # steps between rounds (default: hard masks at 80% of the run)
+    compactor_lr: float = 1e-3  # WID compactors' learning rate
+    replace: str = "constant"  # theseus schedule: constant | linear
+    replace_rate: float = 0.5  # constant p
+    replace_steps: int | None = None  # steps at constant p before p = 1 (default: half the run)
+    replace_base: float = 0.3  # linear: p = min(1, slope·t + base)
+    replace_slope: float | None = None  # default: p reaches 1 at two thirds of the run
     seed: int = 0
 
 
@@ -174,13 +187,24 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
         raise ConfigError(f"the teacher at {path} predicts {teacher.config.num_labels} labels but "
                           f"{train.task.name} has {train.task.num_labels}; fine-tune it on the task first")
     st = cfg.student
+    train_cfg = cfg.train
+    total_steps = train_cfg.max_steps or train_cfg.epochs * train.num_batches(train_cfg.batch_size)
     if st.kind == "bilstm":
         student = make_bilstm_student(teacher, st.lstm_hidden_size, st.embedding_size, seed=st.seed)
     elif st.kind == "transformer":
         init = _layer_spec(st.init)
-        student = make_student(teacher, st.num_layers, st.hidden_size, init=init, seed=st.seed)
+        student = make_student(teacher, st.num_layers, st.hidden_size, init=init, seed=st.seed,
+                               num_attention_heads=st.num_attention_heads, intermediate_size=st.intermediate_size)
+    elif st.kind == "wid":
+        student = _wid_student(teacher, st, total_steps)
+        # the best dev state of a run that is still pruning is not a foldable one: keep the last
+        train_cfg = dataclasses.replace(train_cfg, load_best_at_end=False)
+    elif st.kind == "theseus":
+        student = _theseus_student(teacher, st, total_steps)
     else:
-        raise ConfigError(f"student.kind must be 'transformer' or 'bilstm', got {st.kind!r}")
+        raise ConfigError(f"student.kind must be 'transformer', 'bilstm', 'wid' or 'theseus', got {st.kind!r}")
+    if cfg.recipe != "single" and st.kind in ("wid", "theseus"):
+        raise ConfigError(f"recipe {cfg.recipe!r} is for BiLSTM / transformer students; {st.kind} uses 'single'")
     student.train()
     tr = cfg.transfer
     transfer = train.without_labels()
@@ -201,12 +225,59 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
     announce(f"distilling {cfg.teacher.path} ({teacher.num_parameters() / 1e6:.1f}M) into a {st.kind} student "
              f"({student.num_parameters() / 1e6:.1f}M) on {train.task.name}: stages "
              f"{', '.join(s.name for s in stages)}; transfer set {len(transfer)} texts")
-    trainer = distill(teacher, student, tok, train, dev, stages=stages, transfer_data=transfer, config=cfg.train,
-                      cache_dir=cfg.cache_dir)
-    result = {"task": train.task.name, "parameters": student.num_parameters(),
-              "teacher_parameters": teacher.num_parameters(), "train_seconds": time.perf_counter() - start,
+    callbacks = student.callbacks() if st.kind in ("wid", "theseus") else None
+    trainer = distill(teacher, student, tok, train, dev, stages=stages, transfer_data=transfer, config=train_cfg,
+                      cache_dir=cfg.cache_dir, callbacks=callbacks)
+    result = {"task": train.task.name, "teacher_parameters": teacher.num_parameters(),
+              "train_seconds": time.perf_counter() - start,
               "steps": sum(r["steps"] for r in trainer.stage_log), "stages": trainer.stage_log}
+    if st.kind in ("wid", "theseus"):
+        student, result["fold"] = _fold_student(student, announce)
+    result["parameters"] = student.num_parameters()
     return _evaluate_and_save(student, tok, dev, test, cfg, result)
+
+
+def _wid_student(teacher, st: StudentSection, total_steps: int):
+    from .compress import WIDConfig, WIDModel
+
+    w_step = st.wid_w_step or max(1, int(0.8 * total_steps / (st.wid_rounds + 1)))
+    try:
+        return WIDModel(teacher, WIDConfig(hidden_size=st.hidden_size, intermediate_size=st.intermediate_size,
+                                           num_attention_heads=st.num_attention_heads, w_step=w_step,
+                                           rounds=st.wid_rounds, compactor_lr=st.compactor_lr))
+    except ValueError as e:
+        raise ConfigError(f"student: {e}") from None
+
+
+def _theseus_student(teacher, st: StudentSection, total_steps: int):
+    from .compress import ConstantReplacement, LinearReplacement, TheseusModel
+
+    if st.replace == "constant":
+        schedule = ConstantReplacement(st.replace_rate, st.replace_steps if st.replace_steps is not None
+                                       else total_steps // 2)
+    elif st.replace == "linear":
+        slope = st.replace_slope if st.replace_slope is not None else (1 - st.replace_base) / max(1, 2 * total_steps / 3)
+        schedule = LinearReplacement(st.replace_base, slope)
+    else:
+        raise ConfigError(f"student.replace must be 'constant' or 'linear', got {st.replace!r}")
+    try:
+        return TheseusModel(teacher, st.num_layers, init=_layer_spec(st.init), schedule=schedule, seed=st.seed)
+    except ValueError as e:
+        raise ConfigError(f"student: {e}") from None
+
+
+def _fold_student(student, announce) -> tuple:
+    """Fold a WID / Theseus student into a plain BERT (finishing WID's schedule if the run was
+    too short to reach the targets); returns it and the fold report as a dict."""
+    from .compress import WIDModel, fold
+
+    if isinstance(student, WIDModel) and not student.state.hard:
+        announce("WID: the run ended before the last pruning round; masking to the targets now")
+        student.prune_to_target()
+    folded, report = fold(student, return_report=True)
+    announce(str(report))
+    return folded, {"params_before": report.params_before, "params_after": report.params_after,
+                    "max_residual": report.max_residual}
 
 
 def _model_path(spec: str) -> Path:

@@ -77,9 +77,10 @@ def test_failed_run_keeps_the_previous_output(tmp_path, monkeypatch, minilm_path
 
 
 @pytest.mark.slow
-def test_distill_command_trains_and_saves_both_student_kinds(tmp_path, capsys, monkeypatch):
-    """``minidistill distill`` on a few examples: a transformer student with attention KL and a
-    BiLSTM with the XtremeDistil recipe; both are saved, reload, and evaluate from the CLI."""
+def test_distill_command_trains_and_saves_every_student_kind(tmp_path, capsys, monkeypatch):
+    """``minidistill distill`` on a few examples: a transformer student with attention KL, a
+    BiLSTM with the XtremeDistil recipe, a WID student (pruned, folded) and a Theseus successor;
+    all are saved as plain models, reload, and evaluate from the CLI."""
     teacher = tmp_path / "teacher"
     common = ["--data.max_train_examples=64", "--train.max_steps=3", "--train.batch_size=16", "--train.max_length=32"]
     assert main(["finetune", "--model.path=minilm-l6", f"--output_dir={teacher}", *common]) == 0
@@ -88,7 +89,16 @@ def test_distill_command_trains_and_saves_both_student_kinds(tmp_path, capsys, m
     assert main(["distill", f"--teacher.path={teacher}", "--student.kind=bilstm", "--student.lstm_hidden_size=16",
                  "--recipe=xtremedistil", "--transfer.augment_copies=1", f"--cache_dir={tmp_path / 'cache'}",
                  f"--output_dir={tmp_path / 'lstm'}", *common]) == 0
-    for name in ("tf", "lstm"):
+    assert main(["distill", f"--teacher.path={teacher}", "--student.kind=wid", "--student.hidden_size=192",
+                 "--student.num_attention_heads=6", "--student.intermediate_size=768", "--student.wid_rounds=1",
+                 f"--output_dir={tmp_path / 'wid'}", *common]) == 0
+    assert main(["distill", f"--teacher.path={teacher}", "--student.kind=theseus", "--student.num_layers=3",
+                 "--student.replace=linear", f"--output_dir={tmp_path / 'theseus'}", *common]) == 0
+    wid_cfg = json.loads((tmp_path / "wid" / "config.json").read_text())
+    assert (wid_cfg["hidden_size"], wid_cfg["num_attention_heads"], wid_cfg["intermediate_size"]) == (192, 6, 768)
+    assert json.loads((tmp_path / "theseus" / "config.json").read_text())["num_hidden_layers"] == 3
+    assert json.loads((tmp_path / "wid" / "metrics.json").read_text())["fold"]["max_residual"] == 0.0
+    for name in ("tf", "lstm", "wid", "theseus"):
         metrics = json.loads((tmp_path / name / "metrics.json").read_text())
         assert 0.0 <= metrics["dev"]["accuracy"] <= 1.0
         capsys.readouterr()
