@@ -20,6 +20,22 @@ from minidistill.train import evaluate, predict
 HERE = Path(__file__).resolve().parent
 
 
+def parse_args(doc: str, epochs: int, out: str, extra=None):
+    """The tables' common command line: teacher, epochs, max length, rows, output folder."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--teacher", default="runs/teacher", help="a fine-tuned teacher")
+    ap.add_argument("--epochs", type=int, default=epochs)
+    ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--only", default=None, help="comma-separated run names")
+    ap.add_argument("--out", default=out)
+    ap.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    if extra:
+        extra(ap)
+    return ap.parse_args()
+
+
 def machine() -> str:
     """A one-line description of where the figures were measured."""
     return f"{platform.machine()} ({os.cpu_count()} cores), {md.backends.current_backend().name} backend"

@@ -18,7 +18,6 @@ and the table between the ``distill_table`` markers in ``benchmarks/RESULTS.md``
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -28,7 +27,7 @@ from minidistill.cli import (DataSection, DistillConfig, FinetuneConfig, ModelSe
 from minidistill.train import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tables import HERE, machine, measure, run_rows, table_lines, today, write_block  # noqa: E402
+from _tables import HERE, machine, parse_args, measure, run_rows, table_lines, today, write_block  # noqa: E402
 
 OBJECTIVES = {
     "kd": ("vanilla KD", {}),
@@ -73,15 +72,8 @@ def plan_for(names: list, epochs: int, bilstm_epochs: int, max_length: int, cach
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--teacher", default="runs/teacher", help="a fine-tuned teacher (made if missing)")
-    ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--bilstm-epochs", type=int, default=1)
-    ap.add_argument("--max-length", type=int, default=64)
-    ap.add_argument("--only", default=None, help="comma-separated run names (name@E: E epochs)")
-    ap.add_argument("--out", default="runs/distill_table")
-    ap.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
-    args = ap.parse_args()
+    args = parse_args(__doc__, 1, "runs/distill_table",
+                      lambda ap: ap.add_argument("--bilstm-epochs", type=int, default=1))
     teacher_dir = Path(args.teacher)
     if not (teacher_dir / "config.json").is_file():
         finetune(FinetuneConfig(model=ModelSection(path="minilm-l6"), output_dir=str(teacher_dir),

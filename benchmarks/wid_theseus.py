@@ -18,7 +18,6 @@ Writes ``benchmarks/results/wid_theseus.json`` and the ``wid_theseus`` block of 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ from minidistill.cli import DataSection, DistillConfig, ObjectivesSection, Stude
 from minidistill.train import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tables import HERE, machine, measure, run_rows, table_lines, today, write_block  # noqa: E402
+from _tables import HERE, machine, parse_args, measure, run_rows, table_lines, today, write_block  # noqa: E402
 
 HALF = dict(hidden_size=192, num_attention_heads=6, intermediate_size=768)
 SIZE_2L = dict(hidden_size=288, num_attention_heads=9, intermediate_size=1152)
@@ -54,14 +53,7 @@ def runs(epochs: int, max_length: int, lr: float = 2e-4) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--teacher", default="runs/teacher", help="a fine-tuned teacher (see distill_table.py)")
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--max-length", type=int, default=64)
-    ap.add_argument("--only", default=None, help="comma-separated run names")
-    ap.add_argument("--out", default="runs/wid_theseus")
-    ap.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
-    args = ap.parse_args()
+    args = parse_args(__doc__, 2, "runs/wid_theseus")
     teacher_dir = Path(args.teacher)
     if not (teacher_dir / "config.json").is_file():
         raise SystemExit(f"{teacher_dir}: no fine-tuned teacher; make one with benchmarks/distill_table.py or "
