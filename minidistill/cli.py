@@ -78,7 +78,7 @@ class StudentSection:
     embedding_size: int | None = None  # BiLSTM embedding width (default: the teacher's; smaller: PCA)
     wid_rounds: int = 16  # WID pruning rounds
     wid_w_step: int | None = None  # steps between rounds (default: hard masks at 80% of the run)
-    compactor_lr: float = 1e-3  # WID compactors' learning rate
+    compactor_lr: float = 1e-4  # WID compactors' rate per unit width (a d × d compactor: lr / d)
     replace: str = "constant"  # theseus schedule: constant | linear
     replace_rate: float = 0.5  # constant p
     replace_steps: int | None = None  # steps at constant p before p = 1 (default: half the run)
