@@ -59,7 +59,7 @@ def main() -> None:
         raise SystemExit(f"{teacher_dir}: no fine-tuned teacher; make one with benchmarks/distill_table.py or "
                          "`minidistill finetune`")
     plan = runs(args.epochs, args.max_length)
-    names = args.only.split(",") if args.only else list(plan)
+    names = [n for n in args.only.split(",") if n] if args.only is not None else list(plan)  # --only "": measure only
     results_path = HERE / "results" / "wid_theseus.json"
     done = run_rows(plan, names, teacher_dir, args.out, results_path)
     rows = measure(done, teacher_dir, args.max_length, order=list(plan))
