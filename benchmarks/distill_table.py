@@ -4,7 +4,8 @@ On rotten_tomatoes with a fine-tuned MiniLM-L6 teacher (6 layers, hidden 384), d
 
 * 2-layer students (hidden 384), initialised from the teacher's lower layers (0, 1) or upper
   layers (4, 5), each with soft KD on the logits (T = 2) alone ("vanilla KD") or together
-  with hidden-state MSE, attention KL or MiniLM value relations (uniform layer maps);
+  with the task's cross-entropy, hidden-state MSE, attention KL or MiniLM value relations
+  (uniform layer maps);
 * XtremeDistil's BiLSTM student with the staged recipe on unlabelled transfer data (the
   training texts and augmented copies).
 
@@ -31,6 +32,7 @@ from _tables import HERE, machine, parse_args, measure, run_rows, table_lines, t
 
 OBJECTIVES = {
     "kd": ("vanilla KD", {}),
+    "kdce": ("KD + task CE", {"task": 1.0}),
     "hidden": ("KD + hidden MSE", {"hidden_mse": 1.0}),
     "attention": ("KD + attention KL", {"attention_kl": 1.0}),
     "minilm": ("KD + MiniLM value relation", {"value_relation": 1.0}),
@@ -79,7 +81,8 @@ def main() -> None:
         finetune(FinetuneConfig(model=ModelSection(path="minilm-l6"), output_dir=str(teacher_dir),
                                 train=TrainConfig(lr=1e-4, epochs=2, max_length=args.max_length, progress=False)))
     results_path = HERE / "results" / "distill_table.json"
-    names = args.only.split(",") if args.only else list(runs(1, 1, args.max_length))
+    # --only "": re-measure and rewrite the table from the finished rows without running any
+    names = [n for n in args.only.split(",") if n] if args.only is not None else list(runs(1, 1, args.max_length))
     plan = plan_for(names, args.epochs, args.bilstm_epochs, args.max_length, f"{args.out}/cache")
     done = run_rows(plan, names, teacher_dir, args.out, results_path)
     order = sorted(done, key=lambda n: (n.startswith("bilstm"), n))
