@@ -109,16 +109,17 @@ def table_lines(rows: list[dict]) -> list[str]:
 
 def write_block(marker: str, lines: list[str], path: Path = HERE / "RESULTS.md") -> None:
     """Replace the block between ``<!-- marker -->`` and ``<!-- /marker -->`` in ``path``
-    (appended before the first section when absent), atomically."""
+    (inserted before the first block or section when absent), atomically."""
     start_tag, end_tag = f"<!-- {marker} -->", f"<!-- /{marker} -->"
     block = "\n".join([start_tag, *lines, "", end_tag])
     text = path.read_text()
     start, end = text.find(start_tag), text.find(end_tag)
     if start >= 0 and end >= 0:
         text = text[:start] + block + text[end + len(end_tag):]
-    else:
-        head, sep, rest = text.partition("\n## ")
-        text = head + "\n" + block + "\n\n" + sep.lstrip("\n") + rest if sep else text + "\n" + block + "\n"
+    else:  # before the first block or section, never inside another block
+        cuts = [i for i in (text.find("\n<!-- "), text.find("\n## ")) if i >= 0]
+        at = min(cuts) if cuts else len(text)
+        text = text[:at] + "\n\n" + block + "\n" + text[at:]
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(text)
     tmp.replace(path)

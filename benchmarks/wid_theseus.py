@@ -67,18 +67,22 @@ def main() -> None:
             "max_length": args.max_length}
     results_path.write_text(json.dumps({**done, "_table": rows, "_meta": meta}, indent=1, default=str))
     if not args.no_write:
-        write_block("wid_theseus", [
-            f"## WID and BERT-of-Theseus against same-size KD students · {meta['date']} · {meta['machine']}",
-            "",
-            f"Teacher `{meta['teacher']}` (as in the distillation table); rotten_tomatoes, max length "
-            f"{meta['max_length']}; every student {meta['epochs']} epochs, AdamW lr 2e-4, batch 32, soft KD (T = 2) as "
-            "the only loss. WID: compactor lr 1e-4 per unit width (a d × d compactor: 1e-4 / d), 16 pruning rounds, masks hard at 80% of the run, then folded. "
-            "Theseus: successor layers copied from the predecessor's first layers; constant p = 0.5 for half the run "
-            "then p = 1; linear p = 0.3 → 1 at two thirds of the run. Sequences/s: test set, batch 64, all models "
-            "interleaved in one run, 3 rounds, median.",
-            "",
-            *table_lines(rows)])
+        write(rows, meta)
 
+
+def write(rows: list, meta: dict) -> None:
+    """The ``wid_theseus`` block of RESULTS.md."""
+    write_block("wid_theseus", [
+        f"## WID and BERT-of-Theseus against same-size KD students · {meta['date']} · {meta['machine']}",
+        "",
+        f"Teacher `{meta['teacher']}` (as in the distillation table); rotten_tomatoes, max length "
+        f"{meta['max_length']}; every student {meta['epochs']} epochs, AdamW lr 2e-4, batch 32, soft KD (T = 2) as "
+        "the only loss. WID: compactor lr 1e-4 per unit width (a d × d compactor: 1e-4 / d), 16 pruning rounds, "
+        "masks hard at 80% of the run, then folded. Theseus: successor layers copied from the predecessor's first "
+        "layers; constant p = 0.5 for half the run then p = 1; linear p = 0.3 → 1 at two thirds of the run. "
+        "Sequences/s: test set, batch 64, all models interleaved in one run, 3 rounds, median. Wall: training time.",
+        "",
+        *table_lines(rows)])
 
 if __name__ == "__main__":
     main()
