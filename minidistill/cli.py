@@ -203,7 +203,8 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
         student = _theseus_student(teacher, st, total_steps)
     else:
         raise ConfigError(f"student.kind must be 'transformer', 'bilstm', 'wid' or 'theseus', got {st.kind!r}")
-    if cfg.recipe != "single" and st.kind in ("wid", "theseus"):
+    folds = st.kind in ("wid", "theseus")  # trained with compression machinery, saved folded
+    if cfg.recipe != "single" and folds:
         raise ConfigError(f"recipe {cfg.recipe!r} is for BiLSTM / transformer students; {st.kind} uses 'single'")
     student.train()
     tr = cfg.transfer
@@ -225,13 +226,13 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
     announce(f"distilling {cfg.teacher.path} ({teacher.num_parameters() / 1e6:.1f}M) into a {st.kind} student "
              f"({student.num_parameters() / 1e6:.1f}M) on {train.task.name}: stages "
              f"{', '.join(s.name for s in stages)}; transfer set {len(transfer)} texts")
-    callbacks = student.callbacks() if st.kind in ("wid", "theseus") else None
+    callbacks = student.callbacks() if folds else None
     trainer = distill(teacher, student, tok, train, dev, stages=stages, transfer_data=transfer, config=train_cfg,
                       cache_dir=cfg.cache_dir, callbacks=callbacks)
     result = {"task": train.task.name, "teacher_parameters": teacher.num_parameters(),
               "train_seconds": time.perf_counter() - start,
               "steps": sum(r["steps"] for r in trainer.stage_log), "stages": trainer.stage_log}
-    if st.kind in ("wid", "theseus"):
+    if folds:
         student, result["fold"] = _fold_student(student, announce)
     result["parameters"] = student.num_parameters()
     return _evaluate_and_save(student, tok, dev, test, cfg, result)

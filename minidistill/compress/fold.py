@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backends import use_backend
-from ..nn import init as nn_init
 from ..nn.module import Module
 
 log = logging.getLogger(__name__)
@@ -142,7 +141,6 @@ def build_like(model: Module, config, state: dict, cls=None) -> Module:
     """A new model of ``cls`` (default ``type(model)``) built from ``config`` on ``model``'s
     backend and dtype, loaded from the NumPy arrays in ``state`` (strict), in ``model``'s mode."""
     cls = cls or type(model)
-    nn_init.manual_seed(0)  # deterministic (and overwritten) initial weights
     with use_backend(model.backend):
         out = cls(config)
     out.to(dtype=next(model.parameters()).dtype.name)

@@ -108,7 +108,6 @@ class TheseusModel(Module):
         self.successor = make_student(predecessor, num_layers=num_layers, init=init)
         self.schedule = schedule or ConstantReplacement()
         self.p = float(self.schedule(0))
-        self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.last_gates: np.ndarray | None = None
 

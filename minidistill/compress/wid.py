@@ -59,7 +59,7 @@ from ..core.tensor import Tensor
 from ..models.bert import BertForSequenceClassification, BertModel
 from ..nn.layers import LayerNorm, Linear
 from ..nn.module import Module, Parameter
-from ..train.optim import no_decay
+from ..train.optim import decay_groups
 from .fold import build_like, clone, register_fold
 
 
@@ -180,7 +180,7 @@ def _eye(like: Parameter, n: int) -> Parameter:
 
 
 def _host(p) -> np.ndarray:
-    return np.asarray(p.backend.to_numpy(p.data), dtype=np.float64)
+    return p.numpy().astype(np.float64)
 
 
 # -------------------------------------------------------------------- modules
@@ -324,10 +324,8 @@ class WIDModel(Module):
         if t_hidden // t_heads > h // heads:
             raise ValueError(f"WID target head size {t_hidden // t_heads} exceeds the teacher's {h // heads}: "
                              f"use at least {math.ceil(t_hidden / (h // heads))} heads")
-        self.targets = {"hidden_size": t_hidden, "intermediate_size": t_ffn, "num_attention_heads": t_heads}
         self.model = clone(teacher)
         self.state = _State()
-        n = tc.num_hidden_layers
         res = MaskGroup("residual", h, t_hidden)
         self.groups = {"residual": res}
         bert = self.model.bert if isinstance(self.model, BertForSequenceClassification) else self.model
@@ -350,7 +348,6 @@ class WIDModel(Module):
             bert.pooler.dense = CompactedLinear(bert.pooler.dense, res, res, st, "pooler")
         if isinstance(self.model, BertForSequenceClassification):
             self.model.classifier = CompactedLinear(self.model.classifier, res, None, st, "classifier")
-        self.num_layers = n
         self.history: list[dict] = []
 
     # ----------------------------------------------------------- the model
@@ -375,20 +372,15 @@ class WIDModel(Module):
         """Optimiser groups: compactors of size d at ``compactor_lr / d`` without decay (one
         group per size); inherited weights at the run's lr (decayed weights, then biases and
         LayerNorm parameters)."""
-        comp, decay, plain = [], [], []
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            if name.endswith("compactor"):
-                comp.append(p)
-            else:
-                (plain if no_decay(name) else decay).append(p)
+        named = list(self.named_parameters())
         by_size: dict[int, list] = {}
-        for p in comp:
-            by_size.setdefault(p.shape[0], []).append(p)
+        for name, p in named:
+            if p.requires_grad and name.endswith("compactor"):
+                by_size.setdefault(p.shape[0], []).append(p)
         groups = [{"params": ps, "lr": self.wid_config.compactor_lr / d, "weight_decay": 0.0}
                   for d, ps in sorted(by_size.items())]
-        return groups + [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+        inherited = [(name, p) for name, p in named if not name.endswith("compactor")]
+        return groups + decay_groups(inherited, weight_decay)
 
     # ------------------------------------------------------------ schedule
     def widths(self) -> dict:
@@ -470,7 +462,7 @@ def _uniform(groups: list[MaskGroup], what: str) -> int:
 @register_fold(WIDModel)
 def _fold_wid(wid: WIDModel, report) -> Module:
     """A plain BERT of the kept widths (see the module docstring for the identities)."""
-    n = wid.num_layers
+    n = wid.config.num_hidden_layers
     qkv_groups = [wid.groups[f"qkv.{i}"] for i in range(n)]
     hidden = int(wid.groups["residual"].keep.sum())
     ffn = _uniform([wid.groups[f"ffn.{i}"] for i in range(n)], "FFN")

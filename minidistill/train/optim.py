@@ -26,8 +26,14 @@ def param_groups(model, weight_decay: float) -> list[dict]:
     their own learning rate) chooses its own groups."""
     if hasattr(model, "optimizer_groups"):
         return [g for g in model.optimizer_groups(weight_decay) if g["params"]]
+    return decay_groups(model.named_parameters(), weight_decay)
+
+
+def decay_groups(named_parameters, weight_decay: float) -> list[dict]:
+    """``(name, parameter)`` pairs that require grad, split into a decayed group and a group of
+    biases / LayerNorm parameters without decay."""
     decay, plain = [], []
-    for name, p in model.named_parameters():
+    for name, p in named_parameters:
         if p.requires_grad:
             (plain if no_decay(name) else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
