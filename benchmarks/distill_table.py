@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from minidistill.cli import (DataSection, DistillConfig, FinetuneConfig, ModelSection, ObjectivesSection,
@@ -51,6 +52,12 @@ def runs(epochs: int, bilstm_epochs: int, max_length: int, cache_dir: str | None
                 train=TrainConfig(lr=2e-4, epochs=epochs, max_length=max_length, batch_size=32, progress=False),
                 data=DataSection(task="rotten_tomatoes"), cache_dir=cache_dir)
             out[f"{obj}-{init}"] = (f"2L {label}, init {init} ({layers})", cfg)
+    # the best row's variants: temperature 1, and XtremeDistil's augmented transfer set for a transformer
+    kd = out["kd-lower"][1]
+    out["kd-lower-t1"] = ("2L vanilla KD (T = 1), init lower (0,1)",
+                          replace(kd, objectives=ObjectivesSection(soft_kd=1.0, temperature=1.0)))
+    out["kd-lower-aug"] = ("2L vanilla KD, init lower (0,1), transfer = train + 1 augmented copy",
+                           replace(kd, transfer=TransferSection(augment_copies=1, p_mask=0.1, p_replace=0.1)))
     stage = TrainConfig(lr=2e-3, epochs=bilstm_epochs, max_length=max_length, batch_size=32, warmup_ratio=0.05,
                         progress=False)
     out["bilstm"] = ("BiLSTM XtremeDistil staged", DistillConfig(

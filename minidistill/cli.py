@@ -453,13 +453,17 @@ def evaluate_cmd(model_dir: str, split: str, overrides, max_length: int | None =
 
 
 def load_classifier(model_dir):
-    """A saved classifier of any kind minidistill writes (BERT, or a BiLSTM student)."""
-    from .models import BertForSequenceClassification, BiLSTMStudent
+    """A saved classifier of any kind minidistill writes (BERT with or without adapters, a
+    MiniALBERT, or a BiLSTM student)."""
+    from .models import BertForSequenceClassification, BiLSTMStudent, MiniAlbertConfig, MiniAlbertForSequenceClassification
     from .models.bilstm import MODEL_TYPE
     from .models.io import read_config
 
-    if read_config(model_dir).get("model_type") == MODEL_TYPE:
+    kind = read_config(model_dir).get("model_type")
+    if kind == MODEL_TYPE:
         return BiLSTMStudent.from_pretrained(model_dir)
+    if kind == MiniAlbertConfig.MODEL_TYPE:
+        return MiniAlbertForSequenceClassification.from_pretrained(model_dir)
     return BertForSequenceClassification.from_pretrained(model_dir)
 
 
@@ -481,20 +485,32 @@ def predict_cmd(model_dir: str, texts: list[str]) -> int:
     return 0
 
 
-def info(model_dir: str) -> int:
-    """Print a checkpoint's config, parameter counts and FLOPs per token."""
-    from .models import BertConfig
-    from .models.io import load_weights, read_config
+def info(model_dir: str, seq_len: int = 128) -> int:
+    """Print what a checkpoint is: its architecture, unique and executed parameters, FLOPs
+    per token, and for adapters the fraction of parameters adapter-only training trains."""
+    from .models.bilstm import BiLSTMStudent
+    from .models.stats import model_stats
+    from .nn.adapters import train_adapters_only
 
-    cfg = BertConfig.from_dict(read_config(model_dir))
-    weights = load_weights(model_dir)
-    total = sum(int(np.prod(w.shape)) for k, w in weights.items() if not k.endswith("position_ids"))
-    h, f, n = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
-    emb = sum(int(np.prod(w.shape)) for k, w in weights.items() if "embeddings." in k and not k.endswith("position_ids"))
-    print(f"{model_dir}: BERT, {n} layers, hidden {h}, {cfg.num_attention_heads} heads, FFN {f}, vocab {cfg.vocab_size}")
-    print(f"parameters: {total:,} ({emb:,} in embeddings, {total - emb:,} in the encoder and heads)")
-    per_token = 2 * n * (4 * h * h + 2 * h * f)
-    print(f"FLOPs per token (forward): {per_token:,} in dense layers + {4 * n * h:,} × sequence length in attention")
+    model = load_classifier(model_dir)
+    cfg = model.config
+    if isinstance(model, BiLSTMStudent):
+        print(f"{model_dir}: XtremeDistil BiLSTM student, {cfg.lstm_hidden_size} units per direction, "
+              f"embeddings {cfg.embedding_size}, vocab {cfg.vocab_size}")
+    else:
+        kind = "MiniALBERT" if cfg.MODEL_TYPE == "minialbert" else "BERT"
+        depth = f"{cfg.num_hidden_layers} repeats of one shared layer" if kind == "MiniALBERT" else f"{cfg.num_hidden_layers} layers"
+        emb = f", embeddings {cfg.embedding_size} → {cfg.hidden_size}" if kind == "MiniALBERT" else ""
+        print(f"{model_dir}: {kind}, {depth}, hidden {cfg.hidden_size}, {cfg.num_attention_heads} heads, "
+              f"FFN {cfg.intermediate_size}, vocab {cfg.vocab_size}{emb}")
+    st = model_stats(model, seq_len)
+    print(f"parameters: {st['unique_parameters']:,} unique, {st['executed_parameters']:,} executed per forward pass")
+    print(f"FLOPs per token (forward, sequence length {seq_len}): {st['flops_per_token']:,}")
+    if st["adapter_parameters"]:
+        total = st["unique_parameters"]
+        trained = train_adapters_only(model).num_parameters(trainable_only=True)
+        print(f"adapters: {st['adapter_parameters']:,} parameters ({st['adapter_parameters'] / total:.3%} of the model); "
+              f"adapter-only training trains {trained:,} ({trained / total:.3%}) with the LayerNorms and the task head")
     return 0
 
 
@@ -521,6 +537,7 @@ def main(argv=None) -> int:
     p_pr.add_argument("--text", action="append", required=True)
     p_info = sub.add_parser("info", help="describe a checkpoint folder")
     p_info.add_argument("model_dir")
+    p_info.add_argument("--seq-len", type=int, default=128, help="sequence length for FLOPs per token")
     args, rest = parser.parse_known_args(argv)
     try:
         if args.command == "finetune":
@@ -544,7 +561,7 @@ def main(argv=None) -> int:
             return demo("quick" if args.quick else "full" if args.full else "default", args.backend, args.output_dir)
         if args.command == "predict":
             return predict_cmd(args.model_dir, args.text)
-        return info(args.model_dir)
+        return info(args.model_dir, args.seq_len)
     except (ConfigError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as e:
         print(f"minidistill: error: {e}", file=sys.stderr)
         return 2

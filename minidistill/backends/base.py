@@ -239,6 +239,53 @@ class Ops:
         """Scatter-add ``g`` (…, D) into a (num_embeddings, D) table at rows ``ids`` (…)."""
         raise NotImplementedError
 
+    # --------------------------------------------------- Kronecker (PHM) products
+    def phm_forward(self, x2, rule, out_factor, in_factor):
+        """``x2 Wᵀ`` for the PHM weight ``W = Σ_i rule[i] ⊗ (out_factor[i] in_factor[i]ᵀ)``
+        (out, in), without building W.
+
+        With the input row viewed as n blocks ``x_a`` of width p and the output as n blocks
+        ``y_b`` of width q, ``(A ⊗ s tᵀ) x`` has blocks ``y_b = Σ_a A[b, a] s (tᵀ x_a)``: the
+        vec identity ``(A ⊗ B) vec(X) = vec(B X Aᵀ)`` with a rank-one B. Three small products::
+
+            u[r, a, i] = t_i · x_a                     (N, n, n)
+            c[i, r, b] = Σ_a A_i[b, a] u[r, a, i]       (n, N, n)
+            y[r, b, :] = Σ_i c[i, r, b] s_i             (N, n, q)
+
+        O(n (in + out) + n³) per row instead of in · out.
+
+        Args:
+            x2: (N, in) rows, in = n p. rule: (n, n, n) the ``A_i``. out_factor: (n, q) the
+                ``s_i``, out = n q. in_factor: (n, p) the ``t_i``.
+
+        Returns:
+            ``(y (N, out), saved)``; ``saved`` = (u, c) for :meth:`phm_backward`.
+        """
+        rows, n, p, q = x2.shape[0], rule.shape[0], in_factor.shape[1], out_factor.shape[1]
+        u = self.reshape(self.matmul(self.reshape(x2, (rows * n, p)), self.transpose(in_factor, (1, 0))),
+                         (rows, n, n))  # (N, a, i)
+        c = self.matmul(self.transpose(u, (2, 0, 1)), self.transpose(rule, (0, 2, 1)))  # (i, N, b)
+        c_rows = self.reshape(self.transpose(c, (1, 2, 0)), (rows * n, n))  # (N·b, i)
+        y = self.matmul(c_rows, out_factor)  # (N·b, q)
+        return self.reshape(y, (rows, n * q)), (u, c)
+
+    def phm_backward(self, g2, x2, rule, out_factor, in_factor, saved):
+        """Gradients ``(dx (N, in), drule (n, n, n), dout_factor (n, q), din_factor (n, p))``
+        of :meth:`phm_forward` given the output gradient ``g2`` (N, out)."""
+        u, c = saved
+        rows, n, p, q = x2.shape[0], rule.shape[0], in_factor.shape[1], out_factor.shape[1]
+        g_rows = self.reshape(g2, (rows * n, q))  # (N·b, q)
+        dc_rows = self.matmul(g_rows, self.transpose(out_factor, (1, 0)))  # (N·b, i)
+        c_rows = self.reshape(self.transpose(c, (1, 2, 0)), (rows * n, n))  # (N·b, i)
+        d_out = self.matmul(self.transpose(c_rows, (1, 0)), g_rows)  # (i, q)
+        dc = self.transpose(self.reshape(dc_rows, (rows, n, n)), (2, 0, 1))  # (i, N, b)
+        d_rule = self.matmul(self.transpose(dc, (0, 2, 1)), self.transpose(u, (2, 0, 1)))  # (i, b, a)
+        du = self.matmul(dc, rule)  # (i, N, a)
+        du_rows = self.reshape(self.transpose(du, (1, 2, 0)), (rows * n, n))  # (N·a, i)
+        dx = self.reshape(self.matmul(du_rows, in_factor), (rows, n * p))  # (N, in)
+        d_in = self.matmul(self.transpose(du_rows, (1, 0)), self.reshape(x2, (rows * n, p)))  # (i, p)
+        return dx, d_rule, d_out, d_in
+
     # ------------------------------------------------------------- recurrences
     def lstm_forward(self, xg, w_hh, mask=None, reverse=False):
         """One direction of an LSTM over precomputed input gates (the reference composition).

@@ -1,7 +1,8 @@
 """Compression methods, one module each (kd: distillation objectives and layer maps;
 student: student creation; distill: the training loop that combines them, in stages;
 xtremedistil: BiLSTM students and the staged recipe; fold: structural re-parameterisation
-into plain models; wid: Weight-Inherited Distillation; theseus: progressive module replacing)."""
+into plain models; wid: Weight-Inherited Distillation; theseus: progressive module replacing;
+compacter: Kronecker (PHM) adapters; minialbert: recursive students)."""
 
 from .kd import (
     AttentionKL,
@@ -21,7 +22,9 @@ from .kd import (
     needed_outputs,
     total_loss,
 )
+from .compacter import compacter, compacter_parameter_count
 from .distill import Stage, distill
+from .minialbert import make_minialbert, minialbert_objectives
 from .fold import FoldReport, fold, register_fold
 from .theseus import ConstantReplacement, LinearReplacement, TheseusModel
 from .wid import WIDConfig, WIDModel
@@ -32,6 +35,8 @@ __all__ = [
     "AttentionKL",
     "AttentionScoreMSE",
     "ConstantReplacement",
+    "compacter",
+    "compacter_parameter_count",
     "FoldReport",
     "LinearReplacement",
     "TheseusModel",
@@ -55,7 +60,9 @@ __all__ = [
     "choose_layers",
     "distill",
     "make_bilstm_student",
+    "make_minialbert",
     "make_student",
+    "minialbert_objectives",
     "needed_outputs",
     "pca_projection",
     "total_loss",

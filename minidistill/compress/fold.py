@@ -14,7 +14,7 @@ these identities and returns the plain model.
 
 Each foldable module type registers its own rule with :func:`register_fold`; ``fold`` walks the
 model from the top and replaces every module that has a rule by the rule's output (a new
-module; the walk does not descend into it). New methods add one rule, not a branch here.
+module, whose children the walk then visits too). New methods add one rule, not a branch here.
 
 ``fold`` never mutates its input: every rule builds new modules with copied weights.
 """
@@ -60,12 +60,14 @@ class FoldReport:
         max_residual: the largest absolute weight that folding dropped (a masked compactor
             entry that had not yet decayed to exactly zero); 0.0 when the fold is exact.
         rules: one line per folded module: its path and what it became.
+        options: the options ``fold`` was called with (rules read them, e.g. ``unroll``).
     """
 
     params_before: int = 0
     params_after: int = 0
     max_residual: float = 0.0
     rules: list = field(default_factory=list)
+    options: dict = field(default_factory=dict)
 
     def residual(self, value: float) -> None:
         """Record a dropped weight magnitude."""
@@ -78,17 +80,19 @@ class FoldReport:
         return "\n".join(lines)
 
 
-def fold(model: Module, return_report: bool = False):
+def fold(model: Module, return_report: bool = False, unroll: bool = False):
     """Fold every foldable module of ``model`` into plain modules; returns a new model.
 
     Args:
-        model: any module; modules with a registered rule (WID compactors, Theseus, …) are
-            replaced, everything else is copied unchanged.
+        model: any module; modules with a registered rule (WID compactors, Theseus, PHM
+            layers, …) are replaced, everything else is copied unchanged.
         return_report: also return the :class:`FoldReport`.
+        unroll: also write shared layers out (a MiniALBERT becomes a plain BERT with one
+            copy of its shared layer per repeat: more parameters, the same function).
 
     A model with nothing to fold comes back as a copy, with a warning saying so.
     """
-    report = FoldReport(params_before=model.num_parameters())
+    report = FoldReport(params_before=model.num_parameters(), options={"unroll": unroll})
     work = clone(model)  # rules act on the copy: the input is never touched
     out = _fold(work, "", report)
     if not report.rules:
@@ -103,8 +107,9 @@ def _fold(module: Module, path: str, report: FoldReport) -> Module:
     rule = _RULES.get(type(module))
     if rule is not None:
         new = rule(module, report)
-        report.rules.append(f"{path or '(model)'}: {type(module).__name__} → {type(new).__name__}")
-        return new
+        if new is not module:  # a rule may decline (return the module) and let the walk go on
+            report.rules.append(f"{path or '(model)'}: {type(module).__name__} → {type(new).__name__}")
+            module = new  # its parts may fold further (the PHM adapters of an unrolled model)
     for name, child in list(module.named_children()):
         new = _fold(child, f"{path}.{name}" if path else name, report)
         if new is not child:

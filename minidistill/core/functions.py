@@ -411,6 +411,73 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, residual: Tens
     return Linear.apply(*args)
 
 
+# ------------------------------------------------------- Kronecker (PHM) layers
+def _phm_shapes(x_width: int, rule, out_factor, in_factor) -> tuple[int, int, int]:
+    n = rule.shape[0]
+    if tuple(rule.shape) != (n, n, n):
+        raise ValueError(f"phm: the rule must be (n, n, n), got {tuple(rule.shape)}")
+    if out_factor.ndim != 2 or in_factor.ndim != 2 or out_factor.shape[0] != n or in_factor.shape[0] != n:
+        raise ValueError(f"phm: factors must be (n={n}, out/n) and (n={n}, in/n), got "
+                         f"{tuple(out_factor.shape)} and {tuple(in_factor.shape)}")
+    p, q = in_factor.shape[1], out_factor.shape[1]
+    if x_width != n * p:
+        raise ValueError(f"phm: input width {x_width} does not match n · in/n = {n} · {p}")
+    return n, p, q
+
+
+class PHMLinear(Function):
+    """``y = x Wᵀ + b`` with ``W = Σ_i A_i ⊗ (s_i t_iᵀ)`` (out, in), W never built;
+    see ``Ops.phm_forward`` for the three small products that replace it."""
+
+    @staticmethod
+    def forward(ctx, x, rule, out_factor, in_factor, bias=None):
+        ops = ctx.ops
+        n, p, q = _phm_shapes(x.shape[-1], rule, out_factor, in_factor)
+        lead = tuple(x.shape[:-1])
+        x2 = ops.reshape(x, (-1, n * p))  # (N, in)
+        y, saved = ops.phm_forward(x2, rule, out_factor, in_factor)  # (N, out)
+        if bias is not None:
+            y = ops.bias_add(y, bias)
+        ctx.save(x2, rule, out_factor, in_factor)
+        ctx.phm_saved, ctx.lead = saved, lead
+        return ops.reshape(y, lead + (n * q,))
+
+    @staticmethod
+    def backward(ctx, g):
+        ops = ctx.ops
+        x2, rule, out_factor, in_factor = ctx.saved
+        g2 = ops.reshape(g, (-1, g.shape[-1]))  # (N, out)
+        dx, d_rule, d_out, d_in = ops.phm_backward(g2, x2, rule, out_factor, in_factor, ctx.phm_saved)
+        need = ctx.needs_input_grad
+        db = ops.sum(g2, axis=0) if len(need) > 4 and need[4] else None
+        return ops.reshape(dx, ctx.lead + (x2.shape[1],)), d_rule, d_out, d_in, db
+
+
+def phm_linear(x: Tensor, rule: Tensor, out_factor: Tensor, in_factor: Tensor, bias: Tensor | None = None) -> Tensor:
+    """A parameterised-hypercomplex (PHM) linear map, ``x Wᵀ + b`` with
+    ``W = Σ_{i=1..n} A_i ⊗ (s_i t_iᵀ)``, computed without materialising W.
+
+    Args:
+        x: (..., in). rule: (n, n, n), ``rule[i]`` = A_i. out_factor: (n, out/n), row i = s_i.
+        in_factor: (n, in/n), row i = t_i. bias: (out,) or None.
+    """
+    args = [x, rule, out_factor, in_factor] + ([bias] if bias is not None else [])
+    return PHMLinear.apply(*args)
+
+
+def kron_weight(rule: Tensor, out_factor: Tensor, in_factor: Tensor) -> Tensor:
+    """The PHM weight ``W = Σ_i A_i ⊗ (s_i t_iᵀ)`` (out, in), built explicitly (differentiable).
+
+    ``W[b q + l, a p + k] = Σ_i A_i[b, a] s_i[l] t_i[k]``: one (n², n) @ (n, q p) product.
+    """
+    n, p, q = _phm_shapes(in_factor.shape[0] * in_factor.shape[1], rule, out_factor, in_factor)
+    blocks = reshape(out_factor, (n, q, 1)) * reshape(in_factor, (n, 1, p))  # (n, q, p): B_i = s_i t_iᵀ
+    a = transpose(reshape(rule, (n, n * n)), 0, 1)  # (b·a, i)
+    w = matmul(a, reshape(blocks, (n, q * p)))  # (b·a, q·p)
+    w = permute(reshape(w, (n, n, q, p)), (0, 2, 1, 3))  # (b, q, a, p)
+    return reshape(w, (n * q, n * p))  # (out, in)
+
+
 # ------------------------------------------------------------- recurrences
 class LSTMRecurrence(Function):
     """One LSTM direction over precomputed input gates; see ``Ops.lstm_forward``."""

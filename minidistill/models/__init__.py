@@ -1,4 +1,5 @@
-"""Models: BERT with HF names and checkpoint loading/saving; the XtremeDistil BiLSTM student."""
+"""Models: BERT with HF names and checkpoint loading/saving; the XtremeDistil BiLSTM student;
+the MiniALBERT recursive student."""
 
 from .bert import (
     BertEmbeddings,
@@ -13,6 +14,7 @@ from .bert import (
 from .bilstm import BiLSTMConfig, BiLSTMStudent
 from .config import BertConfig
 from .io import CheckpointError
+from .minialbert import MiniAlbertConfig, MiniAlbertForSequenceClassification
 
 __all__ = [
     "BiLSTMConfig",
@@ -26,5 +28,7 @@ __all__ = [
     "BertModel",
     "BertPreTrainedModel",
     "CheckpointError",
+    "MiniAlbertConfig",
+    "MiniAlbertForSequenceClassification",
     "ModelOutput",
 ]

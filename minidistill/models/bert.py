@@ -59,6 +59,10 @@ class BertEmbeddings(Module):
 
     def forward(self, input_ids, token_type_ids=None, position_ids=None) -> Tensor:
         """``input_ids`` (B, T) → embeddings (B, T, D)."""
+        return self.dropout(self.LayerNorm(self.embedding_sum(input_ids, token_type_ids, position_ids)))
+
+    def embedding_sum(self, input_ids, token_type_ids=None, position_ids=None) -> Tensor:
+        """The checked sum of word, token-type and position embeddings (B, T, width)."""
         ops = self.word_embeddings.weight.backend
         ids = ops.asarray(input_ids.data if isinstance(input_ids, Tensor) else input_ids)
         if len(ids.shape) != 2:
@@ -80,8 +84,7 @@ class BertEmbeddings(Module):
             token_type_ids = ops.zeros((b, t), "int64")  # (B, T)
         x = self.word_embeddings(ids)  # (B, T, D)
         x = x + self.token_type_embeddings(token_type_ids)  # (B, T, D)
-        x = x + self.position_embeddings(position_ids)  # (B, T, D) + (1, T, D)
-        return self.dropout(self.LayerNorm(x))
+        return x + self.position_embeddings(position_ids)  # (B, T, D) + (1, T, D)
 
 
 class BertSelfAttention(MultiHeadSelfAttention):
@@ -94,15 +97,22 @@ class BertSelfAttention(MultiHeadSelfAttention):
 class BertSelfOutput(Module):
     """Output projection, dropout, residual and LayerNorm after attention."""
 
+    #: where an adapter inserted here sits (see ``nn/adapters.py``)
+    adapter_site = "attention"
+
     def __init__(self, config: BertConfig):
         self.dense = Linear(config.hidden_size, config.hidden_size)
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
-    def forward(self, h: Tensor, residual: Tensor) -> Tensor:
+    def forward(self, h: Tensor, residual: Tensor, adapter=None) -> Tensor:
         """``LayerNorm(residual + Dropout(h W + b))``; without dropout the residual is fused
-        into the projection's epilogue."""
-        if self.training and self.dropout.p > 0:
+        into the projection's epilogue. An adapter (``adapter`` or this module's own
+        ``.adapter``) acts on the projection's output before the residual sum (Houlsby)."""
+        adapter = adapter if adapter is not None else getattr(self, "adapter", None)
+        if adapter is not None:
+            y = adapter(self.dropout(self.dense(h))) + residual  # (B, T, D)
+        elif self.training and self.dropout.p > 0:
             y = self.dropout(self.dense(h)) + residual  # (B, T, D)
         else:
             y = self.dense(h, residual=residual)  # (B, T, D)
@@ -117,10 +127,10 @@ class BertAttention(Module):
         setattr(self, "self", BertSelfAttention(config))
         self.output = BertSelfOutput(config)
 
-    def forward(self, x: Tensor, mask=None, return_scores: bool = False, return_qkv: bool = False):
+    def forward(self, x: Tensor, mask=None, return_scores: bool = False, return_qkv: bool = False, adapter=None):
         """Returns ``(output (B, T, D), probs (B, H, T, T), scores or None, (q, k, v) or None)``."""
         context, probs, scores, qkv = getattr(self, "self")(x, mask, return_scores, return_qkv)
-        return self.output(context, x), probs, scores, qkv
+        return self.output(context, x, adapter), probs, scores, qkv
 
 
 class BertIntermediate(Module):
@@ -139,6 +149,8 @@ class BertIntermediate(Module):
 class BertOutput(BertSelfOutput):
     """The FFN's contraction F → D, dropout, residual and LayerNorm."""
 
+    adapter_site = "ffn"
+
     def __init__(self, config: BertConfig):
         self.dense = Linear(config.intermediate_size, config.hidden_size)
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
@@ -153,10 +165,15 @@ class BertLayer(Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
-    def forward(self, x: Tensor, mask=None, return_scores: bool = False, return_qkv: bool = False):
-        """Returns ``(hidden (B, T, D), probs (B, H, T, T), scores or None, (q, k, v) or None)``."""
-        a, probs, scores, qkv = self.attention(x, mask, return_scores, return_qkv)
-        return self.output(self.intermediate(a), a), probs, scores, qkv
+    def forward(self, x: Tensor, mask=None, return_scores: bool = False, return_qkv: bool = False, adapters=None):
+        """Returns ``(hidden (B, T, D), probs (B, H, T, T), scores or None, (q, k, v) or None)``.
+
+        ``adapters``: an optional ``(attention_adapter, ffn_adapter)`` pair used for this call
+        instead of the layer's own (a shared layer run with per-repeat adapters: MiniALBERT).
+        """
+        attn_adapter, ffn_adapter = adapters if adapters is not None else (None, None)
+        a, probs, scores, qkv = self.attention(x, mask, return_scores, return_qkv, attn_adapter)
+        return self.output(self.intermediate(a), a, ffn_adapter), probs, scores, qkv
 
 
 class BertEncoder(Module):
@@ -202,6 +219,7 @@ class BertPreTrainedModel(Module):
     """Shared machinery: HF-style initialisation, ``from_pretrained`` and ``save_pretrained``."""
 
     config: BertConfig
+    config_class = BertConfig
     base_model_prefix = "bert"
     #: checkpoint keys that are not weights of ours and are skipped silently on load
     ignored_checkpoint_keys = ("embeddings.position_ids", "cls.", "lm_head.")
@@ -244,13 +262,23 @@ class BertPreTrainedModel(Module):
         from ..backends import get_backend, use_backend
 
         path = Path(path)
-        config = BertConfig.from_dict({**io.read_config(path), **config_overrides})
+        try:
+            config = cls.config_class.from_dict({**io.read_config(path), **config_overrides})
+        except (TypeError, ValueError) as e:
+            raise io.CheckpointError(f"{path}: {e}") from None
         weights = _normalise_keys(io.load_weights(path))
         with use_backend(get_backend(backend, device)):
             model = cls(config)
-        model.loading_info = model._load_checkpoint_weights(weights, path)
-        if dtype is not None:
+            if "adapters" in config.extra:  # a model saved with adapters: rebuild them first
+                from ..nn.adapters import AdapterConfig, add_adapters
+
+                try:
+                    add_adapters(model, AdapterConfig.from_dict(config.extra["adapters"]))
+                except (TypeError, ValueError) as e:
+                    raise io.CheckpointError(f"{path}: config.json has a bad 'adapters' entry: {e}") from None
+        if dtype is not None:  # before loading, so float64 weights arrive unrounded
             model.to(dtype=dtype)
+        model.loading_info = model._load_checkpoint_weights(weights, path)
         model.eval()
         return model
 
@@ -269,7 +297,7 @@ class BertPreTrainedModel(Module):
         ignored = [k for k in mapped if _is_ignored(k, self.ignored_checkpoint_keys, prefix)]
         for k in ignored:
             mapped.pop(k)
-        if not has_base:  # BertModel: a checkpoint's task head is not ours
+        if not has_base and not self.head_parameter_names():  # BertModel: a checkpoint's task head is not ours
             for k in [k for k in mapped if k.startswith(("classifier.", "qa_outputs."))]:
                 ignored.append(k)
                 mapped.pop(k)
@@ -305,8 +333,10 @@ class BertPreTrainedModel(Module):
     def save_pretrained(self, path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (HF format) into ``path``.
 
-        Each file is written atomically. Shared parameters are written once per name they
-        are reachable by, as HF expects for BERT's untied weights.
+        Each file is written atomically. A parameter reachable under several names (a PHM
+        rule shared by every adapter, a layer shared by every repeat) is stored once, under
+        its first name; the other names are recorded in the file's metadata and point at it
+        again on loading, so sharing survives the round trip.
         """
         path = Path(path)
         if path.exists() and not path.is_dir():
@@ -314,10 +344,8 @@ class BertPreTrainedModel(Module):
         path.mkdir(parents=True, exist_ok=True)
         config = self.config.to_dict()
         config["architectures"] = [type(self).__name__]
-        tensors = {}
-        for name, p in self.named_parameters(remove_duplicate=False):
-            tensors[name] = p.numpy()
-        io.save_weights(path / io.SAFE_WEIGHTS, tensors)
+        tensors, aliases = io.unique_tensors(self.named_parameters(remove_duplicate=False))
+        io.save_weights(path / io.SAFE_WEIGHTS, tensors, io.alias_metadata(aliases))
         io.write_json(path / io.CONFIG, config)
         return path
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 
 @dataclass
@@ -37,6 +38,8 @@ class BertConfig:
     extra: dict = field(default_factory=dict, repr=False)
 
     SUPPORTED_ACTIVATIONS = ("gelu", "relu")
+    #: ``model_type`` in ``config.json``
+    MODEL_TYPE: ClassVar[str] = "bert"
 
     def __post_init__(self):
         self.validate()
@@ -70,9 +73,10 @@ class BertConfig:
     def from_dict(cls, d: dict) -> "BertConfig":
         """Build from a ``config.json`` dict; unknown keys go to ``extra``."""
         d = dict(d)
-        model_type = d.get("model_type", "bert")
-        if model_type not in ("bert",):
-            raise ValueError(f"config.json describes a {model_type!r} model; minidistill loads BERT checkpoints")
+        model_type = d.pop("model_type", cls.MODEL_TYPE)
+        if model_type != cls.MODEL_TYPE:
+            raise ValueError(f"config.json describes a {model_type!r} model, not a {cls.MODEL_TYPE!r} one "
+                             f"(load it with the matching model class)")
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: d.pop(k) for k in list(d) if k in names}
         return cls(**known, extra=d)
@@ -88,7 +92,7 @@ class BertConfig:
         for k in ("id2label", "label2id", "problem_type", "classifier_dropout", "architectures"):
             if out.get(k) is None:
                 out.pop(k, None)
-        out["model_type"] = "bert"
+        out["model_type"] = self.MODEL_TYPE
         return out
 
     def replace(self, **changes) -> "BertConfig":

@@ -82,6 +82,28 @@ def save_weights(path, tensors: dict[str, np.ndarray], metadata: dict | None = N
         save_file(arrays, str(tmp), metadata=meta)
 
 
+#: safetensors metadata key listing names stored once for several (``{alias: stored name}``)
+SHARED_KEY = "minidistill.shared"
+
+
+def unique_tensors(named_parameters) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """``(tensors, aliases)`` from ``(name, parameter)`` pairs: each parameter object once,
+    under its first name, and ``{later name: first name}`` for the others."""
+    tensors, first, aliases = {}, {}, {}
+    for name, p in named_parameters:
+        if id(p) in first:
+            aliases[name] = first[id(p)]
+        else:
+            first[id(p)] = name
+            tensors[name] = p.numpy()
+    return tensors, aliases
+
+
+def alias_metadata(aliases: dict[str, str]) -> dict:
+    """Safetensors metadata recording shared names (empty when nothing is shared)."""
+    return {SHARED_KEY: json.dumps(aliases, sort_keys=True)} if aliases else {}
+
+
 def load_weights(folder) -> dict[str, np.ndarray]:
     """Read every weight of a checkpoint folder as NumPy arrays (no code is executed)."""
     folder = Path(folder)
@@ -112,9 +134,27 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
         with safe_open(str(path), framework="numpy") as fh:
             for key in fh.keys():
                 out[key] = fh.get_tensor(key)
-        return out
+            meta = fh.metadata() or {}
     except Exception as e:  # safetensors raises its own error types for corrupt headers
         raise CheckpointError(f"could not read {path}: the file is corrupt or not safetensors ({e})") from None
+    return _expand_aliases(out, meta.get(SHARED_KEY), path)
+
+
+def _expand_aliases(tensors: dict, shared: str | None, path: Path) -> dict:
+    """Point every recorded alias at its stored tensor (the same array)."""
+    if not shared:
+        return tensors
+    try:
+        aliases = json.loads(shared)
+        if not isinstance(aliases, dict):
+            raise ValueError("not a mapping")
+    except ValueError as e:
+        raise CheckpointError(f"{path}: the shared-weights metadata is not a JSON mapping ({e})") from None
+    for alias, name in aliases.items():
+        if name not in tensors:
+            raise CheckpointError(f"{path}: shared name {alias!r} points at {name!r}, which the file lacks")
+        tensors[alias] = tensors[name]
+    return tensors
 
 
 def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:

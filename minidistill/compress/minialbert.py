@@ -1,0 +1,158 @@
+"""MiniALBERT: distilling a BERT into a recursive student (one shared layer, run L times).
+
+Nouriborji, Rohanian, Kouchaki, Clifton: "MiniALBERT: Model Distillation via
+Parameter-Efficient Recursive Transformers" (EACL 2023). The architecture is in
+``models/minialbert.py``; this module makes the student from a teacher, gives the original
+recipe's objectives, and unrolls a trained student into a plain BERT.
+
+Student initialisation (ours; the original starts from a recursive model pre-trained for
+the purpose): the E-wide embedding tables are the teacher's projected onto the top E
+principal directions of its word table, with the projection and mean as ``P`` and ``b``::
+
+    V = top-E right singular vectors of (W_word − mean),  w_E = (w − mean) V,
+    p_E = p V,  t_E = t V,  P = V,  b = mean   ⇒   (w_E + p_E + t_E) Pᵀ + b ≈ w + p + t
+
+and the shared layer is a copy of one teacher layer (``shared_init``). Adapters start as
+identities, pooler and classifier are the teacher's.
+
+The original distillation loss (T = 1, student layer l ↔ teacher layer 2l + 1)::
+
+    L = 1 · MLM + 3 · (Σ_l KL(A_t ‖ A_s) + Σ_l (1 − cos(h_s, h_t))) + 5 · T² KL(p_t ‖ p_s)
+
+:func:`minialbert_objectives` builds the task-specific part (no MLM) on our objectives, with
+the uniform layer map (which is l ↔ 2l + 1 for a teacher twice as deep, l ↔ l for one as
+deep). Our attention KL is a batch mean over rows (``kd.py``); the original averages over
+every element.
+
+``fold(model, unroll=True)`` writes the L repeats out as L layers of a
+``BertForSequenceClassification`` (with per-layer adapters when the student has them):
+the same function, exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backends import use_backend
+from ..models.bert import BertForSequenceClassification
+from ..models.minialbert import MiniAlbertConfig, MiniAlbertForSequenceClassification, embedding_tables_from
+from ..nn import init as nn_init
+from ..nn.adapters import AdapterConfig, add_adapters
+from . import kd
+from .fold import register_fold
+
+
+def make_minialbert(teacher, embedding_size: int = 128, num_repeats: int | None = None,
+                    adapter_reduction: int = 16, adapter_kind: str = "dense", shared_init="middle",
+                    adapter_layer_norm: bool = False, seed: int = 0) -> MiniAlbertForSequenceClassification:
+    """A MiniALBERT student initialised from a ``BertForSequenceClassification`` teacher.
+
+    Args:
+        teacher: the teacher (its width, heads and FFN are kept).
+        embedding_size: E.
+        num_repeats: L (default: the teacher's depth).
+        adapter_reduction: per-repeat adapters' reduction (0: none).
+        adapter_kind: "dense" or "phm".
+        shared_init: the teacher layer copied into the shared layer: an index, "middle"
+            (layer L_t // 2, the default), "first", "last", or "random" (fresh weights).
+        adapter_layer_norm: the original's LayerNorm inside each adapter.
+        seed: for the fresh weights (adapters, a random shared layer).
+    """
+    if not isinstance(teacher, BertForSequenceClassification):
+        raise TypeError(f"make_minialbert needs a BertForSequenceClassification teacher, got {type(teacher).__name__}")
+    ct = teacher.config
+    if embedding_size > ct.hidden_size:
+        raise ValueError(f"embedding_size {embedding_size} is wider than the teacher's hidden size {ct.hidden_size}")
+    names = {"first": 0, "middle": ct.num_hidden_layers // 2, "last": ct.num_hidden_layers - 1}
+    layer = names.get(shared_init, shared_init)
+    if layer != "random" and not (isinstance(layer, int) and 0 <= layer < ct.num_hidden_layers):
+        raise ValueError(f"shared_init must be a teacher layer 0..{ct.num_hidden_layers - 1}, "
+                         f"{', '.join(names)} or 'random'; got {shared_init!r}")
+    fields = {k: v for k, v in ct.to_dict().items() if k in MiniAlbertConfig.__dataclass_fields__}
+    fields.update(num_hidden_layers=num_repeats or ct.num_hidden_layers, embedding_size=embedding_size,
+                  adapter_reduction=adapter_reduction, adapter_kind=adapter_kind,
+                  adapter_layer_norm=adapter_layer_norm)
+    cfg = MiniAlbertConfig(**fields)
+    nn_init.manual_seed(seed)
+    with use_backend(teacher.backend):
+        student = MiniAlbertForSequenceClassification(cfg)
+    student.to(dtype=next(teacher.parameters()).dtype.name)
+    t = {k: teacher.backend.to_numpy(v) for k, v in teacher.state_dict().items()}
+    emb = "bert.embeddings."
+    w, p, tt, proj, mean = embedding_tables_from(t[emb + "word_embeddings.weight"], t[emb + "position_embeddings.weight"],
+                                                 t[emb + "token_type_embeddings.weight"], embedding_size)
+    state = {"embeddings.word_embeddings.weight": w, "embeddings.position_embeddings.weight": p,
+             "embeddings.token_type_embeddings.weight": tt, "embeddings.projection.weight": proj,
+             "embeddings.projection.bias": mean,
+             "embeddings.LayerNorm.weight": t[emb + "LayerNorm.weight"], "embeddings.LayerNorm.bias": t[emb + "LayerNorm.bias"]}
+    if layer != "random":
+        src = f"bert.encoder.layer.{layer}."
+        state.update({"encoder.shared_layer." + k[len(src):]: v for k, v in t.items() if k.startswith(src)})
+    for k in ("pooler.dense.weight", "pooler.dense.bias"):
+        state[k] = t["bert." + k]
+    state.update({k: t[k] for k in ("classifier.weight", "classifier.bias")})
+    student.load_state_dict({k: np.asarray(v) for k, v in state.items()}, strict=False)
+    student.train(teacher.training)
+    student.shared_init = layer
+    return student
+
+
+def minialbert_objectives(student, teacher, temperature: float = 1.0, logit_weight: float = 5.0,
+                          layer_weight: float = 3.0, layer_map="uniform") -> list:
+    """The original recipe without MLM: ``5 · soft KD (T = 1) + 3 · (attention KL + hidden
+    cosine)`` on a layer map (uniform by default: l ↔ 2l + 1 for a teacher twice as deep)."""
+    ls, lt = student.config.num_hidden_layers, teacher.config.num_hidden_layers
+    hmap = kd.LayerMap.build(layer_map, ls, lt, "hidden")
+    amap = kd.LayerMap.build(layer_map, ls, lt, "attention")
+    return [kd.SoftKD(logit_weight, temperature),
+            kd.AttentionKL(amap, layer_weight),
+            kd.HiddenCosine(hmap, student.config.hidden_size, teacher.config.hidden_size, layer_weight)]
+
+
+def unrolled_config(cfg: MiniAlbertConfig):
+    """The BERT config of an unrolled MiniALBERT, and its adapter config (or None)."""
+    from ..models.config import BertConfig
+
+    fields = {k: v for k, v in cfg.to_dict().items() if k in BertConfig.__dataclass_fields__}
+    for k in ("embedding_size", "adapter_reduction", "adapter_kind", "phm_n", "adapter_layer_norm"):
+        fields.pop(k, None)
+    return BertConfig(**fields), cfg.adapter_config()
+
+
+@register_fold(MiniAlbertForSequenceClassification)
+def _fold_minialbert(model: MiniAlbertForSequenceClassification, report):
+    """With ``unroll=True``: the equivalent ``BertForSequenceClassification`` (L layers, each a
+    copy of the shared one, with that repeat's adapters); otherwise the model itself (its PHM
+    adapters, if any, still fold into dense ones)."""
+    if not report.options.get("unroll"):
+        return model
+    cfg, acfg = unrolled_config(model.config)
+    ops = model.backend
+    arr = {k: ops.to_numpy(v) for k, v in model.state_dict().items()}
+    emb = "embeddings."
+    pw, pb = arr[emb + "projection.weight"], arr[emb + "projection.bias"]  # (H, E), (H,)
+    state = {"bert.embeddings.word_embeddings.weight": arr[emb + "word_embeddings.weight"] @ pw.T,
+             "bert.embeddings.position_embeddings.weight": arr[emb + "position_embeddings.weight"] @ pw.T,
+             # every token has exactly one type: the projection's bias rides on the type table
+             "bert.embeddings.token_type_embeddings.weight": arr[emb + "token_type_embeddings.weight"] @ pw.T + pb,
+             "bert.embeddings.LayerNorm.weight": arr[emb + "LayerNorm.weight"],
+             "bert.embeddings.LayerNorm.bias": arr[emb + "LayerNorm.bias"]}
+    shared = "encoder.shared_layer."
+    for r in range(cfg.num_hidden_layers):
+        layer = f"bert.encoder.layer.{r}."
+        state.update({layer + k[len(shared):]: v for k, v in arr.items() if k.startswith(shared)})
+        if acfg is not None:
+            for site, dst in (("attention", "attention.output.adapter."), ("ffn", "output.adapter.")):
+                src = f"encoder.adapters.{r}.{site}."
+                state.update({layer + dst + k[len(src):]: v for k, v in arr.items() if k.startswith(src)})
+    for k in ("pooler.dense.weight", "pooler.dense.bias"):
+        state["bert." + k] = arr[k]
+    state.update({k: arr[k] for k in ("classifier.weight", "classifier.bias")})
+    with use_backend(ops):
+        out = BertForSequenceClassification(cfg)
+        if acfg is not None:
+            add_adapters(out, AdapterConfig(**{**acfg.to_dict(), "placement": "houlsby"}))
+    out.to(dtype=next(model.parameters()).dtype.name)
+    out.load_state_dict(state)
+    out.train(model.training)
+    return out
