@@ -60,22 +60,32 @@ class FinetuneConfig:
     data: DataSection = field(default_factory=DataSection)
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str = "runs/finetune"
+    # parameter-efficient fine-tuning: none | houlsby | pfeiffer (dense adapters) |
+    # compacter | compacter++ (PHM adapters); only adapters, LayerNorms and the head train
+    adapters: str = "none"
+    adapter_reduction: int | None = None  # default: 16 for dense adapters, 32 for Compacter
+    phm_n: int = 4
 
 
 @dataclass
 class StudentSection:
     """The student: a smaller BERT made from the teacher, an XtremeDistil BiLSTM, a WID
-    student (the teacher with compactors, pruned to the target widths and folded) or a
-    BERT-of-Theseus successor (``num_layers`` layers replacing modules of the teacher)."""
+    student (the teacher with compactors, pruned to the target widths and folded), a
+    BERT-of-Theseus successor (``num_layers`` layers replacing modules of the teacher) or a
+    MiniALBERT (one shared layer run ``repeats`` times, factorised embeddings, adapters)."""
 
-    kind: str = "transformer"  # transformer | bilstm | wid | theseus
+    kind: str = "transformer"  # transformer | bilstm | wid | theseus | minialbert
     num_layers: int = 2  # transformer and theseus students
     hidden_size: int | None = None  # default: the teacher's width (narrower: fresh layers, PCA embeddings)
     num_attention_heads: int | None = None  # narrower transformer / WID target (default: the teacher's ratio)
     intermediate_size: int | None = None  # narrower transformer / WID target
     init: str = "lower"  # lower | upper | uniform | random | teacher layer ids "0,1"
     lstm_hidden_size: int = 300  # BiLSTM units per direction
-    embedding_size: int | None = None  # BiLSTM embedding width (default: the teacher's; smaller: PCA)
+    embedding_size: int | None = None  # BiLSTM / MiniALBERT embedding width (BiLSTM default: the teacher's; MiniALBERT: 128)
+    repeats: int | None = None  # MiniALBERT: runs of the shared layer (default: the teacher's depth)
+    adapter_reduction: int = 16  # MiniALBERT per-repeat adapters (0: none)
+    adapter_kind: str = "dense"  # MiniALBERT adapters: dense | phm
+    shared_init: str = "middle"  # MiniALBERT shared layer: a teacher layer id, first | middle | last | random
     wid_rounds: int = 16  # WID pruning rounds
     wid_w_step: int | None = None  # steps between rounds (default: hard masks at 80% of the run)
     compactor_lr: float = 1e-4  # WID compactors' rate per unit width (a d × d compactor: lr / d)
@@ -201,8 +211,10 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
         train_cfg = dataclasses.replace(train_cfg, load_best_at_end=False)
     elif st.kind == "theseus":
         student = _theseus_student(teacher, st, total_steps)
+    elif st.kind == "minialbert":
+        student = _minialbert_student(teacher, st)
     else:
-        raise ConfigError(f"student.kind must be 'transformer', 'bilstm', 'wid' or 'theseus', got {st.kind!r}")
+        raise ConfigError(f"student.kind must be 'transformer', 'bilstm', 'wid', 'theseus' or 'minialbert', got {st.kind!r}")
     folds = st.kind in ("wid", "theseus")  # trained with compression machinery, saved folded
     if cfg.recipe != "single" and folds:
         raise ConfigError(f"recipe {cfg.recipe!r} is for BiLSTM / transformer students; {st.kind} uses 'single'")
@@ -246,6 +258,17 @@ def _wid_student(teacher, st: StudentSection, total_steps: int):
         return WIDModel(teacher, WIDConfig(hidden_size=st.hidden_size, intermediate_size=st.intermediate_size,
                                            num_attention_heads=st.num_attention_heads, w_step=w_step,
                                            rounds=st.wid_rounds, compactor_lr=st.compactor_lr))
+    except ValueError as e:
+        raise ConfigError(f"student: {e}") from None
+
+
+def _minialbert_student(teacher, st: StudentSection):
+    from .compress import make_minialbert
+
+    init = int(st.shared_init) if st.shared_init.isdigit() else st.shared_init
+    try:
+        return make_minialbert(teacher, st.embedding_size or 128, st.repeats, st.adapter_reduction, st.adapter_kind,
+                               init, seed=st.seed)
     except ValueError as e:
         raise ConfigError(f"student: {e}") from None
 
@@ -326,6 +349,7 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
         labels["id2label"] = {i: str(n) for i, n in enumerate(task.labels)}
         labels["label2id"] = {str(n): i for i, n in enumerate(task.labels)}
     model = BertForSequenceClassification.from_pretrained(path, backend=cfg.model.backend, device=cfg.model.device, **labels)
+    _add_finetune_adapters(model, cfg, announce)
     steps = cfg.train.max_steps or cfg.train.epochs * train.num_batches(cfg.train.batch_size)
     announce(f"fine-tuning {cfg.model.path} ({model.num_parameters() / 1e6:.1f}M parameters) on {task.name}: "
              f"{len(train)} examples, {steps} steps of {cfg.train.batch_size}, max length {cfg.train.max_length}, "
@@ -335,8 +359,31 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
     trainer.train()
     train_seconds = time.perf_counter() - start
     result = {"task": task.name, "parameters": model.num_parameters(), "train_seconds": train_seconds,
-              "steps": trainer.state.step}
+              "steps": trainer.state.step, "trained_parameters": model.num_parameters(trainable_only=True),
+              "adapters": cfg.adapters}
     return _evaluate_and_save(model, tok, dev, test, cfg, result)
+
+
+def _add_finetune_adapters(model, cfg: FinetuneConfig, announce) -> None:
+    """Insert and freeze for the configured parameter-efficient method (in place)."""
+    from .compress import compacter
+    from .nn.adapters import AdapterConfig, add_adapters, train_adapters_only
+
+    kind = cfg.adapters
+    if kind not in ("none", "houlsby", "pfeiffer", "compacter", "compacter++"):
+        raise ConfigError(f"adapters must be none, houlsby, pfeiffer, compacter or compacter++, got {kind!r}")
+    try:
+        if kind in ("compacter", "compacter++"):
+            compacter(model, plus=kind == "compacter++", n=cfg.phm_n, reduction=cfg.adapter_reduction or 32)
+        elif kind in ("houlsby", "pfeiffer"):
+            add_adapters(model, AdapterConfig(reduction=cfg.adapter_reduction or 16, placement=kind))
+            train_adapters_only(model)
+    except ValueError as e:
+        raise ConfigError(f"adapters: {e}") from None
+    if kind != "none":
+        trained = model.num_parameters(trainable_only=True)
+        announce(f"{kind}: training {trained:,} of {model.num_parameters():,} parameters "
+                 f"({trained / model.num_parameters():.3%}: adapters, LayerNorms, classifier)")
 
 
 def _evaluate_and_save(model, tok, dev, test, cfg, result: dict) -> dict:

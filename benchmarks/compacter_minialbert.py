@@ -1,0 +1,160 @@
+"""Compacter fine-tuning and MiniALBERT distillation on rotten_tomatoes (MiniLM-L6 teacher).
+
+(a) Compacter and Compacter++ adapters (n = 4, reduction 32, lr 3e-3) trained on the
+    pretrained MiniLM-L6 backbone, against full fine-tuning (the teacher itself: every
+    parameter trained, lr 1e-4): accuracy and the trained fraction of parameters.
+(b) A MiniALBERT student (E = 128, 6 repeats of one shared layer, hidden 384, adapters with
+    reduction 16) distilled from the teacher with the original recipe (5 · soft KD at T = 1
+    + 3 · (attention KL + hidden cosine), uniform layer map), against the same-depth-budget
+    KD students of the distillation table (their saved runs are re-measured here): unique
+    and executed parameters, accuracy, and sequences/s measured against the teacher in one
+    interleaved run.
+
+Writes ``benchmarks/results/compacter_minialbert.json`` and the block between the
+``compacter_minialbert`` markers in ``benchmarks/RESULTS.md``.
+
+    python benchmarks/compacter_minialbert.py --teacher runs/teacher [--epochs 2] [--only compacter,minialbert]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from minidistill.cli import (DataSection, DistillConfig, FinetuneConfig, ModelSection, ObjectivesSection,
+                             StudentSection, finetune, load_classifier, load_splits)
+from minidistill.data import Tokenizer
+from minidistill.models.stats import model_stats
+from minidistill.train import TrainConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _tables import HERE, machine, parse_args, run_rows, throughput, today, write_block  # noqa: E402
+
+RESULTS = HERE / "results" / "compacter_minialbert.json"
+
+
+def finetune_rows(epochs: int, max_length: int) -> dict:
+    """name → (label, FinetuneConfig) for the adapter rows."""
+    out = {}
+    for name, label in (("compacter", "Compacter (after attention and FFN)"), ("compacter++", "Compacter++ (after FFN)")):
+        out[name] = (f"{label}, n = 4, reduction 32, lr 3e-3, {epochs} epochs", FinetuneConfig(
+            model=ModelSection(path="minilm-l6"), data=DataSection(task="rotten_tomatoes"), adapters=name,
+            train=TrainConfig(lr=3e-3, epochs=epochs, max_length=max_length, batch_size=32, warmup_ratio=0.06,
+                              progress=False)))
+    return out
+
+
+def distill_rows(epochs: int, max_length: int, cache_dir: str) -> dict:
+    """name → (label, DistillConfig) for the MiniALBERT rows."""
+    recipe = ObjectivesSection(soft_kd=5.0, temperature=1.0, attention_kl=3.0, hidden_cosine=3.0)
+    train = TrainConfig(lr=2e-4, epochs=epochs, max_length=max_length, batch_size=32, progress=False)
+    out = {}
+    for name, kind in (("minialbert", "dense"), ("minialbert-phm", "phm")):
+        out[name] = (f"MiniALBERT E 128, 6 × shared layer, {kind} adapters /16, original recipe, {epochs} epochs",
+                     DistillConfig(student=StudentSection(kind="minialbert", embedding_size=128, repeats=6,
+                                                          adapter_reduction=16, adapter_kind=kind),
+                                   objectives=recipe, train=train, data=DataSection(task="rotten_tomatoes"),
+                                   cache_dir=cache_dir))
+    return out
+
+
+def run_finetunes(plan: dict, names: list, out: str, done: dict) -> dict:
+    """Run the asked adapter rows, saving the results after each."""
+    for name in names:
+        label, cfg = plan[name]
+        cfg.output_dir = f"{out}/{name}"
+        print(f"== {name}: {label}", flush=True)
+        r = finetune(cfg)
+        done[name] = {"label": label, "dev": r["dev"]["accuracy"], "test": r["test"]["accuracy"],
+                      "parameters": r["parameters"], "trained": r["trained_parameters"], "wall_s": r["train_seconds"],
+                      "dir": r["output_dir"]}
+        print(f"   dev {done[name]['dev']:.4f} test {done[name]['test']:.4f} in {r['train_seconds']:.0f} s", flush=True)
+        RESULTS.write_text(json.dumps(done, indent=1))
+    return done
+
+
+def main() -> None:
+    args = parse_args(__doc__, 2, "runs/compacter_minialbert")
+    teacher_dir = Path(args.teacher)
+    ft = finetune_rows(args.epochs, args.max_length)
+    di = distill_rows(args.epochs, args.max_length, f"{args.out}/cache")
+    names = [n for n in args.only.split(",") if n] if args.only is not None else ["compacter", "compacter++", "minialbert"]
+    unknown = [n for n in names if n not in ft and n not in di]
+    if unknown:
+        raise SystemExit(f"unknown run(s) {unknown}; choose from {', '.join([*ft, *di])}")
+    RESULTS.parent.mkdir(exist_ok=True)
+    done = run_rows(di, [n for n in names if n in di], teacher_dir, args.out, RESULTS)
+    done = run_finetunes(ft, [n for n in names if n in ft], args.out, done)
+    rows = measure(done, teacher_dir, args.max_length)
+    meta = {"date": today(), "machine": machine(), "teacher": str(teacher_dir), "epochs": args.epochs,
+            "max_length": args.max_length}
+    RESULTS.write_text(json.dumps({**done, "_table": rows, "_meta": meta}, indent=1, default=str))
+    if not args.no_write:
+        write_block("compacter_minialbert", header(meta) + table(rows))
+
+
+def measure(done: dict, teacher_dir: Path, max_length: int) -> list[dict]:
+    """Every row with its counts, and sequences/s of every model in one interleaved run."""
+    from minidistill.train import evaluate
+
+    _, dev, test = load_splits(DataSection(task="rotten_tomatoes"))
+    tok = Tokenizer.from_pretrained(teacher_dir)
+    teacher = load_classifier(teacher_dir)
+    t_metrics = json.loads((teacher_dir / "metrics.json").read_text()) if (teacher_dir / "metrics.json").is_file() else {}
+    entries = {"teacher": {"label": "full fine-tuning (the teacher: MiniLM-L6, every parameter)",
+                           "model": teacher, "wall_s": t_metrics.get("train_seconds", float("nan"))}}
+    kd_json = HERE / "results" / "distill_table.json"  # the distillation table's finished rows
+    kd = json.loads(kd_json.read_text()) if kd_json.is_file() else {}
+    for name, label in (("kd-lower", "2-layer KD student (distillation table, 1 epoch)"),
+                        ("bilstm", "BiLSTM XtremeDistil student (distillation table)")):
+        if name in kd and Path(kd[name]["dir"]).is_dir():
+            entries[name] = {"label": label, "model": load_classifier(kd[name]["dir"]), "wall_s": kd[name]["wall_s"],
+                             "dev": kd[name]["dev"], "test": kd[name]["test"]}
+    for name in ("compacter", "compacter++", "minialbert", "minialbert-phm"):
+        if name in done and Path(done[name]["dir"]).is_dir():
+            entries[name] = {**done[name], "model": load_classifier(done[name]["dir"])}
+    t_test = evaluate(teacher, tok, test, 64, max_length)["accuracy"]
+    entries["teacher"].update(dev=evaluate(teacher, tok, dev, 64, max_length)["accuracy"], test=t_test)
+    speed = throughput({n: e["model"] for n, e in entries.items()}, tok, test, max_length)
+    rows = []
+    for name, e in entries.items():
+        m = e["model"]
+        st = model_stats(m, max_length) if hasattr(m.config, "num_attention_heads") else {
+            "unique_parameters": m.num_parameters(), "executed_parameters": m.num_parameters(), "flops_per_token": None}
+        trained = e.get("trained", m.num_parameters())
+        rows.append({"name": name, "label": e["label"], "unique": st["unique_parameters"],
+                     "executed": st["executed_parameters"], "trained": trained,
+                     "trained_fraction": trained / st["unique_parameters"], "dev": e["dev"], "test": e["test"],
+                     "retention": 100 * e["test"] / t_test, "seq_per_s": speed[name],
+                     "speedup": speed[name] / speed["teacher"], "wall_s": e["wall_s"],
+                     "unique_vs_teacher": st["unique_parameters"] / teacher.num_parameters()})
+        r = rows[-1]
+        print(f"{r['label'][:60]:60s} test {r['test']:.4f} ret {r['retention']:5.1f}% unique {r['unique'] / 1e6:.2f}M "
+              f"({100 * r['unique_vs_teacher']:.1f}%) trained {100 * r['trained_fraction']:.3f}% ×{r['speedup']:.2f}")
+    return rows
+
+
+def header(meta: dict) -> list[str]:
+    """The block's title and setting."""
+    return [f"## Compacter and MiniALBERT: rotten_tomatoes, MiniLM-L6 · {meta['date']} · {meta['machine']}", "",
+            f"Adapter rows and MiniALBERT: {meta['epochs']} epochs, max length {meta['max_length']}, batch 32. Trained = "
+            "parameters the optimiser updates (adapters, LayerNorms and classifier for Compacter); unique = stored; "
+            "executed = used per forward pass (MiniALBERT's shared layer counted 6 times). Sequences/s: test set, "
+            "batch 64, every model in one run, interleaved over 3 rounds, median.", ""]
+
+
+def table(rows: list[dict]) -> list[str]:
+    """The markdown table."""
+    lines = ["| model | trained | unique params | executed | dev acc | test acc | retention | seq/s | speed-up | wall |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        wall = "—" if r["wall_s"] != r["wall_s"] else f"{r['wall_s']:.0f} s"
+        lines.append(f"| {r['label']} | {r['trained']:,} ({100 * r['trained_fraction']:.2f}%) | {r['unique'] / 1e6:.2f}M "
+                     f"({100 * r['unique_vs_teacher']:.0f}%) | {r['executed'] / 1e6:.2f}M | {r['dev']:.4f} | "
+                     f"{r['test']:.4f} | {r['retention']:.1f}% | {r['seq_per_s']:.0f} | {r['speedup']:.2f}× | {wall} |")
+    return lines
+
+
+if __name__ == "__main__":
+    main()
