@@ -35,9 +35,10 @@ import numpy as np
 
 from ..backends import use_backend
 from ..models.bert import BertForSequenceClassification
+from ..models.config import BertConfig
 from ..models.minialbert import MiniAlbertConfig, MiniAlbertForSequenceClassification, embedding_tables_from
 from ..nn import init as nn_init
-from ..nn.adapters import AdapterConfig, add_adapters
+from ..nn.adapters import add_adapters
 from . import kd
 from .fold import register_fold
 
@@ -111,11 +112,7 @@ def minialbert_objectives(student, teacher, temperature: float = 1.0, logit_weig
 
 def unrolled_config(cfg: MiniAlbertConfig):
     """The BERT config of an unrolled MiniALBERT, and its adapter config (or None)."""
-    from ..models.config import BertConfig
-
     fields = {k: v for k, v in cfg.to_dict().items() if k in BertConfig.__dataclass_fields__}
-    for k in ("embedding_size", "adapter_reduction", "adapter_kind", "phm_n", "adapter_layer_norm"):
-        fields.pop(k, None)
     return BertConfig(**fields), cfg.adapter_config()
 
 
@@ -151,7 +148,7 @@ def _fold_minialbert(model: MiniAlbertForSequenceClassification, report):
     with use_backend(ops):
         out = BertForSequenceClassification(cfg)
         if acfg is not None:
-            add_adapters(out, AdapterConfig(**{**acfg.to_dict(), "placement": "houlsby"}))
+            add_adapters(out, acfg)  # both sites: MiniALBERT's adapter config is Houlsby placement
     out.to(dtype=next(model.parameters()).dtype.name)
     out.load_state_dict(state)
     out.train(model.training)
