@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import course
 from .config import ConfigError, load_config, to_dict
+from .course import grading
 from .train.trainer import TrainConfig
 
 
@@ -561,6 +563,23 @@ def info(model_dir: str, seq_len: int = 128) -> int:
     return 0
 
 
+def course_cmd(args) -> int:
+    """``minidistill course build|grade``."""
+    if args.course_command == "build":
+        res = course.build(args.out, args.module, keep_earlier=args.keep_earlier, source=args.source, force=args.force)
+        print(f"wrote {res['out']}: modules {res['modules']}, {res['files']} files; "
+              f"tasks to do: {', '.join(res['hollowed']) or 'none'}")
+        return 0
+    res = course.grade(args.dir, timeout=args.timeout, tasks=args.task)
+    if args.json == "-":
+        print(grading.dumps(res))
+        return 0
+    print(course.format_table(res))
+    if args.json:
+        grading.write_json(res, args.json)
+    return 0
+
+
 def main(argv=None) -> int:
     """Entry point of the ``minidistill`` console script."""
     parser = argparse.ArgumentParser(prog="minidistill", description="Compress BERT-style transformers.")
@@ -585,6 +604,20 @@ def main(argv=None) -> int:
     p_info = sub.add_parser("info", help="describe a checkpoint folder")
     p_info.add_argument("model_dir")
     p_info.add_argument("--seq-len", type=int, default=128, help="sequence length for FLOPs per token")
+    p_course = sub.add_parser("course", help="build student copies of the course and grade them")
+    csub = p_course.add_subparsers(dest="course_command", required=True)
+    p_cb = csub.add_parser("build", help="write a student copy with the tasks of modules 0..N hollowed out")
+    p_cb.add_argument("out")
+    p_cb.add_argument("--module", type=int, default=max(m.number for m in course.MODULES),
+                      help="the last module included (default: all)")
+    p_cb.add_argument("--keep-earlier", action="store_true", help="keep the modules before --module solved")
+    p_cb.add_argument("--source", default=None, help="the repository checkout (default: this package's)")
+    p_cb.add_argument("--force", action="store_true", help="replace an existing OUT")
+    p_cg = csub.add_parser("grade", help="run each task's tests against a student copy and print the scores")
+    p_cg.add_argument("dir")
+    p_cg.add_argument("--timeout", type=float, default=120.0, help="seconds allowed to each task")
+    p_cg.add_argument("--task", action="append", default=None, help="grade only this task (repeatable)")
+    p_cg.add_argument("--json", default=None, help="also write the scores as JSON to this file ('-': stdout only)")
     args, rest = parser.parse_known_args(argv)
     try:
         if args.command == "finetune":
@@ -608,8 +641,10 @@ def main(argv=None) -> int:
             return demo("quick" if args.quick else "full" if args.full else "default", args.backend, args.output_dir)
         if args.command == "predict":
             return predict_cmd(args.model_dir, args.text)
+        if args.command == "course":
+            return course_cmd(args)
         return info(args.model_dir, args.seq_len)
-    except (ConfigError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as e:
+    except (ConfigError, course.CourseError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as e:
         print(f"minidistill: error: {e}", file=sys.stderr)
         return 2
 

@@ -141,6 +141,7 @@ def softmax_backward_kernel(y, g, scale, out):
 
     Optimizations: two passes per row in cache, parallel over rows.
     """
+    # BEGIN TASK 2.3
     rows, n = y.shape
     for r in prange(rows):
         dot = 0.0
@@ -148,6 +149,7 @@ def softmax_backward_kernel(y, g, scale, out):
             dot += np.float64(g[r, j]) * y[r, j]
         for j in range(n):
             out[r, j] = scale * y[r, j] * (g[r, j] - dot)
+    # END TASK 2.3
 
 
 @reduce_kernel
@@ -176,6 +178,7 @@ def layer_norm_forward_kernel(x, w, b, eps, out, mean, rstd):
           the normalisation in a second, instead of NumPy's seven passes;
         * parallel over rows.
     """
+    # BEGIN TASK 2.2
     rows, d = x.shape
     for r in prange(rows):
         shift = np.float64(x[r, 0])
@@ -195,6 +198,7 @@ def layer_norm_forward_kernel(x, w, b, eps, out, mean, rstd):
         rstd[r] = inv
         for j in range(d):
             out[r, j] = (np.float64(x[r, j]) - mu) * inv * w[j] + b[j]
+    # END TASK 2.2
 
 
 @reduce_kernel
@@ -259,6 +263,7 @@ def bias_residual_kernel(y, bias, residual, use_bias, use_residual):
     Optimizations: the flags are tested once per row, not per element, so each inner loop
     is a plain vectorised add; parallel over rows.
     """
+    # BEGIN TASK 2.4
     rows, d = y.shape
     for r in prange(rows):
         if use_bias and use_residual:
@@ -270,6 +275,7 @@ def bias_residual_kernel(y, bias, residual, use_bias, use_residual):
         else:
             for j in range(d):
                 y[r, j] += residual[r, j]
+    # END TASK 2.4
 
 
 # ---------------------------------------------------------------- optimiser
@@ -304,6 +310,7 @@ def matmul_kernel(a, b, out):
         * parallel over rows of ``a``.
     Not done (and why BLAS wins): cache blocking, register tiling, packing.
     """
+    # BEGIN TASK 2.1
     m, k = a.shape
     n = b.shape[1]
     for i in prange(m):
@@ -313,6 +320,7 @@ def matmul_kernel(a, b, out):
             aip = a[i, p]
             for j in range(n):
                 out[i, j] += aip * b[p, j]
+    # END TASK 2.1
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:

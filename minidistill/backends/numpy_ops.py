@@ -157,9 +157,11 @@ class NumpyOps(Ops):
         return 0.5 * x * (1.0 + np_erf(x * _INV_SQRT2))
 
     def gelu_backward(self, x, g):
+        # BEGIN TASK 1.5
         cdf = 0.5 * (1.0 + np_erf(x * _INV_SQRT2))  # Φ(x)
         pdf = _INV_SQRT_2PI * np.exp(-0.5 * x * x)  # φ(x)
         return g * (cdf + x * pdf)
+        # END TASK 1.5
 
     def softmax_forward(self, x, mask=None, scale=1.0):
         if scale != 1.0:
@@ -173,8 +175,10 @@ class NumpyOps(Ops):
         return (e / np.where(s > 0, s, 1.0)).astype(x.dtype, copy=False)
 
     def softmax_backward(self, y, g, scale=1.0):
+        # BEGIN TASK 1.3
         dx = y * (g - np.sum(g * y, axis=-1, keepdims=True))
         return dx * scale if scale != 1.0 else dx
+        # END TASK 1.3
 
     def log_softmax_forward(self, x, mask=None):
         if mask is not None:
@@ -201,6 +205,7 @@ class NumpyOps(Ops):
         return y, mean.reshape(-1), rstd.reshape(-1)
 
     def layer_norm_backward(self, g, x, weight, mean, rstd):
+        # BEGIN TASK 1.2
         d = x.shape[-1]
         x2, g2 = x.reshape(-1, d), g.reshape(-1, d)
         xhat = (x2 - mean[:, None]) * rstd[:, None]
@@ -211,6 +216,7 @@ class NumpyOps(Ops):
             gx - gx.mean(axis=-1, keepdims=True) - xhat * (gx * xhat).mean(axis=-1, keepdims=True)
         )
         return dx.reshape(x.shape), dweight, dbias
+        # END TASK 1.2
 
     def embedding_backward(self, ids, g, num_embeddings):
         d = g.shape[-1]

@@ -53,7 +53,8 @@ def compacter(model: Module, plus: bool = False, n: int = DEFAULT_N, reduction: 
         plus: Compacter++ (one adapter per layer, after the FFN) instead of Compacter (two).
         n: Kronecker terms; hidden size and bottleneck must be multiples of it.
         reduction: bottleneck k = hidden / reduction.
-        layer_norms, head: also train the LayerNorms / the task head (both, as the original).
+        layer_norms: also train the LayerNorms (as the original).
+        head: also train the task head (as the original).
     """
     cfg = AdapterConfig(reduction=reduction, placement="pfeiffer" if plus else "houlsby", kind="phm", phm_n=n)
     add_adapters(model, cfg)

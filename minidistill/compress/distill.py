@@ -78,11 +78,13 @@ def distill(teacher, student, tokenizer, train_data, eval_data=None, objectives=
     ``stage_log`` lists every stage and phase run (steps, trained groups, dev metrics).
 
     Args:
-        teacher, student: models on one backend (the teacher is only run, never trained).
+        teacher: the teacher model (only run, never trained).
+        student: the student model, on the teacher's backend.
         tokenizer: shared by both models.
         train_data: labelled training set (or unlabelled transfer data for objective-only runs).
         eval_data: dev set for evaluation, early stopping and keeping the best weights.
-        objectives, task_weight: a single-stage run (ignored when ``stages`` is given).
+        objectives: the objectives of a single-stage run (ignored when ``stages`` is given).
+        task_weight: the weight of the task loss on labels in a single-stage run.
         config: training settings (epochs, lr, batch size, max length …).
         stages: a list of :class:`Stage` for a staged run.
         transfer_data: unlabelled texts for ``"transfer"`` stages (default: ``train_data``'s texts).

@@ -180,6 +180,7 @@ class SoftKD(Objective, Module):
         self.weight, self.temperature = weight, temperature
 
     def loss(self, student_out, teacher_out, batch=None):
+        # BEGIN TASK 4.1
         s = student_out.logits  # (B, C)
         t = _const(teacher_out.logits, s)  # (B, C)
         T = self.temperature
@@ -187,6 +188,7 @@ class SoftKD(Objective, Module):
         log_p = F.log_softmax(t * (1.0 / T))
         return F.kl_div(log_q.reshape(-1, s.shape[-1]), log_p.reshape(-1, s.shape[-1]),
                         reduction="batchmean", log_target=True) * (T * T)
+        # END TASK 4.1
 
 
 class HardKD(Objective, Module):
@@ -390,10 +392,12 @@ class AttentionScoreMSE(LayerPairObjective):
         s = student_out.attention_scores[i]  # (B, H, T, T)
         t = _const(teacher_out.attention_scores[j], s)
         _check_heads(s, t, "attention-score MSE")
+        # BEGIN TASK 4.2
         m = _token_mask(batch, s)  # (B, T)
         pair = m.reshape(m.shape[0], 1, -1, 1) * m.reshape(m.shape[0], 1, 1, -1)  # (B, 1, T, T)
         diff = (s - t) * pair
         return (diff * diff).sum() * (1.0 / (float(pair.sum().item()) * s.shape[1]))
+        # END TASK 4.2
 
 
 class AttentionKL(LayerPairObjective):
@@ -406,12 +410,14 @@ class AttentionKL(LayerPairObjective):
         s = student_out.attention_scores[i]  # (B, H, T, T), scaled pre-softmax
         p = _const(teacher_out.attentions[j], s)  # (B, H, T, T)
         _check_heads(s, p, "attention KL")
+        # BEGIN TASK 4.3
         m = _token_mask(batch, s)  # (B, T)
         b, h, t, _ = s.shape
         keys = m.reshape(b, 1, 1, t) != 0  # (B, 1, 1, T) keep-mask of real keys
         log_q = F.log_softmax(s, mask=keys)  # masked keys: -inf, no gradient
         rows = F.kl_div(log_q, p, reduction="none").sum(axis=-1)  # (B, H, T)
         return (rows * m.reshape(b, 1, t)).sum() * (1.0 / (float(m.sum().item()) * h))
+        # END TASK 4.3
 
 
 def _merge_heads(x: Tensor) -> Tensor:
@@ -431,6 +437,7 @@ def _relation_heads(x: Tensor, heads: int) -> Tensor:
 def _relation_kl(xs: Tensor, xt: Tensor, batch) -> Tensor:
     """KL(softmax(X_t X_tᵀ/√d_t) ‖ softmax(X_s X_sᵀ/√d_s)) over real (query, key) positions,
     batch-mean over (example, head, real query); xs, xt: (B, R, T, d)."""
+    # BEGIN TASK 4.4
     b, r, t, ds = xs.shape
     m = _token_mask(batch, xs.detach()[:, 0])  # (B, T)
     keys = m.reshape(b, 1, 1, t) != 0
@@ -440,6 +447,7 @@ def _relation_kl(xs: Tensor, xt: Tensor, batch) -> Tensor:
     log_q = F.log_softmax(s_scores, mask=keys)
     rows = F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(axis=-1)  # (B, R, T)
     return (rows * m.reshape(b, 1, t)).sum() * (1.0 / (float(m.sum().item()) * r))
+    # END TASK 4.4
 
 
 class ValueRelationKL(LayerPairObjective):

@@ -48,7 +48,10 @@ class ConstantReplacement:
             raise ValueError(f"constant replacement needs rate in [0, 1] and steps ≥ 0, got {self.rate}, {self.steps}")
 
     def __call__(self, step: int) -> float:
+        """The replacement rate at ``step``."""
+        # BEGIN TASK 5.2
         return self.rate if step < self.steps else 1.0
+        # END TASK 5.2
 
 
 @dataclass
@@ -63,7 +66,10 @@ class LinearReplacement:
             raise ValueError(f"curriculum replacement needs base in [0, 1] and slope ≥ 0, got {self.base}, {self.slope}")
 
     def __call__(self, step: int) -> float:
+        """The replacement rate at ``step``."""
+        # BEGIN TASK 5.2
         return min(1.0, self.slope * step + self.base)
+        # END TASK 5.2
 
 
 def module_grouping(n_predecessor: int, n_successor: int, grouping=None) -> list[list[int]]:

@@ -200,7 +200,9 @@ class CompactedLinear(Module):
                 group.members.append((self, kind))
 
     def effective(self) -> tuple[Tensor, Tensor | None]:
-        """The effective weight ``R W C`` (out, in) and bias ``R b`` (out,)."""
+        """The effective weight ``R W C`` (out, in) and bias ``R b`` (out,); once the masks
+        are hard, masked columns of C and rows of R count as zero."""
+        # BEGIN TASK 5.1
         w, b = self.weight, self.bias
         if self.col_compactor is not None:
             c = self.col_compactor
@@ -215,6 +217,7 @@ class CompactedLinear(Module):
             if b is not None:
                 b = F.matmul(r, b.reshape(self.out_features, 1)).reshape(self.out_features)  # (out,)
         return w, b
+        # END TASK 5.1
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         """``x`` (..., in) → (..., out), as the Linear it wraps."""

@@ -78,8 +78,10 @@ def xtremedistil_stages(student, teacher, variant: str = "staged", representatio
     Args:
         variant: ``"staged"`` (representation → logits → labels, unfreezing in the last two),
             ``"hard"`` or ``"soft"`` (one stage on the transfer set).
-        representation, logits, labels: :class:`~minidistill.train.TrainConfig` of each stage
+        representation: :class:`~minidistill.train.TrainConfig` of the representation stage
             (default: ``distill``'s config).
+        logits: the same, for the logit stage.
+        labels: the same, for the fine-tuning stage on labels.
         temperature: of the soft variant.
     """
     if variant == "hard":

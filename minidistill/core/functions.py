@@ -78,11 +78,13 @@ class Mul(Function):
 
     @staticmethod
     def backward(ctx, g):
+        # BEGIN TASK 0.4
         a, b = ctx.saved
         ops = ctx.ops
         da = ops.sum_to_shape(g * b, a.shape) if ctx.needs_input_grad[0] else None
         db = ops.sum_to_shape(g * a, b.shape) if ctx.needs_input_grad[1] else None
         return da, db
+        # END TASK 0.4
 
 
 class Div(Function):
@@ -95,11 +97,13 @@ class Div(Function):
 
     @staticmethod
     def backward(ctx, g):
+        # BEGIN TASK 0.4
         a, b = ctx.saved
         ops = ctx.ops
         da = ops.sum_to_shape(g / b, a.shape) if ctx.needs_input_grad[0] else None
         db = ops.sum_to_shape(-g * a / (b * b), b.shape) if ctx.needs_input_grad[1] else None
         return da, db
+        # END TASK 0.4
 
 
 class Neg(Function):
@@ -380,6 +384,7 @@ class Linear(Function):
 
     @staticmethod
     def backward(ctx, g):
+        # BEGIN TASK 1.1
         ops = ctx.ops
         x2, weight = ctx.saved
         d_out = weight.shape[0]
@@ -390,6 +395,7 @@ class Linear(Function):
         db = ops.sum(g2, axis=0) if len(need) > 2 and need[2] else None
         dr = g if len(need) > 3 and need[3] else None
         return dx, dw, db, dr
+        # END TASK 1.1
 
 
 def matmul(a, b) -> Tensor:
@@ -471,11 +477,13 @@ def kron_weight(rule: Tensor, out_factor: Tensor, in_factor: Tensor) -> Tensor:
     ``W[b q + l, a p + k] = Σ_i A_i[b, a] s_i[l] t_i[k]``: one (n², n) @ (n, q p) product.
     """
     n, p, q = _phm_shapes(in_factor.shape[0] * in_factor.shape[1], rule, out_factor, in_factor)
+    # BEGIN TASK 5.3
     blocks = reshape(out_factor, (n, q, 1)) * reshape(in_factor, (n, 1, p))  # (n, q, p): B_i = s_i t_iᵀ
     a = transpose(reshape(rule, (n, n * n)), 0, 1)  # (b·a, i)
     w = matmul(a, reshape(blocks, (n, q * p)))  # (b·a, q·p)
     w = permute(reshape(w, (n, n, q, p)), (0, 2, 1, 3))  # (b, q, a, p)
     return reshape(w, (n * q, n * p))  # (out, in)
+    # END TASK 5.3
 
 
 # ------------------------------------------------------------- recurrences

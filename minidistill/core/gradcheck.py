@@ -15,6 +15,36 @@ class GradcheckError(AssertionError):
     """The analytic and numeric gradients disagree; the message says where."""
 
 
+def central_difference(scalar, array, eps: float = 1e-6) -> np.ndarray:
+    """Numerical gradient of ``scalar()`` with respect to the entries of ``array``.
+
+    Each entry is nudged in place to ``x + eps`` and ``x - eps`` (and restored), giving
+    ``(f(x + eps) - f(x - eps)) / (2 eps)``: error O(eps²), where a one-sided difference has O(eps).
+
+    Args:
+        scalar: a function of no arguments that reads ``array`` and returns a float.
+        array: a writable NumPy array (or any array supporting ``a[idx]`` reads and writes).
+        eps: the step.
+
+    Returns:
+        A float64 NumPy array of ``array``'s shape.
+    """
+    # BEGIN TASK 0.3
+    numeric = np.zeros(tuple(array.shape))
+    flat = numeric.reshape(-1)
+    for i in range(flat.size):
+        idx = np.unravel_index(i, numeric.shape)
+        old = array[idx].item()
+        array[idx] = old + eps
+        up = scalar()
+        array[idx] = old - eps
+        down = scalar()
+        array[idx] = old
+        flat[i] = (up - down) / (2 * eps)
+    return numeric
+    # END TASK 0.3
+
+
 def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-6, rtol: float = 1e-4,
               seed: int = 0, raise_exception: bool = True) -> bool:
     """Check the gradients of ``fn`` with respect to every input that requires grad.
@@ -24,7 +54,8 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-6, rtol: float = 
         inputs: tensors (float64 recommended; float32 gives noisy differences) and other
             arguments passed through unchanged.
         eps: finite-difference step.
-        atol, rtol: tolerance, ``|analytic - numeric| <= atol + rtol * |numeric|``.
+        atol: absolute tolerance: pass when ``|analytic - numeric| <= atol + rtol * |numeric|``.
+        rtol: relative tolerance (see ``atol``).
         seed: seed of the random output projection ``w`` (the checked scalar is ``Σ w·fn``).
         raise_exception: raise :class:`GradcheckError` on a mismatch (else return False).
 
@@ -51,17 +82,7 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-6, rtol: float = 
     out.backward(w)
     for k, t in enumerate(wrt):
         analytic = np.zeros(t.shape) if t.grad is None else t.backend.to_numpy(t.grad).astype(np.float64)
-        numeric = np.zeros(t.shape)
-        flat = numeric.reshape(-1)
-        for i in range(flat.size):
-            idx = np.unravel_index(i, t.shape)
-            old = t.data[idx].item()
-            t.data[idx] = old + eps
-            up = scalar()
-            t.data[idx] = old - eps
-            down = scalar()
-            t.data[idx] = old
-            flat[i] = (up - down) / (2 * eps)
+        numeric = central_difference(scalar, t.data, eps)
         bad = np.abs(analytic - numeric) > atol + rtol * np.abs(numeric)
         if bad.any():
             if not raise_exception:

@@ -461,7 +461,11 @@ def _infer_backend(data, backend) -> Ops:
 
 
 def _topological_order(root: Tensor) -> list[Tensor]:
-    """Tensors reachable from ``root`` through recorded operations, inputs before outputs."""
+    """Tensors reachable from ``root`` through recorded operations, inputs before outputs.
+
+    Only tensors that require grad are followed; each appears once, ``root`` last.
+    """
+    # BEGIN TASK 0.1
     order: list[Tensor] = []
     visited: set[int] = set()
     stack: list[tuple[Tensor, bool]] = [(root, False)]
@@ -479,6 +483,7 @@ def _topological_order(root: Tensor) -> list[Tensor]:
                 if isinstance(inp, Tensor) and inp.requires_grad and id(inp) not in visited:
                     stack.append((inp, False))
     return order
+    # END TASK 0.1
 
 
 def tensor(data, requires_grad: bool = False, backend=None, dtype=None) -> Tensor:

@@ -38,7 +38,8 @@ def augment(data: TextDataset, tokenizer, copies: int = 4, p_mask: float = 0.1, 
         data: the texts to perturb (pairs are perturbed too).
         tokenizer: supplies the mask token and the replacement vocabulary.
         copies: perturbed copies per text.
-        p_mask, p_replace: per-word probabilities of masking and of random replacement.
+        p_mask: per-word probability of masking.
+        p_replace: per-word probability of random replacement.
         seed: the generator's seed.
     """
     if copies < 0:

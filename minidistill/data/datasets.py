@@ -285,7 +285,8 @@ def load_file(path, text_column: str = "text", text_pair_column: str | None = No
 
     Args:
         path: the file.
-        text_column, text_pair_column: the text columns (the second for sentence pairs).
+        text_column: the text column.
+        text_pair_column: the second text column, for sentence pairs.
         label_column: the label column, or None for unlabelled text.
         labels: label names in id order (values in the file may be the names or the ids);
             None with a label column means: the sorted distinct values.

@@ -78,6 +78,7 @@ class BertEmbeddings(Module):
                 f"input_ids must lie in [0, vocab_size={cfg.vocab_size}), got values in [{int(ids.min())}, {int(ids.max())}]"
                 " (was the text tokenised with another vocabulary?)"
             )
+        # BEGIN TASK 3.1
         if position_ids is None:
             position_ids = ops.reshape(ops.arange(t), (1, t))  # (1, T)
         if token_type_ids is None:
@@ -85,6 +86,7 @@ class BertEmbeddings(Module):
         x = self.word_embeddings(ids)  # (B, T, D)
         x = x + self.token_type_embeddings(token_type_ids)  # (B, T, D)
         return x + self.position_embeddings(position_ids)  # (B, T, D) + (1, T, D)
+        # END TASK 3.1
 
 
 class BertSelfAttention(MultiHeadSelfAttention):
@@ -172,8 +174,10 @@ class BertLayer(Module):
         instead of the layer's own (a shared layer run with per-repeat adapters: MiniALBERT).
         """
         attn_adapter, ffn_adapter = adapters if adapters is not None else (None, None)
+        # BEGIN TASK 3.3
         a, probs, scores, qkv = self.attention(x, mask, return_scores, return_qkv, attn_adapter)
         return self.output(self.intermediate(a), a, ffn_adapter), probs, scores, qkv
+        # END TASK 3.3
 
 
 class BertEncoder(Module):
@@ -211,7 +215,9 @@ class BertPooler(Module):
 
     def forward(self, h: Tensor) -> Tensor:
         """(B, T, D) → (B, D) from the first token."""
+        # BEGIN TASK 3.4
         return F.tanh(self.dense(h[:, 0]))
+        # END TASK 3.4
 
 
 # -------------------------------------------------------------------- models
@@ -255,7 +261,8 @@ class BertPreTrainedModel(Module):
 
         Args:
             path: the checkpoint folder.
-            backend, device: where the model lives (default: the current backend).
+            backend: the backend the model lives on (default: the current backend).
+            device: its device (torch backend).
             dtype: cast weights (e.g. ``"float64"`` for checks).
             config_overrides: config fields to change (e.g. ``num_labels=3``).
         """
@@ -352,6 +359,7 @@ class BertPreTrainedModel(Module):
 
 def _normalise_keys(weights: dict) -> dict:
     """Old TF-converted checkpoints name LayerNorm parameters gamma/beta."""
+    # BEGIN TASK 3.5
     out = {}
     for k, v in weights.items():
         if k.endswith(".gamma"):
@@ -360,6 +368,7 @@ def _normalise_keys(weights: dict) -> dict:
             k = k[: -len("beta")] + "bias"
         out[k] = v
     return out
+    # END TASK 3.5
 
 
 def _is_ignored(key: str, patterns, prefix: str) -> bool:
@@ -372,8 +381,10 @@ def keep_mask_from_attention_mask(attention_mask, ops):
     m = ops.asarray(attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask)
     if len(m.shape) != 2:
         raise ValueError(f"attention_mask must be (batch, tokens), got shape {tuple(m.shape)}")
+    # BEGIN TASK 3.2
     b, t = m.shape
     return ops.reshape(m != 0, (b, 1, 1, t))
+    # END TASK 3.2
 
 
 class BertModel(BertPreTrainedModel):

@@ -43,7 +43,8 @@ class PHMLinear(Module):
     """``y = x Wᵀ + b`` with ``W = Σ_i A_i ⊗ (s_i t_iᵀ)`` (out, in), never materialised.
 
     Args:
-        in_features, out_features: both multiples of ``n``.
+        in_features: input width, a multiple of ``n``.
+        out_features: output width, a multiple of ``n``.
         n: number of Kronecker terms (and the size of each A_i).
         rule: the shared (n, n, n) slow weights (a :func:`phm_rule`); a fresh one if None.
             Passing one object to several layers shares it: it is one parameter, counted

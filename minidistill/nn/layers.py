@@ -123,6 +123,7 @@ class MultiHeadSelfAttention(Module):
             ``(context, probs, scores, qkv)``: (B, T, D), (B, H, T, T), the scaled scores
             (B, H, T, T) or None, and ``(q, k, v)`` each (B, H, T, d) when ``return_qkv``.
         """
+        # BEGIN TASK 1.4
         b, t, _ = x.shape
         q = self.split_heads(self.query(x))  # (B, H, T, d)
         k = self.split_heads(self.key(x))  # (B, H, T, d)
@@ -134,6 +135,7 @@ class MultiHeadSelfAttention(Module):
         context = F.matmul(self.dropout(probs), v)  # (B, H, T, d)
         context = F.transpose(context, 1, 2).reshape(b, t, self.all_head_size)  # (B, T, D)
         return context, probs, scores, ((q, k, v) if return_qkv else None)
+        # END TASK 1.4
 
 
 class LSTM(Module):

@@ -97,7 +97,10 @@ class AdamW(Optimizer):
 
     Args:
         params: parameters or groups (see :func:`param_groups`).
-        lr, betas, eps, weight_decay: as in PyTorch's ``AdamW`` (same defaults).
+        lr: learning rate, as in PyTorch's ``AdamW`` (same defaults for every argument).
+        betas: the moments' decay rates.
+        eps: added to the denominator.
+        weight_decay: decoupled weight decay.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):

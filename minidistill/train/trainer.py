@@ -100,7 +100,8 @@ class Trainer:
     Args:
         model: a minidistill model whose forward accepts the batch keys (and ``labels``).
         tokenizer: turns the datasets' texts into ids.
-        train_data, eval_data: :class:`~minidistill.data.TextDataset` s.
+        train_data: the training :class:`~minidistill.data.TextDataset`.
+        eval_data: the evaluation dataset, or None.
         config: a :class:`TrainConfig`.
         compute_loss: ``f(model, batch) -> Tensor``; default: the model's own loss.
         parameters: what to optimise (default: every parameter that requires grad).
