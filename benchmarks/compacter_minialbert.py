@@ -13,7 +13,7 @@
 Writes ``benchmarks/results/compacter_minialbert.json`` and the block between the
 ``compacter_minialbert`` markers in ``benchmarks/RESULTS.md``.
 
-    python benchmarks/compacter_minialbert.py --teacher runs/teacher [--epochs 2] [--only compacter,minialbert]
+    python benchmarks/compacter_minialbert.py --teacher runs/teacher [--epochs 2] [--only compacter,minialbert,compacter@6]
 """
 
 from __future__ import annotations
@@ -80,6 +80,10 @@ def main() -> None:
     ft = finetune_rows(args.epochs, args.max_length)
     di = distill_rows(args.epochs, args.max_length, f"{args.out}/cache")
     names = [n for n in args.only.split(",") if n] if args.only is not None else ["compacter", "compacter++", "minialbert"]
+    for n in names:  # ``compacter@6``: the same row trained for 6 epochs, kept as its own row
+        base, _, ep = n.partition("@")
+        if ep and base in ft:
+            ft[n] = finetune_rows(int(ep), args.max_length)[base]
     unknown = [n for n in names if n not in ft and n not in di]
     if unknown:
         raise SystemExit(f"unknown run(s) {unknown}; choose from {', '.join([*ft, *di])}")
@@ -111,8 +115,8 @@ def measure(done: dict, teacher_dir: Path, max_length: int) -> list[dict]:
         if name in kd and Path(kd[name]["dir"]).is_dir():
             entries[name] = {"label": label, "model": load_classifier(kd[name]["dir"]), "wall_s": kd[name]["wall_s"],
                              "dev": kd[name]["dev"], "test": kd[name]["test"]}
-    for name in ("compacter", "compacter++", "minialbert", "minialbert-phm"):
-        if name in done and Path(done[name]["dir"]).is_dir():
+    for name in sorted(n for n in done if not n.startswith("_")):
+        if Path(done[name]["dir"]).is_dir():
             entries[name] = {**done[name], "model": load_classifier(done[name]["dir"])}
     t_test = evaluate(teacher, tok, test, 64, max_length)["accuracy"]
     entries["teacher"].update(dev=evaluate(teacher, tok, dev, 64, max_length)["accuracy"], test=t_test)

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core import functions as F
-from ..core.tensor import Tensor
+from ..core.tensor import Tensor, is_grad_enabled
 from ..models.bert import BertForSequenceClassification, BertModel
 from ..nn.layers import LayerNorm, Linear
 from ..nn.module import Module, Parameter
@@ -188,6 +188,9 @@ class CompactedLinear(Module):
     """A Linear between compactors: ``y = R (W (C x) + b)``, weights named as the Linear's
     plus ``col_compactor`` (C, in × in) and ``row_compactor`` (R, out × out)."""
 
+    #: the CompAct projection of this layer, or None (see ``compress/compact.py``)
+    compact = None
+
     def __init__(self, linear: Linear, in_group: MaskGroup | None, out_group: MaskGroup | None, state: _State,
                  role: str = ""):
         self.in_features, self.out_features, self.role = linear.in_features, linear.out_features, role
@@ -222,6 +225,10 @@ class CompactedLinear(Module):
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         """``x`` (..., in) → (..., out), as the Linear it wraps."""
         w, b = self.effective()
+        if self.compact is not None and self.training and is_grad_enabled():
+            from .compact import compact_linear  # the effective weight is computed: unbiased variant
+
+            return compact_linear(x, w, b, residual, self.compact)
         return F.linear(x, w, b, residual)
 
     def compactor_norms(self, kind: str) -> np.ndarray:

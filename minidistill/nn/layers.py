@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from ..core import functions as F
-from ..core.tensor import Tensor
+from ..core.tensor import Tensor, is_grad_enabled
 from . import init
 from .module import Module, Parameter
 
@@ -17,8 +17,12 @@ from .module import Module, Parameter
 class Linear(Module):
     """``y = x Wᵀ + b`` with W (out_features, in_features).
 
-    Initialised U(±1/√in) as PyTorch; models re-initialise as their papers say.
+    Initialised U(±1/√in) as PyTorch; models re-initialise as their papers say. With CompAct
+    enabled (``compress.compact.enable_compact``), training saves a projection of the input.
     """
+
+    #: the CompAct projection of this layer, or None (see ``compress/compact.py``)
+    compact = None
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         self.in_features, self.out_features = in_features, out_features
@@ -28,6 +32,10 @@ class Linear(Module):
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         """``x`` (..., in) → (..., out); ``residual`` (..., out) is added in the same epilogue."""
+        if self.compact is not None and self.training and is_grad_enabled():
+            from ..compress.compact import compact_linear
+
+            return compact_linear(x, self.weight, self.bias, residual, self.compact)
         return F.linear(x, self.weight, self.bias, residual)
 
     def extra_repr(self):

@@ -59,9 +59,11 @@ class Optimizer:
             yield from g["params"]
 
     def zero_grad(self) -> None:
-        """Forget every parameter's gradient."""
+        """Forget every parameter's gradient (and CompAct's compressed ones)."""
         for p in self.parameters():
             p.grad = None
+            if getattr(p, "compact_grad", None) is not None:
+                p.compact_grad = None
 
     def step(self) -> None:  # pragma: no cover - interface
         """Update the parameters from their gradients."""
@@ -113,6 +115,8 @@ class AdamW(Optimizer):
         for g in self.param_groups:
             lr, (b1, b2), eps, wd = g["lr"], g["betas"], g["eps"], g["weight_decay"]
             for p in g["params"]:
+                if getattr(p, "compact_grad", None) is not None:
+                    self._compressed_step(p, lr, b1, b2, eps, wd)
                 if p.grad is None:
                     continue
                 ops = p.backend
@@ -120,6 +124,26 @@ class AdamW(Optimizer):
                 if st is None:
                     st = self.state[id(p)] = {"m": ops.zeros_like(p.data), "v": ops.zeros_like(p.data)}
                 ops.adamw_update(p.data, p.grad, st["m"], st["v"], lr, b1, b2, eps, wd, self.step_count)
+
+
+    def _compressed_step(self, p, lr, b1, b2, eps, wd) -> None:
+        """CompAct: Adam's moments of the compressed gradient Ĝ (d_out, r), the update mapped
+        back with Pᵀ (see ``compress/compact.py``)."""
+        from ..compress.compact import compressed_direction_update
+
+        ops, g = p.backend, p.compact_grad
+        st = self.state.get(id(p))
+        if st is None or tuple(st["cm"].shape) != tuple(g.shape):
+            st = self.state[id(p)] = {**(st or {}), "cm": ops.zeros_like(g), "cv": ops.zeros_like(g)}
+        st["cm"] *= b1
+        st["cm"] += (1.0 - b1) * g
+        st["cv"] *= b2
+        st["cv"] += (1.0 - b2) * (g * g)
+        c1, c2 = 1.0 - b1**self.step_count, 1.0 - b2**self.step_count
+        direction = (st["cm"] / c1) / (ops.sqrt(st["cv"] / c2) + eps)  # (out, r)
+        if wd:
+            p.data *= 1.0 - lr * wd
+        compressed_direction_update(p, direction, lr)
 
 
 class SGD(Optimizer):
@@ -134,6 +158,17 @@ class SGD(Optimizer):
         self.step_count += 1
         for g in self.param_groups:
             for p in g["params"]:
+                if getattr(p, "compact_grad", None) is not None:  # CompAct: momentum in the r-space
+                    from ..compress.compact import compressed_direction_update
+
+                    d = p.compact_grad
+                    if g["momentum"]:
+                        st = self.state.setdefault(id(p), {})
+                        st["cbuf"] = p.backend.copy(d) if "cbuf" not in st else st["cbuf"] * g["momentum"] + d
+                        d = st["cbuf"]
+                    if g["weight_decay"]:
+                        p.data *= 1.0 - g["lr"] * g["weight_decay"]
+                    compressed_direction_update(p, d, g["lr"])
                 if p.grad is None:
                     continue
                 d = p.grad + g["weight_decay"] * p.data if g["weight_decay"] else p.grad

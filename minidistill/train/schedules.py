@@ -83,16 +83,17 @@ def clip_grad_norm(parameters, max_norm: float) -> float:
 
     Returns the norm before clipping (as ``torch.nn.utils.clip_grad_norm_``).
     """
-    params = [p for p in parameters if p.grad is not None]
-    if not params:
+    grads = [(p, name) for p in parameters for name in ("grad", "compact_grad")  # CompAct's compressed ones too
+             if getattr(p, name, None) is not None]
+    if not grads:
         return 0.0
     total = 0.0
-    for p in params:
-        ops = p.backend
-        total += float(ops.sum(p.grad * p.grad))
+    for p, name in grads:
+        g = getattr(p, name)
+        total += float(p.backend.sum(g * g))
     norm = math.sqrt(total)
     coef = max_norm / (norm + 1e-6)
     if coef < 1.0:
-        for p in params:
-            p.grad = p.grad * coef
+        for p, name in grads:
+            setattr(p, name, getattr(p, name) * coef)
     return norm

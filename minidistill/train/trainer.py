@@ -64,8 +64,16 @@ class TrainConfig:
     keep_checkpoints: int = 2
     progress: bool | None = None
     bucket: bool = True
+    compact: object = None  # a CompActConfig (or a dict of its fields): save compressed activations
 
     def __post_init__(self):
+        if isinstance(self.compact, dict):
+            from ..compress.compact import CompActConfig
+            from ..config import from_dict
+
+            self.compact = from_dict(CompActConfig, self.compact, "train.compact.")
+        elif self.compact is not None and type(self.compact).__name__ != "CompActConfig":
+            raise ValueError(f"train.compact must be a CompActConfig or a table of its fields, got {self.compact!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr >= 0):
             raise ValueError(f"train.lr must be a non-negative number, got {self.lr!r}")
         if self.optimizer not in ("adamw", "sgd"):
@@ -158,6 +166,11 @@ class Trainer:
         if st.step == 0:
             ops.seed(cfg.seed)  # dropout draws: deterministic from the run's seed
         log = open(cfg.log_file, "a", encoding="utf-8") if cfg.log_file else None
+        compact = None
+        if cfg.compact is not None and getattr(self.model, "compact_state", None) is None:
+            from ..compress.compact import enable_compact
+
+            compact = enable_compact(self.model, cfg.compact)  # undone when training ends
         try:
             while st.step < self.total_steps and not st.stopped_early:
                 batches = self.train_data.batches(self.tokenizer, cfg.batch_size, cfg.max_length, shuffle=True,
@@ -166,6 +179,8 @@ class Trainer:
                 for batch in batches:
                     start = time.perf_counter()
                     self.model.train()
+                    if getattr(self.model, "compact_state", None) is not None:
+                        self.model.compact_state.step = st.step  # P is drawn from the step: resumable
                     loss = self.compute_loss(self.model, batch)
                     loss.backward()
                     params = list(self.optimizer.parameters())
@@ -210,6 +225,10 @@ class Trainer:
                 bar.close()
             if log:
                 log.close()
+            if compact is not None:
+                from ..compress.compact import disable_compact
+
+                disable_compact(self.model)
         self._trigger("on_train_end")
         return st
 
