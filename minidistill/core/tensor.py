@@ -128,8 +128,8 @@ class Function:
         ctx = Context(ops, needs)
         out = cls.forward(ctx, *raw, **kwargs)
         result = Tensor._wrap(out, ops, requires_grad=record)
-        if record:
-            result._node = (cls, ctx, args)
+        if record:  # inputs by their tape entries: the graph never holds an intermediate's data
+            result._node = (cls, ctx, tuple(a._entry() if isinstance(a, Tensor) else a for a in args))
         return result
 
 
@@ -151,6 +151,28 @@ def _common_backend(opname: str, args) -> Ops:
 
 def _describe(ops: Ops) -> str:
     return f"'{ops.name}'" if ops.device == "cpu" and ops.name != "torch" else f"'{ops.name}:{ops.device}'"
+
+
+class TapeEntry:
+    """What the tape keeps of a recorded result: its node ``(Function, Context, inputs)`` and
+    shape, never its data.
+
+    A node refers to its inputs through their entries (a leaf: the tensor itself), so an
+    intermediate array is freed as soon as no user variable and no ``ctx.saved`` holds it:
+    the memory kept for backward is exactly what the Functions chose to save.
+    """
+
+    __slots__ = ("_node", "shape", "requires_grad", "grad")
+
+    def __init__(self, shape: tuple):
+        self._node = None
+        self.shape = shape
+        self.requires_grad = True
+        self.grad = None
+
+    def __repr__(self):
+        name = self._node[0].__name__ if self._node is not None else "freed"
+        return f"TapeEntry({name}, shape={self.shape})"
 
 
 class Tensor:
@@ -188,8 +210,29 @@ class Tensor:
     @classmethod
     def _wrap(cls, data, ops: Ops, requires_grad: bool = False) -> "Tensor":
         t = cls.__new__(cls)
-        t.data, t.backend, t.grad, t.requires_grad, t._node, t.name = data, ops, None, requires_grad, None, None
+        t.data, t.backend, t.grad, t.requires_grad, t._ref, t.name = data, ops, None, requires_grad, None, None
         return t
+
+    _ref: "TapeEntry | None" = None
+
+    @property
+    def _node(self):
+        """``(Function, Context, inputs)`` that computed this tensor, or None for a leaf."""
+        return self._ref._node if self._ref is not None else None
+
+    @_node.setter
+    def _node(self, node) -> None:
+        if node is None:
+            if self._ref is not None:
+                self._ref._node = None
+            return
+        if self._ref is None:
+            self._ref = TapeEntry(self.shape)
+        self._ref._node = node
+
+    def _entry(self):
+        """How the tape refers to this tensor: its :class:`TapeEntry` if it was computed, else itself."""
+        return self._ref if self._ref is not None else self
 
     # ------------------------------------------------------------ description
     @property
@@ -275,7 +318,7 @@ class Tensor:
             raise ValueError(f"gradient shape {tuple(grad.shape)} does not match tensor shape {self.shape}")
 
         order = _topological_order(self)
-        grads: dict[int, Any] = {id(self): grad}
+        grads: dict[int, Any] = {id(self._entry()): grad}
         for t in reversed(order):
             g = grads.pop(id(t), None)
             if g is None:
@@ -289,7 +332,7 @@ class Tensor:
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
             for inp, ig in zip(inputs, in_grads):
-                if ig is None or not isinstance(inp, Tensor) or not inp.requires_grad:
+                if ig is None or not isinstance(inp, (Tensor, TapeEntry)) or not inp.requires_grad:
                     continue
                 if tuple(ig.shape) != inp.shape:
                     raise RuntimeError(
@@ -460,15 +503,17 @@ def _infer_backend(data, backend) -> Ops:
     return get_backend(None)
 
 
-def _topological_order(root: Tensor) -> list[Tensor]:
-    """Tensors reachable from ``root`` through recorded operations, inputs before outputs.
+def _topological_order(root: Tensor) -> list:
+    """Tape entries reachable from ``root`` through recorded operations, inputs before outputs.
 
-    Only tensors that require grad are followed; each appears once, ``root`` last.
+    An entry is a leaf :class:`Tensor` or a computed tensor's :class:`TapeEntry`; both have
+    ``_node`` (None for a leaf), ``requires_grad`` and ``shape``. Only entries that require grad
+    are followed; each appears once, ``root``'s entry last.
     """
     # BEGIN TASK 0.1
-    order: list[Tensor] = []
+    order: list = []
     visited: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    stack: list[tuple[Any, bool]] = [(root._entry(), False)]
     while stack:
         t, expanded = stack.pop()
         if expanded:
@@ -480,7 +525,7 @@ def _topological_order(root: Tensor) -> list[Tensor]:
         stack.append((t, True))
         if t._node is not None:
             for inp in t._node[2]:
-                if isinstance(inp, Tensor) and inp.requires_grad and id(inp) not in visited:
+                if isinstance(inp, (Tensor, TapeEntry)) and inp.requires_grad and id(inp) not in visited:
                     stack.append((inp, False))
     return order
     # END TASK 0.1
