@@ -563,6 +563,47 @@ def info(model_dir: str, seq_len: int = 128) -> int:
     return 0
 
 
+def report_cmd(args) -> int:
+    """``minidistill report``: every saved model found, measured beside the teacher."""
+    from .data import Tokenizer
+    from .report import report, saved_models
+
+    found = saved_models(args.paths)
+    teacher_dir = Path(args.teacher) if args.teacher else found.pop("teacher", None)
+    if args.teacher:
+        found = {k: v for k, v in found.items() if Path(v).resolve() != teacher_dir.resolve()}
+    if not found:
+        raise FileNotFoundError("no student to report (only the teacher was found)")
+    ref = teacher_dir or next(iter(found.values()))
+    task = args.task
+    if task is None:
+        try:
+            task = json.loads((Path(ref) / "metrics.json").read_text())["config"]["data"]["task"]
+        except (OSError, KeyError, ValueError, TypeError):
+            task = "rotten_tomatoes"
+    _, dev, test = load_splits(DataSection(task=task))
+    data = test if args.split == "test" else dev
+    if data is None:
+        raise ConfigError(f"task {task!r} has no {args.split} split")
+    if args.limit:
+        data = data.select(range(min(args.limit, len(data))))
+    tok = Tokenizer.from_pretrained(ref)
+    teacher = load_classifier(teacher_dir) if teacher_dir else None
+    students = {name: load_classifier(folder) for name, folder in found.items()}
+    folders = {**found, **({"teacher": teacher_dir} if teacher_dir else {})}
+    rep = report(students, teacher=teacher, data=data, tokenizer=tok, split=args.split,
+                 max_length=args.max_length or _trained_max_length(ref), rounds=args.rounds, folders=folders)
+    if args.json == "-":
+        print(rep.to_json())
+    else:
+        print(rep.to_text())
+        if args.json:
+            rep.save_json(args.json)
+    if args.plot:
+        print(f"plot: {rep.plot(args.plot)}")
+    return 0
+
+
 def course_cmd(args) -> int:
     """``minidistill course build|grade``."""
     if args.course_command == "build":
@@ -604,6 +645,16 @@ def main(argv=None) -> int:
     p_info = sub.add_parser("info", help="describe a checkpoint folder")
     p_info.add_argument("model_dir")
     p_info.add_argument("--seq-len", type=int, default=128, help="sequence length for FLOPs per token")
+    p_rep = sub.add_parser("report", help="the compression report of saved models against their teacher")
+    p_rep.add_argument("paths", nargs="+", help="model folders, or folders of model folders (e.g. runs/demo)")
+    p_rep.add_argument("--teacher", default=None, help="the teacher's folder (default: a model named 'teacher')")
+    p_rep.add_argument("--task", default=None, help="data task (default: the teacher's, else rotten_tomatoes)")
+    p_rep.add_argument("--split", default="test", choices=["dev", "test"])
+    p_rep.add_argument("--max-length", type=int, default=None, help="default: the length the teacher was trained with")
+    p_rep.add_argument("--limit", type=int, default=None, help="evaluate on the first N examples only")
+    p_rep.add_argument("--rounds", type=int, default=3, help="interleaved speed rounds")
+    p_rep.add_argument("--json", default=None, help="write the report as JSON to this file ('-': print it)")
+    p_rep.add_argument("--plot", default=None, help="write accuracy vs parameters / speed to this image")
     p_course = sub.add_parser("course", help="build student copies of the course and grade them")
     csub = p_course.add_subparsers(dest="course_command", required=True)
     p_cb = csub.add_parser("build", help="write a student copy with the tasks of modules 0..N hollowed out")
@@ -643,6 +694,8 @@ def main(argv=None) -> int:
             return predict_cmd(args.model_dir, args.text)
         if args.command == "course":
             return course_cmd(args)
+        if args.command == "report":
+            return report_cmd(args)
         return info(args.model_dir, args.seq_len)
     except (ConfigError, course.CourseError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as e:
         print(f"minidistill: error: {e}", file=sys.stderr)

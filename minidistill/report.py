@@ -1,0 +1,257 @@
+"""The compression report: what a student costs and keeps, measured beside its teacher.
+
+``report(students, teacher=…, data=…)`` gives, per model: unique and executed parameters,
+FLOPs per token, size on disk, latency (one sequence) and sequences/s (batches of 64) measured
+in one interleaved run with the teacher, accuracy on a split and retention against the teacher,
+the fold residual (how far the folded plain model's logits are from the model's own) and, for
+adapters, the fraction of parameters that training updates. :class:`Report` prints a text
+table, writes JSON and plots accuracy against parameters and against speed.
+
+``minidistill report MODEL_DIR [MODEL_DIR …] --teacher DIR`` does the same for saved models; a
+folder holding several saved models (``runs/demo``) reports every one.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .core.tensor import no_grad
+
+
+@dataclass
+class Report:
+    """Rows of a compression report (one dict per model), the teacher's name and the split."""
+
+    rows: list = field(default_factory=list)
+    teacher: str | None = None
+    split: str = "test"
+    meta: dict = field(default_factory=dict)
+
+    def row(self, name: str) -> dict:
+        """The row of model ``name``."""
+        for r in self.rows:
+            if r["name"] == name:
+                return r
+        raise KeyError(f"no model {name!r} in the report; have {[r['name'] for r in self.rows]}")
+
+    def to_json(self) -> str:
+        """The report as JSON (for scripts)."""
+        return json.dumps({"teacher": self.teacher, "split": self.split, "meta": self.meta, "rows": self.rows},
+                          indent=2, default=float)
+
+    def save_json(self, path) -> None:
+        """Write :meth:`to_json` atomically."""
+        from .models.io import atomic_path
+
+        with atomic_path(path) as tmp:
+            tmp.write_text(self.to_json() + "\n", encoding="utf-8")
+
+    def to_text(self) -> str:
+        """A terminal table."""
+        cols = [("model", "name", "{}"), ("unique", "unique_parameters", "{:,.0f}"),
+                ("executed", "executed_parameters", "{:,.0f}"), ("MFLOP/tok", "mflops_per_token", "{:.1f}"),
+                ("disk MB", "disk_mb", "{:.1f}"), ("latency ms", "latency_ms", "{:.1f}"), ("seq/s", "seq_per_s", "{:.0f}"),
+                ("speed-up", "speedup", "{:.2f}×"), (f"{self.split} acc", "accuracy", "{:.4f}"),
+                ("retention", "retention", "{:.1f}%"), ("fold Δ", "fold_residual", "{:.1e}"),
+                ("trained", "trained_fraction", "{:.3%}")]
+        cells = [[h for h, _, _ in cols]]
+        for r in self.rows:
+            cells.append([("—" if r.get(k) is None else fmt.format(r[k])) + (" *" if k == "name" and r["name"] == self.teacher else "")
+                          for _, k, fmt in cols])
+        widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+        lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in cells]
+        lines.insert(1, "-" * len(lines[0]))
+        if self.teacher:
+            lines.append(f"* teacher; speed measured in one interleaved run ({self.meta.get('rounds', '?')} rounds, medians)")
+        return "\n".join(lines)
+
+    def plot(self, path) -> Path:
+        """Accuracy against unique parameters and against sequences/s, the teacher marked;
+        written to ``path`` (PNG or SVG)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = [r for r in self.rows if r.get("accuracy") is not None]
+        if not rows:
+            raise ValueError("nothing to plot: no model has an accuracy (give data)")
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for ax, key, label in ((axes[0], "unique_parameters", "unique parameters (M)"), (axes[1], "seq_per_s", "sequences / s")):
+            for r in rows:
+                x = r[key] / 1e6 if key == "unique_parameters" else r[key]
+                teacher = r["name"] == self.teacher
+                ax.scatter([x], [r["accuracy"]], marker="*" if teacher else "o", s=160 if teacher else 40,
+                           color="crimson" if teacher else "steelblue", zorder=3)
+                ax.annotate(r["name"], (x, r["accuracy"]), fontsize=8,
+                            xytext=(4, 4), textcoords="offset points")
+            ax.set_xlabel(label)
+            ax.set_ylabel(f"{self.split} accuracy")
+            ax.grid(alpha=0.3)
+        fig.suptitle("★ teacher", x=0.02, ha="left", fontsize=9, color="crimson")
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return path
+
+
+def _disk_bytes(model, folder=None) -> int:
+    if folder is not None and (Path(folder) / "model.safetensors").is_file():
+        return (Path(folder) / "model.safetensors").stat().st_size
+    if not hasattr(model, "save_pretrained"):
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        return (Path(tmp) / "model.safetensors").stat().st_size
+
+
+def trained_fraction_of(model) -> float | None:
+    """For a model with adapters: the fraction adapter-only training updates (adapters,
+    LayerNorms, task head); None for a model trained in full. Leaves ``requires_grad`` as it was."""
+    from .nn.adapters import adapter_parameters, train_adapters_only
+
+    if not adapter_parameters(model):
+        return None
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        train_adapters_only(model)
+        return model.num_parameters(trainable_only=True) / model.num_parameters()
+    finally:
+        for p, f in flags:
+            p.requires_grad = f
+
+
+def _fold_residual(model, batch) -> float | None:
+    """max |logits(fold(model)) − logits(model)| on ``batch``; None when nothing folds."""
+    from .compress.fold import fold
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            folded, rep = fold(model, return_report=True, unroll=True)
+        except Exception:  # a model kind without rules for every part: report no residual
+            return None
+    if not rep.rules:
+        return None
+    model.eval()
+    folded.eval()
+    with no_grad():
+        a = model(**batch).logits.numpy()
+        b = folded(**batch).logits.numpy()
+    return float(np.abs(a.astype(np.float64) - b).max())
+
+
+def _speed(models: dict, tok, data, max_length: int, rounds: int) -> dict:
+    """Sequences/s over ``data`` (batches of 64, length-bucketed as in evaluation) and the
+    latency of one sequence, every model in turn within each round; medians."""
+    from .data.datasets import model_inputs
+
+    batches = [model_inputs(b) for b in data.batches(tok, 64, max_length, shuffle=False)]
+    single = model_inputs(next(iter(data.select([0]).batches(tok, 1, max_length, shuffle=False))))
+    times = {n: [] for n in models}
+    lat = {n: [] for n in models}
+    for m in models.values():  # warm-up: compile kernels, fill caches
+        m.eval()
+        with no_grad():
+            m(**batches[0])
+            m(**single)
+    for _ in range(rounds):
+        for name, m in models.items():
+            with no_grad():
+                t0 = time.perf_counter()
+                for b in batches:
+                    m(**b)
+                times[name].append(time.perf_counter() - t0)
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    m(**single)
+                    lat[name].append(time.perf_counter() - t0)
+    return {n: {"seq_per_s": len(data) / statistics.median(times[n]), "latency_ms": 1e3 * statistics.median(lat[n])}
+            for n in models}
+
+
+def report(students, teacher=None, data=None, tokenizer=None, split: str = "test", max_length: int = 128,
+           rounds: int = 3, speed_examples: int = 256, folders: dict | None = None, fold_check: bool = True) -> Report:
+    """Measure ``students`` (a model, or a dict name → model) beside ``teacher``.
+
+    Args:
+        students: one model or ``{name: model}``.
+        teacher: the teacher model (its row is marked, retention and speed-up are against it).
+        data: a labelled :class:`~minidistill.data.TextDataset` for accuracy (None: no accuracy);
+            its texts also time the models (the first ``speed_examples``).
+        tokenizer: the tokenizer (required with ``data``).
+        split: the split's name, for the table.
+        max_length: tokens per sequence for FLOPs, speed and accuracy.
+        rounds: interleaved speed rounds (medians reported).
+        folders: name → saved folder, to read the size on disk instead of writing a copy.
+        fold_check: fold each model (PHM adapters, WID, MiniALBERT unrolled …) and report the
+            largest logit difference.
+
+    Returns:
+        A :class:`Report`.
+    """
+    from .models.stats import model_stats
+    from .train import evaluate
+
+    models = dict(students) if isinstance(students, dict) else {"student": students}
+    if teacher is not None:
+        models = {"teacher": teacher, **{k: v for k, v in models.items() if k != "teacher"}}
+    if data is not None and tokenizer is None:
+        raise ValueError("report: accuracy needs the tokenizer of the data")
+    folders = folders or {}
+    rows = []
+    from .data import TextDataset
+    from .data.datasets import model_inputs
+
+    timing = data.select(range(min(speed_examples, len(data)))) if data is not None else \
+        TextDataset(["a short sentence to time the models"] * 64)
+    speed = _speed(models, tokenizer, timing, max_length, rounds) if tokenizer is not None else {}
+    probe = model_inputs(next(iter(timing.select(range(min(8, len(timing)))).batches(tokenizer, 8, max_length, shuffle=False)))) \
+        if tokenizer is not None else None
+    for name, m in models.items():
+        has_heads = hasattr(m.config, "num_attention_heads")
+        st = model_stats(m, max_length) if has_heads else {"unique_parameters": m.num_parameters(),
+                                                           "executed_parameters": m.num_parameters(), "flops_per_token": None}
+        row = {"name": name, "kind": type(m).__name__, "unique_parameters": st["unique_parameters"],
+               "executed_parameters": st["executed_parameters"],
+               "mflops_per_token": None if st["flops_per_token"] is None else st["flops_per_token"] / 1e6,
+               "disk_mb": _disk_bytes(m, folders.get(name)) / 1e6, "trained_fraction": trained_fraction_of(m),
+               **speed.get(name, {"seq_per_s": None, "latency_ms": None})}
+        if data is not None:
+            row["accuracy"] = evaluate(m, tokenizer, data, 64, max_length)["accuracy"]
+        row["fold_residual"] = _fold_residual(m, probe) if fold_check and probe is not None and name != "teacher" else None
+        rows.append(row)
+    base = rows[0] if teacher is not None else None
+    for r in rows:
+        r["speedup"] = r["seq_per_s"] / base["seq_per_s"] if base and r.get("seq_per_s") and base.get("seq_per_s") else None
+        r["retention"] = (100 * r["accuracy"] / base["accuracy"]) if base and r.get("accuracy") is not None and base.get("accuracy") else None
+    return Report(rows, "teacher" if teacher is not None else None, split,
+                  {"rounds": rounds, "max_length": max_length, "speed_examples": len(timing)})
+
+
+def saved_models(paths) -> dict:
+    """``{name: folder}`` of saved models among ``paths``: each is a model folder (has
+    ``config.json``) or a folder of model folders (every child with a ``config.json``)."""
+    found = {}
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise FileNotFoundError(f"{p} is not a folder")
+        if (p / "config.json").is_file():
+            found[p.name] = p
+            continue
+        children = sorted(c for c in p.iterdir() if (c / "config.json").is_file())
+        if not children:
+            raise FileNotFoundError(f"{p} holds no saved model (no config.json in it or its sub-folders)")
+        for c in children:
+            found[c.name] = c
+    return found

@@ -1,0 +1,114 @@
+"""The compression report (minidistill/report.py) and ``minidistill report``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import minidistill as md
+from minidistill.cli import main
+from minidistill.compress import compacter, make_minialbert
+from minidistill.data import Tokenizer
+from minidistill.models.stats import model_stats
+from minidistill.report import Report, report, saved_models
+
+from .test_train import _tiny, _toy_data
+
+
+@pytest.fixture(scope="module")
+def tok(minilm_path):
+    return Tokenizer.from_pretrained(minilm_path)
+
+
+@pytest.fixture(scope="module")
+def models():
+    teacher = _tiny(0, layers=2)
+    plain = _tiny(1, layers=1)
+    md.manual_seed(2)
+    comp = compacter(_tiny(3, layers=2), n=4, reduction=8)
+    for p in comp.parameters():  # non-zero adapters: folding has something to do
+        if p.requires_grad:
+            p.data[...] += 0.05 * np.random.default_rng(0).standard_normal(p.shape).astype(p.dtype)
+    mini = make_minialbert(teacher, embedding_size=16, num_repeats=2, adapter_reduction=4)
+    return teacher, {"plain": plain, "compacter": comp, "minialbert": mini}
+
+
+def test_report_rows_match_independent_counts(models, tok):
+    teacher, students = models
+    data = _toy_data(24)
+    rep = report(students, teacher=teacher, data=data, tokenizer=tok, max_length=16, rounds=1, speed_examples=16)
+    assert [r["name"] for r in rep.rows] == ["teacher", "plain", "compacter", "minialbert"]
+    for name, m in [("teacher", teacher), *students.items()]:
+        r, st = rep.row(name), model_stats(m, 16)
+        assert r["unique_parameters"] == m.num_parameters() == st["unique_parameters"]
+        assert r["executed_parameters"] == st["executed_parameters"]
+        assert r["mflops_per_token"] == pytest.approx(st["flops_per_token"] / 1e6)
+        assert r["seq_per_s"] > 0 and r["latency_ms"] > 0
+        acc = md.train.evaluate(m, tok, data, 64, 16)["accuracy"]
+        assert r["accuracy"] == acc
+        assert r["retention"] == pytest.approx(100 * acc / rep.row("teacher")["accuracy"])
+    assert rep.row("teacher")["speedup"] == 1.0
+    assert rep.row("minialbert")["executed_parameters"] > rep.row("minialbert")["unique_parameters"]
+    # only the adapter model has a trained fraction; folding it (PHM → dense) and unrolling the
+    # MiniALBERT keep the logits; a plain BERT has nothing to fold
+    assert rep.row("plain")["trained_fraction"] is None and rep.row("plain")["fold_residual"] is None
+    comp = students["compacter"]
+    named = dict(comp.named_parameters())
+    expect = sum(int(np.prod(p.shape)) for n, p in named.items()
+                 if ".adapter." in n or "LayerNorm" in n or n.startswith("classifier")) / comp.num_parameters()
+    assert rep.row("compacter")["trained_fraction"] == pytest.approx(expect)
+    assert rep.row("compacter")["fold_residual"] < 1e-4
+    assert rep.row("minialbert")["fold_residual"] < 1e-4
+    flags_before = [p.requires_grad for p in comp.parameters()]
+    report({"c": comp}, rounds=1)
+    assert [p.requires_grad for p in comp.parameters()] == flags_before  # the report changes nothing
+
+
+def test_disk_size_is_the_saved_file(models, tmp_path):
+    teacher, _ = models
+    teacher.save_pretrained(tmp_path / "t")
+    rep = report({}, teacher=teacher, folders={"teacher": tmp_path / "t"}, rounds=1)
+    assert rep.row("teacher")["disk_mb"] == pytest.approx((tmp_path / "t" / "model.safetensors").stat().st_size / 1e6)
+    assert rep.row("teacher")["seq_per_s"] is None  # no tokenizer: nothing timed
+
+
+def test_text_json_and_plot(models, tok, tmp_path):
+    teacher, students = models
+    rep = report({"plain": students["plain"]}, teacher=teacher, data=_toy_data(16), tokenizer=tok, max_length=16,
+                 rounds=1)
+    text = rep.to_text()
+    assert "teacher *" in text and "plain" in text and "retention" in text
+    rep.save_json(tmp_path / "r.json")
+    back = json.loads((tmp_path / "r.json").read_text())
+    assert back["teacher"] == "teacher" and [r["name"] for r in back["rows"]] == ["teacher", "plain"]
+    png = rep.plot(tmp_path / "plot.png")
+    assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="nothing to plot"):
+        Report([{"name": "x", "accuracy": None}]).plot(tmp_path / "no.png")
+
+
+def test_report_needs_a_tokenizer_for_accuracy(models):
+    teacher, _ = models
+    with pytest.raises(ValueError, match="tokenizer"):
+        report({}, teacher=teacher, data=_toy_data(8))
+
+
+def test_cli_reports_a_folder_of_saved_models(models, minilm_path, tmp_path, capsys):
+    teacher, students = models
+    root = tmp_path / "runs"
+    teacher.save_pretrained(root / "teacher")
+    students["plain"].save_pretrained(root / "plain")
+    for d in ("teacher", "plain"):
+        Tokenizer.from_pretrained(minilm_path).save_pretrained(root / d)
+    assert set(saved_models([root])) == {"teacher", "plain"}
+    rc = main(["report", str(root), "--limit", "16", "--rounds", "1", "--max-length", "16",
+               "--json", str(tmp_path / "rep.json"), "--plot", str(tmp_path / "rep.png")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "plain" in out and "teacher *" in out
+    rows = json.loads((tmp_path / "rep.json").read_text())["rows"]
+    assert [r["name"] for r in rows] == ["teacher", "plain"] and (tmp_path / "rep.png").is_file()
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no saved model" in capsys.readouterr().err
