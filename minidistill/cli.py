@@ -52,6 +52,7 @@ class DataSection:
     label_column: str = "label"
     labels: list | None = None
     max_train_examples: int | None = None
+    max_eval_examples: int | None = None  # evaluate on the first N dev / test examples only
 
 
 @dataclass
@@ -331,6 +332,8 @@ def load_splits(cfg: DataSection):
         test = load_dataset(cfg.task, "test", cfg.data_dir) if cfg.task == "rotten_tomatoes" else None
     if cfg.max_train_examples:
         train = train.select(range(min(cfg.max_train_examples, len(train))))
+    if cfg.max_eval_examples:
+        dev, test = (None if d is None else d.select(range(min(cfg.max_eval_examples, len(d)))) for d in (dev, test))
     return train, dev, test
 
 
@@ -421,55 +424,122 @@ def print_table(rows: list[dict], metric: str = "accuracy") -> None:
               f"{r.get('dev_seq_per_s', float('nan')):7.1f} {r['train_seconds']:7.0f}s")
 
 
+# One student per method. Times for 2 CPU cores, numba backend (see benchmarks/RESULTS.md for
+# the measured step costs): the default preset is about 20 minutes, --quick about 3, --tiny
+# (CI) well under one; --full trains every model for 2-3 epochs at length 128.
 DEMO_PRESETS = {
-    # 2 CPU cores: ~320 steps of 32 short snippets, a few minutes with the numba backend
-    "default": {"train": {"epochs": 1, "max_length": 64, "lr": 1e-4, "batch_size": 32}},
-    "quick": {"train": {"max_steps": 120, "max_length": 48, "lr": 1e-4, "batch_size": 32}},
-    "full": {"train": {"epochs": 3, "max_length": 128, "lr": 5e-5, "batch_size": 32, "eval_every": 320}},
+    "default": {"train": {"epochs": 1, "max_length": 64, "lr": 1e-4, "batch_size": 32}, "student_steps": 160,
+                "wid_steps": 120, "data": {}, "rounds": 3},
+    "quick": {"train": {"max_steps": 60, "max_length": 48, "lr": 1e-4, "batch_size": 32}, "student_steps": 24,
+              "wid_steps": 16, "data": {"max_eval_examples": 256}, "rounds": 1},
+    "tiny": {"train": {"max_steps": 6, "max_length": 32, "lr": 1e-4, "batch_size": 16, "eval_batch_size": 32},
+             "student_steps": 4, "wid_steps": 4, "data": {"max_train_examples": 128, "max_eval_examples": 48}, "rounds": 1},
+    "full": {"train": {"epochs": 3, "max_length": 128, "lr": 5e-5, "batch_size": 32}, "student_steps": None,
+             "wid_steps": None, "data": {}, "rounds": 3},
 }
-# WID students cost ~1.8 teacher steps per step (the compactor products): fewer steps in the demo
-DEMO_WID_STEPS = {"default": 200, "quick": 40, "full": None}
 
 
-def demo(preset: str = "default", backend: str = "numba", output_dir: str = "runs/demo") -> int:
-    """Fine-tune the real MiniLM-L6 teacher on rotten_tomatoes, distil it into a 2-layer
-    student (teacher layers 0 and 1, soft KD at T = 2: the best row measured by
-    ``benchmarks/distill_table.py``) and into a WID student pruned to half width and folded
-    into a plain BERT, and print the table."""
+def demo_plan(preset: str, backend: str, output_dir: str) -> list:
+    """The demo's steps: ``(name, label, kind, config)``; kind is ``finetune`` or ``distill``.
+
+    Every step writes a folder under ``output_dir``; its ``metrics.json`` is written last, so a
+    folder with one is a finished artefact and a re-run skips it (if its config is unchanged)."""
     from .config import from_dict
 
-    train_cfg = DEMO_PRESETS[preset]["train"]
-    cfg = from_dict(FinetuneConfig, {**DEMO_PRESETS[preset], "model": {"path": "minilm-l6", "backend": backend},
-                                     "data": {"task": "rotten_tomatoes"}, "output_dir": f"{output_dir}/teacher"})
-    print(f"minidistill demo ({preset} preset; --quick for a few minutes, --full for 3 epochs at length 128)")
+    p = DEMO_PRESETS[preset]
+    base = dict(p["train"])
+    data = {"task": "rotten_tomatoes", **p["data"]}
+    teacher_dir = f"{output_dir}/teacher"
+    steps = p["student_steps"]
+    student_train = {**{k: v for k, v in base.items() if k not in ("epochs", "max_steps")}, "lr": 2e-4,
+                     **({"max_steps": steps} if steps else {"epochs": 2})}
+    wid_train = {**student_train, **({"max_steps": p["wid_steps"]} if p["wid_steps"] else {})}
+    plan = [("teacher", "MiniLM-L6 teacher (fine-tuned)", "finetune", from_dict(FinetuneConfig, {
+        "train": base, "model": {"path": "minilm-l6", "backend": backend}, "data": data, "output_dir": teacher_dir}))]
+
+    def distill_cfg(name, student, objectives, train=None, recipe="single", cache=False):
+        return from_dict(DistillConfig, {
+            "teacher": {"path": teacher_dir, "backend": backend}, "student": student, "objectives": objectives,
+            "data": data, "train": train or student_train, "recipe": recipe, "output_dir": f"{output_dir}/{name}",
+            "cache_dir": f"{output_dir}/cache/logits" if cache else None})
+
+    plan += [
+        ("kd-attention-2l", "2-layer KD + attention KL", "distill", distill_cfg(
+            "kd-attention-2l", {"kind": "transformer", "num_layers": 2, "init": "lower"},
+            {"soft_kd": 1.0, "temperature": 2.0, "attention_kl": 1.0})),
+        ("bilstm", "XtremeDistil BiLSTM (staged)", "distill", distill_cfg(
+            "bilstm", {"kind": "bilstm", "lstm_hidden_size": 128, "embedding_size": 64},
+            {"soft_kd": 1.0, "temperature": 2.0}, train={**student_train, "lr": 2e-3}, recipe="xtremedistil")),
+        ("wid-192", "WID half width, folded", "distill", distill_cfg(
+            "wid-192", {"kind": "wid", "hidden_size": 192, "num_attention_heads": 6, "intermediate_size": 768},
+            {"soft_kd": 1.0, "temperature": 2.0}, train=wid_train, cache=True)),
+        ("theseus-2l", "BERT-of-Theseus 2 layers, folded", "distill", distill_cfg(
+            "theseus-2l", {"kind": "theseus", "num_layers": 2}, {"soft_kd": 1.0, "temperature": 2.0}, cache=True)),
+        ("minialbert", "MiniALBERT E 128, 6 repeats", "distill", distill_cfg(
+            "minialbert", {"kind": "minialbert", "embedding_size": 128},
+            {"soft_kd": 5.0, "temperature": 1.0, "attention_kl": 3.0, "hidden_cosine": 3.0})),
+        ("compacter", "Compacter-tuned MiniLM-L6", "finetune", from_dict(FinetuneConfig, {
+            "train": {**student_train, "lr": 3e-3}, "model": {"path": "minilm-l6", "backend": backend}, "data": data,
+            "adapters": "compacter", "output_dir": f"{output_dir}/compacter"})),
+    ]
+    return plan
+
+
+def _finished(cfg) -> bool:
+    """A step's folder holds a finished model made with this very config."""
+    path = Path(cfg.output_dir) / "metrics.json"
+    try:
+        return json.loads(path.read_text())["config"] == json.loads(json.dumps(to_dict(cfg)))
+    except (OSError, KeyError, ValueError, TypeError):
+        return False
+
+
+def demo(preset: str = "default", backend: str = "numba", output_dir: str = "runs/demo", fresh: bool = False) -> int:
+    """The tour: fine-tune the real MiniLM-L6 teacher on rotten_tomatoes (or reuse it), build
+    one student per method (KD with attention transfer, XtremeDistil BiLSTM, WID folded,
+    Theseus folded, MiniALBERT, a Compacter-tuned teacher), save each in HF format, and print
+    and plot the compression report. Interrupted, it keeps every finished model; the same
+    command continues where it stopped."""
+    from .report import report
+
+    if preset not in DEMO_PRESETS:
+        raise ConfigError(f"demo preset must be one of {sorted(DEMO_PRESETS)}, got {preset!r}")
+    plan = demo_plan(preset, backend, output_dir)
+    print(f"minidistill demo ({preset} preset; --quick for about 3 minutes, --full for the long run); "
+          f"models go to {output_dir}/")
     start = time.perf_counter()
-    teacher = finetune(cfg)
-    student_cfg = from_dict(DistillConfig, {
-        "teacher": {"path": teacher["output_dir"], "backend": backend},
-        "student": {"kind": "transformer", "num_layers": 2, "init": "lower"},
-        "objectives": {"soft_kd": 1.0, "temperature": 2.0},
-        "data": {"task": "rotten_tomatoes"},
-        "train": {**train_cfg, "lr": 2e-4},
-        "output_dir": f"{output_dir}/student-2l"})
-    student = distill_run(student_cfg)
-    wid_train = {**train_cfg, "lr": 2e-4}
-    if DEMO_WID_STEPS[preset]:
-        wid_train = {**{k: v for k, v in wid_train.items() if k != "epochs"}, "max_steps": DEMO_WID_STEPS[preset]}
-    wid_cfg = from_dict(DistillConfig, {
-        "teacher": {"path": teacher["output_dir"], "backend": backend},
-        "student": {"kind": "wid", "hidden_size": 192, "num_attention_heads": 6, "intermediate_size": 768},
-        "objectives": {"soft_kd": 1.0, "temperature": 2.0},
-        "data": {"task": "rotten_tomatoes"},
-        "train": wid_train,
-        "output_dir": f"{output_dir}/student-wid-192"})
-    wid = distill_run(wid_cfg)
+    try:
+        for name, label, kind, cfg in plan:
+            if not fresh and _finished(cfg):
+                print(f"== {label}: done before, reusing {cfg.output_dir}")
+                continue
+            print(f"== {label}")
+            (finetune if kind == "finetune" else distill_run)(cfg)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: every finished model is kept under {output_dir}/; run the same command to continue",
+              file=sys.stderr)
+        return 130
+    from .data import Tokenizer
+
+    p = DEMO_PRESETS[preset]
+    _, _, test = load_splits(plan[0][3].data)
+    teacher_dir = plan[0][3].output_dir
+    students = {name: load_classifier(cfg.output_dir) for name, _, _, cfg in plan[1:]}
+    rep = report(students, teacher=load_classifier(teacher_dir), data=test, tokenizer=Tokenizer.from_pretrained(teacher_dir),
+                 max_length=plan[0][3].train.max_length, rounds=p["rounds"],
+                 folders={name: cfg.output_dir for name, _, _, cfg in plan}, fold_check=False)
+    labels = {name: label for name, label, _, _ in plan}
+    for r in rep.rows:
+        r["label"] = labels[r["name"]]
     print()
-    print_table([{**teacher, "name": "MiniLM-L6 teacher (fine-tuned)"},
-                 {**student, "name": "2-layer student (KD)"},
-                 {**wid, "name": "WID half width, folded"}])
-    print(f"\nsaved to {teacher['output_dir']}, {student['output_dir']} and {wid['output_dir']} "
-          "(HF format; transformers loads them)")
-    print(f"wall time {time.perf_counter() - start:.0f} s")
+    print(rep.to_text())
+    rep.save_json(Path(output_dir) / "report.json")
+    try:
+        print(f"plot: {rep.plot(Path(output_dir) / 'report.png')}")
+    except ImportError:
+        print("(install matplotlib for the plot)")
+    print(f"saved under {output_dir}/ (HF format; transformers loads the BERT ones); wall time "
+          f"{time.perf_counter() - start:.0f} s")
     return 0
 
 
@@ -627,8 +697,10 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser("demo", help="fine-tune the real MiniLM-L6 teacher on rotten_tomatoes")
     size = p_demo.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="about 2 minutes on 2 cores")
-    size.add_argument("--full", action="store_true", help="3 epochs at length 128")
+    size.add_argument("--quick", action="store_true", help="about 3 minutes on 2 cores")
+    size.add_argument("--full", action="store_true", help="every model trained for epochs, length 128")
+    size.add_argument("--tiny", action="store_true", help="a smoke run in well under a minute (CI)")
+    p_demo.add_argument("--fresh", action="store_true", help="redo every step, even finished ones")
     p_demo.add_argument("--backend", default="numba", help="numpy, numba, torch or torch:cuda")
     p_demo.add_argument("--output-dir", default="runs/demo")
     p_ft = sub.add_parser("finetune", help="fine-tune a BERT on a task (config + --section.key=value overrides)")
@@ -689,7 +761,8 @@ def main(argv=None) -> int:
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "demo":
-            return demo("quick" if args.quick else "full" if args.full else "default", args.backend, args.output_dir)
+            preset = "quick" if args.quick else "full" if args.full else "tiny" if args.tiny else "default"
+            return demo(preset, args.backend, args.output_dir, args.fresh)
         if args.command == "predict":
             return predict_cmd(args.model_dir, args.text)
         if args.command == "course":
@@ -697,7 +770,7 @@ def main(argv=None) -> int:
         if args.command == "report":
             return report_cmd(args)
         return info(args.model_dir, args.seq_len)
-    except (ConfigError, course.CourseError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as e:
+    except (ConfigError, course.CourseError, FloatingPointError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as e:
         print(f"minidistill: error: {e}", file=sys.stderr)
         return 2
 

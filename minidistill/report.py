@@ -131,6 +131,22 @@ def trained_fraction_of(model) -> float | None:
             p.requires_grad = f
 
 
+def _recorded_fraction(folder, model) -> float | None:
+    """The trained fraction a saved run recorded (``metrics.json``: ``trained_parameters``);
+    without a record, what adapter-only training would update (None without adapters)."""
+    if folder is not None and (Path(folder) / "metrics.json").is_file():
+        try:
+            rec = json.loads((Path(folder) / "metrics.json").read_text())
+            if rec.get("adapters", "none") == "none" and "trained_parameters" not in rec:
+                return None
+            if "trained_parameters" in rec and rec.get("adapters", "none") != "none":
+                return rec["trained_parameters"] / model.num_parameters()
+            return None
+        except (OSError, ValueError, TypeError, KeyError):
+            pass
+    return trained_fraction_of(model)
+
+
 def _fold_residual(model, batch) -> float | None:
     """max |logits(fold(model)) − logits(model)| on ``batch``; None when nothing folds."""
     from .compress.fold import fold
@@ -225,7 +241,8 @@ def report(students, teacher=None, data=None, tokenizer=None, split: str = "test
         row = {"name": name, "kind": type(m).__name__, "unique_parameters": st["unique_parameters"],
                "executed_parameters": st["executed_parameters"],
                "mflops_per_token": None if st["flops_per_token"] is None else st["flops_per_token"] / 1e6,
-               "disk_mb": _disk_bytes(m, folders.get(name)) / 1e6, "trained_fraction": trained_fraction_of(m),
+               "disk_mb": _disk_bytes(m, folders.get(name)) / 1e6,
+               "trained_fraction": _recorded_fraction(folders.get(name), m),
                **speed.get(name, {"seq_per_s": None, "latency_ms": None})}
         if data is not None:
             row["accuracy"] = evaluate(m, tokenizer, data, 64, max_length)["accuracy"]

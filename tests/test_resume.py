@@ -107,3 +107,29 @@ def test_resume_refuses_another_architecture(tmp_path, minilm_path):
         Trainer(other, t.tokenizer, t.train_data, None, TrainConfig(progress=False)).resume(tmp_path / "c")
     with pytest.raises(CheckpointError, match="no training checkpoint"):
         t.resume(tmp_path / "empty_dir_that_has_nothing")
+
+
+def test_a_nan_loss_stops_before_the_update_and_names_the_last_checkpoint(tmp_path, minilm_path):
+    """NaN at step 7: the run stops with the step and the step-5 checkpoint in the message, and
+    the parameters are those after step 6 (the bad step never touched them)."""
+    ns: dict = {}
+    exec(compile(SCRIPT.split('if __name__ == "__main__":')[0], "<script>", "exec"), ns)
+    trainer = ns["build"](str(tmp_path / "ckpt"), None)
+    base = trainer.compute_loss
+    seen = {}
+
+    def loss(model, batch):
+        out = base(model, batch)
+        if trainer.state.step == 6:
+            seen["before"] = {n: p.numpy().copy() for n, p in model.named_parameters()}
+            return out * float("nan")
+        return out
+
+    trainer.compute_loss = loss
+    with pytest.raises(FloatingPointError) as e:
+        trainer.train()
+    msg = str(e.value)
+    assert "step 7" in msg and "nan" in msg
+    assert f"last good checkpoint is {tmp_path / 'ckpt' / 'step-00000005'};" in msg
+    for n, p in trainer.model.named_parameters():
+        np.testing.assert_array_equal(p.numpy(), seen["before"][n])

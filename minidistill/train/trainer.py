@@ -146,6 +146,17 @@ class Trainer:
         self._best_state = None
         self.last_loss = float("nan")
 
+    def _non_finite_message(self, value: float, step: int) -> str:
+        """What to say when the loss is NaN or infinite: the step and the last good checkpoint."""
+        where = "no checkpoint was written (set train.checkpoint_dir and train.checkpoint_every to keep some)"
+        if self.config.checkpoint_dir:
+            try:
+                where = f"the last good checkpoint is {latest_checkpoint(self.config.checkpoint_dir)}"
+            except (FileNotFoundError, ValueError):
+                where = f"no checkpoint in {self.config.checkpoint_dir} yet"
+        return (f"the loss became {value} at step {step} (epoch {self.state.epoch}); the run stopped before "
+                f"updating the parameters; {where}; lower train.lr or check the data")
+
     # ---------------------------------------------------------------- events
     def add_callback(self, event: str, fn) -> None:
         """Call ``fn(trainer)`` on ``event`` (one of :attr:`EVENTS`)."""
@@ -182,6 +193,9 @@ class Trainer:
                     if getattr(self.model, "compact_state", None) is not None:
                         self.model.compact_state.step = st.step  # P is drawn from the step: resumable
                     loss = self.compute_loss(self.model, batch)
+                    value = loss.item()
+                    if not math.isfinite(value):  # before backward: the parameters stay as they were
+                        raise FloatingPointError(self._non_finite_message(value, st.step + 1))
                     loss.backward()
                     params = list(self.optimizer.parameters())
                     grad_norm = clip_grad_norm(params, cfg.max_grad_norm) if cfg.max_grad_norm else None
@@ -192,9 +206,7 @@ class Trainer:
                     self.model.zero_grad()
                     st.step += 1
                     st.batch_in_epoch += 1
-                    self.last_loss = loss.item()
-                    if not math.isfinite(self.last_loss):
-                        raise FloatingPointError(f"the loss became {self.last_loss} at step {st.step}; lower train.lr")
+                    self.last_loss = value
                     seconds = time.perf_counter() - start
                     n = len(batch["input_ids"])
                     record = {"step": st.step, "epoch": st.epoch, "loss": self.last_loss, "lr": lr,
