@@ -485,6 +485,17 @@ def demo_plan(preset: str, backend: str, output_dir: str) -> list:
     return plan
 
 
+def _recorded_test_accuracies(plan) -> dict:
+    """Test accuracies the steps recorded in their ``metrics.json`` (measured on the same split)."""
+    out = {}
+    for name, _, _, cfg in plan:
+        try:
+            out[name] = json.loads((Path(cfg.output_dir) / "metrics.json").read_text())["test"]["accuracy"]
+        except (OSError, KeyError, ValueError, TypeError):
+            pass
+    return out
+
+
 def _finished(cfg) -> bool:
     """A step's folder holds a finished model made with this very config."""
     path = Path(cfg.output_dir) / "metrics.json"
@@ -527,7 +538,8 @@ def demo(preset: str = "default", backend: str = "numba", output_dir: str = "run
     students = {name: load_classifier(cfg.output_dir) for name, _, _, cfg in plan[1:]}
     rep = report(students, teacher=load_classifier(teacher_dir), data=test, tokenizer=Tokenizer.from_pretrained(teacher_dir),
                  max_length=plan[0][3].train.max_length, rounds=p["rounds"],
-                 folders={name: cfg.output_dir for name, _, _, cfg in plan}, fold_check=False)
+                 folders={name: cfg.output_dir for name, _, _, cfg in plan}, fold_check=False,
+                 accuracies=_recorded_test_accuracies(plan))
     labels = {name: label for name, label, _, _ in plan}
     for r in rep.rows:
         r["label"] = labels[r["name"]]

@@ -197,7 +197,8 @@ def _speed(models: dict, tok, data, max_length: int, rounds: int) -> dict:
 
 
 def report(students, teacher=None, data=None, tokenizer=None, split: str = "test", max_length: int = 128,
-           rounds: int = 3, speed_examples: int = 256, folders: dict | None = None, fold_check: bool = True) -> Report:
+           rounds: int = 3, speed_examples: int = 256, folders: dict | None = None, fold_check: bool = True,
+           accuracies: dict | None = None) -> Report:
     """Measure ``students`` (a model, or a dict name → model) beside ``teacher``.
 
     Args:
@@ -212,6 +213,8 @@ def report(students, teacher=None, data=None, tokenizer=None, split: str = "test
         folders: name → saved folder, to read the size on disk instead of writing a copy.
         fold_check: fold each model (PHM adapters, WID, MiniALBERT unrolled …) and report the
             largest logit difference.
+        accuracies: name → accuracy already measured on ``data`` (e.g. from a run's
+            ``metrics.json``), used instead of evaluating again.
 
     Returns:
         A :class:`Report`.
@@ -244,7 +247,9 @@ def report(students, teacher=None, data=None, tokenizer=None, split: str = "test
                "disk_mb": _disk_bytes(m, folders.get(name)) / 1e6,
                "trained_fraction": _recorded_fraction(folders.get(name), m),
                **speed.get(name, {"seq_per_s": None, "latency_ms": None})}
-        if data is not None:
+        if accuracies and name in accuracies:
+            row["accuracy"] = accuracies[name]
+        elif data is not None:
             row["accuracy"] = evaluate(m, tokenizer, data, 64, max_length)["accuracy"]
         row["fold_residual"] = _fold_residual(m, probe) if fold_check and probe is not None and name != "teacher" else None
         rows.append(row)
