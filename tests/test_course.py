@@ -165,3 +165,15 @@ def test_a_hanging_task_is_cut_off(tmp_path_factory):
     _solve(copy, "5.2", "while True:\n    pass")
     res = course.grade(copy, timeout=15, tasks=["5.2"])
     assert res["tasks"][0]["status"] == "timeout" and res["score"] == 0
+
+
+@pytest.mark.slow
+def test_module2_tests_pass_as_plain_python_for_debugging():
+    """``NUMBA_DISABLE_JIT=1`` runs the kernels as Python (print and pdb work): the module-2
+    tests still pass on the library that way."""
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m",
+                          "task2_1 or task2_2 or task2_3 or task2_4", "tests/course/test_module2.py"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:]
+    assert "11 passed" in res.stdout
