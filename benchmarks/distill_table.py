@@ -58,6 +58,8 @@ def runs(epochs: int, bilstm_epochs: int, max_length: int, cache_dir: str | None
                           replace(kd, objectives=ObjectivesSection(soft_kd=1.0, temperature=1.0)))
     out["kd-lower-lr1e4"] = ("2L vanilla KD, init lower (0,1), lr 1e-4",
                              replace(kd, train=replace(kd.train, lr=1e-4)))
+    out["kd-lower-task"] = ("2L soft KD + cross-entropy on the labels (weight 1), init lower (0,1)",
+                            replace(kd, objectives=ObjectivesSection(soft_kd=1.0, temperature=2.0, task=1.0)))
     out["kd-lower-aug"] = ("2L vanilla KD, init lower (0,1), transfer = train + 1 augmented copy",
                            replace(kd, transfer=TransferSection(augment_copies=1, p_mask=0.1, p_replace=0.1)))
     stage = TrainConfig(lr=2e-3, epochs=bilstm_epochs, max_length=max_length, batch_size=32, warmup_ratio=0.05,

@@ -110,19 +110,15 @@ class CompActLinear(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias=None, residual=None, proj: LayerProjection = None, param=None):
+        from ..core.functions import linear_forward_2d
+
         ops = ctx.ops
-        d_out, d_in = weight.shape
-        if x.shape[-1] != d_in:
-            raise ValueError(f"linear: input width {x.shape[-1]} does not match weight {tuple(weight.shape)} (out, in)")
-        lead = tuple(x.shape[:-1])
-        x2 = ops.reshape(x, (-1, d_in))  # (N, in)
-        r2 = None if residual is None else ops.reshape(residual, (-1, d_out))  # (N, out)
-        y = ops.linear_forward(x2, weight, bias, r2)  # (N, out)
+        x2, y = linear_forward_2d(ctx, x, weight, bias, residual)  # x2 (N, in), y (..., out)
         ctx.step = proj.controller.step
         z = ops.matmul(x2, proj.matrix(ops, ops.dtype(x2), ctx.step)) if ctx.needs_input_grad[1] else None  # (N, r)
-        ctx.save(z, weight)
-        ctx.lead, ctx.proj, ctx.param = lead, proj, param
-        return ops.reshape(y, lead + (d_out,))
+        ctx.save(z, weight)  # x2 is not kept: it is freed once the layer's caller lets go of x
+        ctx.proj, ctx.param = proj, param
+        return y
 
     @staticmethod
     def backward(ctx, g):

@@ -370,17 +370,9 @@ class Linear(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias=None, residual=None):
-        ops = ctx.ops
-        d_in, d_out = weight.shape[1], weight.shape[0]
-        if x.shape[-1] != d_in:
-            raise ValueError(f"linear: input width {x.shape[-1]} does not match weight {tuple(weight.shape)} (out, in)")
-        lead = tuple(x.shape[:-1])
-        x2 = ops.reshape(x, (-1, d_in))  # (N, in)
-        r2 = None if residual is None else ops.reshape(residual, (-1, d_out))  # (N, out)
-        y = ops.linear_forward(x2, weight, bias, r2)  # (N, out)
+        x2, y = linear_forward_2d(ctx, x, weight, bias, residual)
         ctx.save(x2, weight)
-        ctx.lead = lead
-        return ops.reshape(y, lead + (d_out,))
+        return y
 
     @staticmethod
     def backward(ctx, g):
@@ -396,6 +388,21 @@ class Linear(Function):
         dr = g if len(need) > 3 and need[3] else None
         return dx, dw, db, dr
         # END TASK 1.1
+
+
+def linear_forward_2d(ctx, x, weight, bias=None, residual=None):
+    """The shared forward of the linear Functions: checks the width, runs ``x Wᵀ + b (+ r)``
+    on rows and sets ``ctx.lead``; returns ``(x2 (N, in), y (..., out))``."""
+    ops = ctx.ops
+    d_in, d_out = weight.shape[1], weight.shape[0]
+    if x.shape[-1] != d_in:
+        raise ValueError(f"linear: input width {x.shape[-1]} does not match weight {tuple(weight.shape)} (out, in)")
+    lead = tuple(x.shape[:-1])
+    x2 = ops.reshape(x, (-1, d_in))  # (N, in)
+    r2 = None if residual is None else ops.reshape(residual, (-1, d_out))  # (N, out)
+    y = ops.linear_forward(x2, weight, bias, r2)  # (N, out)
+    ctx.lead = lead
+    return x2, ops.reshape(y, lead + (d_out,))
 
 
 def matmul(a, b) -> Tensor:
