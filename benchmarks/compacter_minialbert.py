@@ -50,9 +50,9 @@ def distill_rows(epochs: int, max_length: int, cache_dir: str) -> dict:
     recipe = ObjectivesSection(soft_kd=5.0, temperature=1.0, attention_kl=3.0, hidden_cosine=3.0)
     train = TrainConfig(lr=2e-4, epochs=epochs, max_length=max_length, batch_size=32, progress=False)
     out = {}
-    for name, kind in (("minialbert", "dense"), ("minialbert-phm", "phm")):
-        out[name] = (f"MiniALBERT E 128, 6 × shared layer, {kind} adapters /16, original recipe, {epochs} epochs",
-                     DistillConfig(student=StudentSection(kind="minialbert", embedding_size=128, repeats=6,
+    for name, kind, e in (("minialbert", "dense", 128), ("minialbert-phm", "phm", 128), ("minialbert-e96", "dense", 96)):
+        out[name] = (f"MiniALBERT E {e}, 6 × shared layer, {kind} adapters /16, original recipe, {epochs} epochs",
+                     DistillConfig(student=StudentSection(kind="minialbert", embedding_size=e, repeats=6,
                                                           adapter_reduction=16, adapter_kind=kind),
                                    objectives=recipe, train=train, data=DataSection(task="rotten_tomatoes"),
                                    cache_dir=cache_dir))
@@ -84,6 +84,8 @@ def main() -> None:
         base, _, ep = n.partition("@")
         if ep and base in ft:
             ft[n] = finetune_rows(int(ep), args.max_length)[base]
+        elif ep and base in di:
+            di[n] = distill_rows(int(ep), args.max_length, f"{args.out}/cache")[base]
     unknown = [n for n in names if n not in ft and n not in di]
     if unknown:
         raise SystemExit(f"unknown run(s) {unknown}; choose from {', '.join([*ft, *di])}")
