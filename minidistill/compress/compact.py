@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.tensor import Function, Tensor, is_grad_enabled
+from ..core.tensor import Function, Tensor
 
 VARIANTS = ("compressed", "unbiased")
 PROJECTIONS = ("gaussian", "orthogonal")
@@ -222,11 +222,6 @@ def disable_compact(model) -> None:
         module.weight.compact = None
         module.weight.compact_grad = None
     model.compact_state = None
-
-
-def uses_compact(module) -> bool:
-    """True when ``module``'s forward should take the CompAct path (training with gradients)."""
-    return getattr(module, "compact", None) is not None and module.training and is_grad_enabled()
 
 
 def saved_activation_bytes(output: Tensor, exclude=()) -> dict:
