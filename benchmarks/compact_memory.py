@@ -48,11 +48,26 @@ def step_memory(model, batch, rank: int | None) -> dict:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         linear = tape["by_op"].get("Linear", 0) + tape["by_op"].get("CompActLinear", 0)
-        return {"tape": tape["total"], "tape_linear": linear, "peak": peak}
+        return {"tape": tape["total"], "tape_linear": linear, "peak": peak, "optimizer": _adam_state_bytes(model)}
     finally:
         model.zero_grad()
         if rank:
             disable_compact(model)
+
+
+def _adam_state_bytes(model) -> int:
+    """Bytes of AdamW's moments after one step on the gradients just computed (CompAct's
+    compressed weights keep theirs in d_out × r); the weights are restored afterwards."""
+    from minidistill.train import AdamW
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    saved = [p.data.copy() for p in params]
+    opt = AdamW(params, lr=1e-4)
+    opt.step()
+    total = sum(int(a.nbytes) for st in opt.state.values() for a in st.values())
+    for p, d in zip(params, saved):
+        p.data[...] = d
+    return total
 
 
 def memory_table(ranks, rounds: int = 3) -> list[dict]:
@@ -71,7 +86,7 @@ def memory_table(ranks, rounds: int = 3) -> list[dict]:
             samples[c].append(step_memory(model, batch, c))
     rows = []
     for c in configs:
-        med = {k: statistics.median(s[k] for s in samples[c]) for k in ("tape", "tape_linear", "peak")}
+        med = {k: statistics.median(s[k] for s in samples[c]) for k in ("tape", "tape_linear", "peak", "optimizer")}
         rows.append({"rank": c, **med})
     base = rows[0]
     for r in rows:
@@ -107,8 +122,8 @@ def lines(mem: list[dict], acc: dict, meta: dict) -> list[str]:
            "rounds, medians. Accuracy: fine-tuning the pretrained MiniLM-L6 with the teacher's recipe "
            f"({meta['epochs']} epochs, lr 1e-4, batch 32, length 64), CompAct's compressed variant (scale 2, gap 500), "
            "the attention output projection uncompressed.", "",
-           "| activations | tape | in Linear | peak | tape vs full | peak vs full | dev acc | test acc | wall |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| activations | tape | in Linear | peak | Adam state | tape vs full | peak vs full | dev acc | test acc | wall |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in mem:
         key = "full" if r["rank"] is None else f"rank{r['rank']}"
         a = acc.get(key, {})
@@ -117,6 +132,7 @@ def lines(mem: list[dict], acc: dict, meta: dict) -> list[str]:
         test = f"{a['test']:.4f}" if "test" in a else "—"
         wall = f"{a['wall_s']:.0f} s" if "wall_s" in a else "—"
         out.append(f"| {name} | {r['tape'] / 2**20:.1f} MiB | {r['tape_linear'] / 2**20:.1f} MiB | {r['peak'] / 2**20:.1f} MiB "
+                   f"| {r['optimizer'] / 2**20:.1f} MiB "
                    f"| {100 * r['tape_ratio']:.0f}% | {100 * r['peak_ratio']:.0f}% | {dev} | {test} | {wall} |")
     return out + [""]
 
