@@ -87,6 +87,8 @@ class Report:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for ax, key, label in ((axes[0], "unique_parameters", "unique parameters (M)"), (axes[1], "seq_per_s", "sequences / s")):
             for r in rows:
+                if r.get(key) is None:  # not timed (no tokenizer): no point on the speed panel
+                    continue
                 x = r[key] / 1e6 if key == "unique_parameters" else r[key]
                 teacher = r["name"] == self.teacher
                 ax.scatter([x], [r["accuracy"]], marker="*" if teacher else "o", s=160 if teacher else 40,
@@ -98,9 +100,12 @@ class Report:
             ax.grid(alpha=0.3)
         fig.suptitle("★ teacher", x=0.02, ha="left", fontsize=9, color="crimson")
         fig.tight_layout()
+        from .models.io import atomic_path
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
+        with atomic_path(path) as tmp:  # an old plot survives a failed write
+            fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
         plt.close(fig)
         return path
 
@@ -137,13 +142,11 @@ def _recorded_fraction(folder, model) -> float | None:
     if folder is not None and (Path(folder) / "metrics.json").is_file():
         try:
             rec = json.loads((Path(folder) / "metrics.json").read_text())
-            if rec.get("adapters", "none") == "none" and "trained_parameters" not in rec:
-                return None
-            if "trained_parameters" in rec and rec.get("adapters", "none") != "none":
-                return rec["trained_parameters"] / model.num_parameters()
-            return None
-        except (OSError, ValueError, TypeError, KeyError):
-            pass
+        except (OSError, ValueError):
+            rec = None
+        if isinstance(rec, dict):  # a run's record: only adapter runs trained a fraction
+            adapters = rec.get("adapters", "none") not in (None, "none") and "trained_parameters" in rec
+            return rec["trained_parameters"] / model.num_parameters() if adapters else None
     return trained_fraction_of(model)
 
 
