@@ -425,7 +425,7 @@ def print_table(rows: list[dict], metric: str = "accuracy") -> None:
 
 
 # One student per method. Times for 2 CPU cores, numba backend (see benchmarks/RESULTS.md for
-# the measured step costs): the default preset takes 18 minutes (measured), --quick about 5, --tiny
+# the measured step costs): the default preset takes 18 minutes (measured), --quick about 4, --tiny
 # (CI) well under one; --full trains every model for 2-3 epochs at length 128.
 DEMO_PRESETS = {
     "default": {"train": {"epochs": 1, "max_length": 64, "lr": 1e-4, "batch_size": 32}, "student_steps": 160,
@@ -517,7 +517,7 @@ def demo(preset: str = "default", backend: str = "numba", output_dir: str = "run
     if preset not in DEMO_PRESETS:
         raise ConfigError(f"demo preset must be one of {sorted(DEMO_PRESETS)}, got {preset!r}")
     plan = demo_plan(preset, backend, output_dir)
-    print(f"minidistill demo ({preset} preset; --quick for about 5 minutes, --full for the long run); "
+    print(f"minidistill demo ({preset} preset; --quick for about 4 minutes, --full for the long run); "
           f"models go to {output_dir}/")
     start = time.perf_counter()
     try:
@@ -710,7 +710,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser("demo", help="fine-tune the real MiniLM-L6 teacher on rotten_tomatoes")
     size = p_demo.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="about 5 minutes on 2 cores")
+    size.add_argument("--quick", action="store_true", help="about 4 minutes on 2 cores")
     size.add_argument("--full", action="store_true", help="every model trained for epochs, length 128")
     size.add_argument("--tiny", action="store_true", help="a smoke run in well under a minute (CI)")
     p_demo.add_argument("--fresh", action="store_true", help="redo every step, even finished ones")
