@@ -622,7 +622,7 @@ def info(model_dir: str, seq_len: int = 128) -> int:
     per token, and for adapters the fraction of parameters adapter-only training trains."""
     from .models.bilstm import BiLSTMStudent
     from .models.stats import model_stats
-    from .nn.adapters import train_adapters_only
+    from .report import trained_fraction_of
 
     model = load_classifier(model_dir)
     cfg = model.config
@@ -640,9 +640,9 @@ def info(model_dir: str, seq_len: int = 128) -> int:
     print(f"FLOPs per token (forward, sequence length {seq_len}): {st['flops_per_token']:,}")
     if st["adapter_parameters"]:
         total = st["unique_parameters"]
-        trained = train_adapters_only(model).num_parameters(trainable_only=True)
+        fraction = trained_fraction_of(model)
         print(f"adapters: {st['adapter_parameters']:,} parameters ({st['adapter_parameters'] / total:.3%} of the model); "
-              f"adapter-only training trains {trained:,} ({trained / total:.3%}) with the LayerNorms and the task head")
+              f"adapter-only training trains {round(fraction * total):,} ({fraction:.3%}) with the LayerNorms and the task head")
     return 0
 
 

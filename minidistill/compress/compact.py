@@ -170,10 +170,6 @@ class CompAct:
         """One optimiser step done: the next forward may use a new P."""
         self.step += 1
 
-    def projection(self, param):
-        """The :class:`LayerProjection` of a compressed weight, or None."""
-        return getattr(param, "compact", None)
-
     def saved_bytes_per_token(self, itemsize: int = 4) -> dict:
         """Bytes the compressed layers keep per token for backward: CompAct vs the plain input."""
         plain = sum(m.in_features for _, m in self.layers) * itemsize

@@ -75,7 +75,7 @@ def _run_task(copy: Path, marker: str, timeout: float) -> dict:
             if bad is None:
                 passed += 1
             elif not first_failure:
-                first_failure = (bad.get("message") or "").strip().splitlines()[0][:160] if bad.get("message") else "failed"
+                first_failure = ((bad.get("message") or "").strip().splitlines() or ["failed"])[0][:160]
         status = "passed" if collected and passed == collected else "no tests" if not collected else "failed"
         return {"status": status, "passed": passed, "collected": collected, "seconds": seconds,
                 "detail": first_failure}
