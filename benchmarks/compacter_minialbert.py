@@ -18,12 +18,13 @@ Writes ``benchmarks/results/compacter_minialbert.json`` and the block between th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from minidistill.cli import (DataSection, DistillConfig, FinetuneConfig, ModelSection, ObjectivesSection,
-                             StudentSection, finetune, load_classifier, load_splits)
+                             StudentSection, TransferSection, finetune, load_classifier, load_splits)
 from minidistill.data import Tokenizer
 from minidistill.models.stats import model_stats
 from minidistill.train import TrainConfig
@@ -37,9 +38,12 @@ RESULTS = HERE / "results" / "compacter_minialbert.json"
 def finetune_rows(epochs: int, max_length: int) -> dict:
     """name → (label, FinetuneConfig) for the adapter rows."""
     out = {}
-    for name, label in (("compacter", "Compacter (after attention and FFN)"), ("compacter++", "Compacter++ (after FFN)")):
+    for name, label, pooler in (("compacter", "Compacter (after attention and FFN)", False),
+                                ("compacter++", "Compacter++ (after FFN)", False),
+                                ("compacter-pooler", "Compacter (after attention and FFN) + trained pooler", True)):
         out[name] = (f"{label}, n = 4, reduction 32, lr 3e-3, {epochs} epochs", FinetuneConfig(
-            model=ModelSection(path="minilm-l6"), data=DataSection(task="rotten_tomatoes"), adapters=name,
+            model=ModelSection(path="minilm-l6"), data=DataSection(task="rotten_tomatoes"),
+            adapters=name.partition("-")[0], train_pooler=pooler,
             train=TrainConfig(lr=3e-3, epochs=epochs, max_length=max_length, batch_size=32, warmup_ratio=0.06,
                               progress=False)))
     return out
@@ -49,13 +53,19 @@ def distill_rows(epochs: int, max_length: int, cache_dir: str) -> dict:
     """name → (label, DistillConfig) for the MiniALBERT rows."""
     recipe = ObjectivesSection(soft_kd=5.0, temperature=1.0, attention_kl=3.0, hidden_cosine=3.0)
     train = TrainConfig(lr=2e-4, epochs=epochs, max_length=max_length, batch_size=32, progress=False)
+    with_labels = dataclasses.replace(recipe, task=1.0)
     out = {}
-    for name, kind, e in (("minialbert", "dense", 128), ("minialbert-phm", "phm", 128), ("minialbert-e96", "dense", 96)):
-        out[name] = (f"MiniALBERT E {e}, 6 × shared layer, {kind} adapters /16, original recipe, {epochs} epochs",
+    for name, kind, e, objectives, copies, extra in (
+            ("minialbert", "dense", 128, recipe, 0, ""),
+            ("minialbert-phm", "phm", 128, recipe, 0, ""),
+            ("minialbert-e96", "dense", 96, recipe, 0, ""),
+            ("minialbert-e96-task", "dense", 96, with_labels, 0, " + 1 · cross-entropy on the labels"),
+            ("minialbert-e96-aug", "dense", 96, recipe, 2, ", transfer set ×3 (2 masked/replaced copies)")):
+        out[name] = (f"MiniALBERT E {e}, 6 × shared layer, {kind} adapters /16, original recipe{extra}, {epochs} epochs",
                      DistillConfig(student=StudentSection(kind="minialbert", embedding_size=e, repeats=6,
                                                           adapter_reduction=16, adapter_kind=kind),
-                                   objectives=recipe, train=train, data=DataSection(task="rotten_tomatoes"),
-                                   cache_dir=cache_dir))
+                                   objectives=objectives, transfer=TransferSection(augment_copies=copies),
+                                   train=train, data=DataSection(task="rotten_tomatoes"), cache_dir=cache_dir))
     return out
 
 
@@ -157,7 +167,7 @@ def table(rows: list[dict]) -> list[str]:
     for r in rows:
         wall = "—" if r["wall_s"] != r["wall_s"] else f"{r['wall_s']:.0f} s"
         lines.append(f"| {r['label']} | {r['trained']:,} ({100 * r['trained_fraction']:.2f}%) | {r['unique'] / 1e6:.2f}M "
-                     f"({100 * r['unique_vs_teacher']:.0f}%) | {r['executed'] / 1e6:.2f}M | {r['dev']:.4f} | "
+                     f"({100 * r['unique_vs_teacher']:.1f}%) | {r['executed'] / 1e6:.2f}M | {r['dev']:.4f} | "
                      f"{r['test']:.4f} | {r['retention']:.1f}% | {r['seq_per_s']:.0f} | {r['speedup']:.2f}× | {wall} |")
     return lines
 

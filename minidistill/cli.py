@@ -68,6 +68,7 @@ class FinetuneConfig:
     adapters: str = "none"
     adapter_reduction: int | None = None  # default: 16 for dense adapters, 32 for Compacter
     phm_n: int = 4
+    train_pooler: bool = False  # adapters: also train BERT's pooler (a two-layer head)
 
 
 @dataclass
@@ -379,16 +380,20 @@ def _add_finetune_adapters(model, cfg: FinetuneConfig, announce) -> None:
         raise ConfigError(f"adapters must be none, houlsby, pfeiffer, compacter or compacter++, got {kind!r}")
     try:
         if kind in ("compacter", "compacter++"):
-            compacter(model, plus=kind == "compacter++", n=cfg.phm_n, reduction=cfg.adapter_reduction or 32)
+            compacter(model, plus=kind == "compacter++", n=cfg.phm_n, reduction=cfg.adapter_reduction or 32,
+                      pooler=cfg.train_pooler)
         elif kind in ("houlsby", "pfeiffer"):
             add_adapters(model, AdapterConfig(reduction=cfg.adapter_reduction or 16, placement=kind))
-            train_adapters_only(model)
+            train_adapters_only(model, pooler=cfg.train_pooler)
+        elif cfg.train_pooler:
+            raise ValueError("train_pooler is for adapter fine-tuning (full fine-tuning trains the pooler anyway)")
     except ValueError as e:
         raise ConfigError(f"adapters: {e}") from None
     if kind != "none":
         trained = model.num_parameters(trainable_only=True)
         announce(f"{kind}: training {trained:,} of {model.num_parameters():,} parameters "
-                 f"({trained / model.num_parameters():.3%}: adapters, LayerNorms, classifier)")
+                 f"({trained / model.num_parameters():.3%}: adapters, LayerNorms, "
+                 f"{'pooler and classifier' if cfg.train_pooler else 'classifier'})")
 
 
 def _evaluate_and_save(model, tok, dev, test, cfg, result: dict) -> dict:

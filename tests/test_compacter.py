@@ -125,14 +125,17 @@ def test_dense_adapters_start_as_identities_and_leave_the_model_unchanged(backen
     assert np.abs(model(IDS, MASK).logits.numpy() - before).max() > 1e-3
 
 
-def test_adapter_only_training_leaves_frozen_weights_bit_identical(minilm_path):
+@pytest.mark.parametrize("pooler", [False, True])
+def test_adapter_only_training_leaves_frozen_weights_bit_identical(minilm_path, pooler):
     tok = Tokenizer.from_pretrained(minilm_path)
     model = _bert(dtype="float32", vocab_size=tok.vocab_size, max_position_embeddings=32, num_labels=2)
-    compacter(model, n=4, reduction=4)
+    compacter(model, n=4, reduction=4, pooler=pooler)
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
     adapter_names = {n for n, _ in adapter_parameters(model)}
     assert adapter_names <= trained
-    assert trained - adapter_names == {n for n in trained if "LayerNorm" in n or n.startswith("classifier.")}
+    head = ("classifier.", "bert.pooler.") if pooler else ("classifier.",)
+    assert trained - adapter_names == {n for n, _ in model.named_parameters() if "LayerNorm" in n or n.startswith(head)}
+    assert pooler == ("bert.pooler.dense.weight" in trained)
     frozen_before = {n: p.numpy().copy() for n, p in model.named_parameters() if n not in trained}
     trained_before = {n: p.numpy().copy() for n, p in model.named_parameters() if n in trained}
     texts = [f"a {w} film, {v}" for w in ("fine", "dull", "great", "bad") for v in ("truly", "sadly", "oddly", "very")]
@@ -152,7 +155,14 @@ def test_adapter_only_training_leaves_frozen_weights_bit_identical(minilm_path):
             np.testing.assert_array_equal(p.numpy(), frozen_before[n])
     params = dict(model.named_parameters())
     assert all(np.abs(params[n].numpy() - v).max() > 0 for n, v in trained_before.items()
-               if "phm_rule" in n or "factor" in n)
+               if "phm_rule" in n or "factor" in n or "pooler" in n)
+
+
+def test_train_pooler_is_refused_where_it_means_nothing():
+    from minidistill.cli import ConfigError, FinetuneConfig, _add_finetune_adapters
+
+    with pytest.raises(ConfigError, match="train_pooler is for adapter fine-tuning"):
+        _add_finetune_adapters(_bert(), FinetuneConfig(adapters="none", train_pooler=True), print)
 
 
 def test_fold_turns_phm_layers_into_dense_ones_exactly(backend):

@@ -44,7 +44,7 @@ DEFAULT_LR = 3e-3
 
 
 def compacter(model: Module, plus: bool = False, n: int = DEFAULT_N, reduction: int = DEFAULT_REDUCTION,
-              layer_norms: bool = True, head: bool = True) -> Module:
+              layer_norms: bool = True, head: bool = True, pooler: bool = False) -> Module:
     """Insert Compacter (``plus=False``) or Compacter++ (``plus=True``) adapters into a BERT
     in place, freeze everything else, and return the model.
 
@@ -55,10 +55,11 @@ def compacter(model: Module, plus: bool = False, n: int = DEFAULT_N, reduction: 
         reduction: bottleneck k = hidden / reduction.
         layer_norms: also train the LayerNorms (as the original).
         head: also train the task head (as the original).
+        pooler: also train BERT's pooler (see :func:`~minidistill.nn.adapters.train_adapters_only`).
     """
     cfg = AdapterConfig(reduction=reduction, placement="pfeiffer" if plus else "houlsby", kind="phm", phm_n=n)
     add_adapters(model, cfg)
-    return train_adapters_only(model, layer_norms=layer_norms, head=head)
+    return train_adapters_only(model, layer_norms=layer_norms, head=head, pooler=pooler)
 
 
 def compacter_parameter_count(num_layers: int, hidden_size: int, reduction: int = DEFAULT_REDUCTION,
