@@ -41,6 +41,20 @@ def machine() -> str:
     return f"{platform.machine()} ({os.cpu_count()} cores), {md.backends.current_backend().name} backend"
 
 
+def paired_gap(model, teacher_correct, tok, data, max_length: int, resamples: int = 2000, seed: int = 0):
+    """Test-accuracy gap of ``model`` to the teacher in points, with a 95% paired-bootstrap
+    interval: both are scored on the same resampled sentences, so the interval reflects how
+    much the gap itself depends on which sentences the test set happened to hold."""
+    import numpy as np
+
+    correct = predict(model, tok, data, 64, max_length).argmax(-1) == data.labels  # (N,)
+    diff = correct.astype(np.float64) - teacher_correct  # (N,) per-sentence +1 / 0 / -1
+    rng = np.random.default_rng(seed)
+    boot = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)  # (resamples,)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return 100 * diff.mean(), 100 * lo, 100 * hi
+
+
 def throughput(models: dict, tok, data, max_length: int, rounds: int = 3) -> dict:
     """Test-set sequences/s of every model, interleaved over ``rounds``; medians."""
     times = {name: [] for name in models}
