@@ -236,8 +236,8 @@ def train_adapters_only(model: Module, layer_norms: bool = True, head: bool = Tr
         head: also train the task head (``model.head_parameter_names()``: the classifier).
         pooler: also train BERT's pooler (dense + tanh on ``[CLS]``), making the trained head
             two layers deep, the shape of the adapter libraries' default classification head.
-            Worth it when the backbone's pooler was never trained for a sentence-level task
-            (a sentence-embedding checkpoint trained with mean pooling).
+            It helps early training when the backbone's pooler was never trained for a
+            sentence-level task (a sentence-embedding checkpoint trained with mean pooling).
     """
     adapters = {id(p) for _, p in adapter_parameters(model)}
     if not adapters:
@@ -247,11 +247,10 @@ def train_adapters_only(model: Module, layer_norms: bool = True, head: bool = Tr
         raise ValueError(f"{type(model).__name__} has no pooler to train (pooler=True)")
     model.requires_grad_(False)
     head_names = set(model.head_parameter_names()) if head and hasattr(model, "head_parameter_names") else set()
-    if pooler:
-        head_names |= {name for name, p in model.named_parameters() if any(p is q for q in bert.pooler.parameters())}
+    pooler_ids = {id(p) for p in bert.pooler.parameters()} if pooler else set()
     norm_ids = {id(p) for m in model.modules() if isinstance(m, LayerNorm) for p in m.parameters()}
     for name, p in model.named_parameters():
-        if id(p) in adapters or name in head_names or (layer_norms and id(p) in norm_ids):
+        if id(p) in adapters or id(p) in pooler_ids or name in head_names or (layer_norms and id(p) in norm_ids):
             p.requires_grad = True
     return model
 
