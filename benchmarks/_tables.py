@@ -12,6 +12,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+import numpy as np
+
 import minidistill as md
 from minidistill.cli import DataSection, ModelSection, distill_run, load_classifier, load_splits
 from minidistill.data import Tokenizer
@@ -45,8 +47,6 @@ def paired_gap(model, teacher_correct, tok, data, max_length: int, resamples: in
     """Test-accuracy gap of ``model`` to the teacher in points, with a 95% paired-bootstrap
     interval: both are scored on the same resampled sentences, so the interval reflects how
     much the gap itself depends on which sentences the test set happened to hold."""
-    import numpy as np
-
     correct = predict(model, tok, data, 64, max_length).argmax(-1) == data.labels  # (N,)
     diff = correct.astype(np.float64) - teacher_correct  # (N,) per-sentence +1 / 0 / -1
     rng = np.random.default_rng(seed)

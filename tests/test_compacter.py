@@ -160,9 +160,15 @@ def test_adapter_only_training_leaves_frozen_weights_bit_identical(minilm_path, 
 
 def test_train_pooler_is_refused_where_it_means_nothing():
     from minidistill.cli import ConfigError, FinetuneConfig, _add_finetune_adapters
+    from minidistill.models import BertForTokenClassification
 
     with pytest.raises(ConfigError, match="train_pooler is for adapter fine-tuning"):
         _add_finetune_adapters(_bert(), FinetuneConfig(adapters="none", train_pooler=True), print)
+    tagger = BertForTokenClassification(_bert().config)  # built without a pooler
+    names = [n for n, _ in tagger.named_parameters()]
+    with pytest.raises(ValueError, match="BertForTokenClassification has no pooler"):
+        compacter(tagger, pooler=True)
+    assert [n for n, _ in tagger.named_parameters()] == names  # refused before any adapter went in
 
 
 def test_fold_turns_phm_layers_into_dense_ones_exactly(backend):

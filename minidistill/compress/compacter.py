@@ -32,7 +32,7 @@ itself stays (its GELU does not fold into the frozen weights).
 from __future__ import annotations
 
 from ..core import functions as F
-from ..nn.adapters import AdapterConfig, PHMLinear, add_adapters, train_adapters_only
+from ..nn.adapters import AdapterConfig, PHMLinear, add_adapters, pooler_of, train_adapters_only
 from ..nn.layers import Linear
 from ..nn.module import Module
 from .fold import register_fold
@@ -57,6 +57,8 @@ def compacter(model: Module, plus: bool = False, n: int = DEFAULT_N, reduction: 
         head: also train the task head (as the original).
         pooler: also train BERT's pooler (see :func:`~minidistill.nn.adapters.train_adapters_only`).
     """
+    if pooler:
+        pooler_of(model)  # refuse before the model is changed
     cfg = AdapterConfig(reduction=reduction, placement="pfeiffer" if plus else "houlsby", kind="phm", phm_n=n)
     add_adapters(model, cfg)
     return train_adapters_only(model, layer_norms=layer_norms, head=head, pooler=pooler)

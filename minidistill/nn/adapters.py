@@ -227,6 +227,15 @@ def adapter_parameters(model: Module) -> list[tuple[str, Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if id(p) in ids]
 
 
+def pooler_of(model: Module) -> Module:
+    """BERT's pooler in ``model`` (a ``BertModel`` or a task model around one); a clear
+    ``ValueError`` when it has none (token classification builds BERT without one)."""
+    pooler = getattr(getattr(model, "bert", model), "pooler", None)
+    if pooler is None:
+        raise ValueError(f"{type(model).__name__} has no pooler to train (pooler=True)")
+    return pooler
+
+
 def train_adapters_only(model: Module, layer_norms: bool = True, head: bool = True, pooler: bool = False) -> Module:
     """Freeze everything but the adapters (in place; frozen parameters get no gradient and
     are never updated).
@@ -242,12 +251,9 @@ def train_adapters_only(model: Module, layer_norms: bool = True, head: bool = Tr
     adapters = {id(p) for _, p in adapter_parameters(model)}
     if not adapters:
         raise ValueError(f"{type(model).__name__} has no adapters to train (add_adapters first)")
-    bert = getattr(model, "bert", model)
-    if pooler and getattr(bert, "pooler", None) is None:
-        raise ValueError(f"{type(model).__name__} has no pooler to train (pooler=True)")
+    pooler_ids = {id(p) for p in pooler_of(model).parameters()} if pooler else set()
     model.requires_grad_(False)
     head_names = set(model.head_parameter_names()) if head and hasattr(model, "head_parameter_names") else set()
-    pooler_ids = {id(p) for p in bert.pooler.parameters()} if pooler else set()
     norm_ids = {id(p) for m in model.modules() if isinstance(m, LayerNorm) for p in m.parameters()}
     for name, p in model.named_parameters():
         if id(p) in adapters or id(p) in pooler_ids or name in head_names or (layer_norms and id(p) in norm_ids):
