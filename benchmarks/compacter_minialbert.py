@@ -13,7 +13,11 @@
 Writes ``benchmarks/results/compacter_minialbert.json`` and the block between the
 ``compacter_minialbert`` markers in ``benchmarks/RESULTS.md``.
 
-    python benchmarks/compacter_minialbert.py --teacher runs/teacher [--epochs 2] [--only compacter,minialbert,compacter@6]
+    python benchmarks/compacter_minialbert.py --teacher runs/teacher [--epochs 2] [--only compacter,minialbert,compacter@6#1]
+
+A run name is ``NAME``, ``NAME@EPOCHS``, ``NAME#SEED`` or ``NAME@EPOCHS#SEED``; ``full`` is full
+fine-tuning with the teacher's recipe (its seed 0 is the teacher), so ``full#1,full#2`` and
+``compacter@6#1,compacter@6#2`` compare the two recipes over seeds (the table below the main one).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from minidistill.cli import (DataSection, DistillConfig, FinetuneConfig, ModelSection, ObjectivesSection,
                              StudentSection, TransferSection, finetune, load_classifier, load_splits)
@@ -36,8 +42,13 @@ RESULTS = HERE / "results" / "compacter_minialbert.json"
 
 
 def finetune_rows(epochs: int, max_length: int) -> dict:
-    """name → (label, FinetuneConfig) for the adapter rows."""
-    out = {}
+    """name → (label, FinetuneConfig) for the adapter rows and for full fine-tuning with the
+    teacher's own recipe (``full``; with seed 0 it retrains the teacher, other seeds measure how
+    much full fine-tuning itself varies)."""
+    out = {"full": (f"full fine-tuning (every parameter), lr 1e-4, {epochs} epochs", FinetuneConfig(
+        model=ModelSection(path="minilm-l6"), data=DataSection(task="rotten_tomatoes"),
+        train=TrainConfig(lr=1e-4, epochs=epochs, max_length=max_length, batch_size=32, warmup_ratio=0.1,
+                          eval_every=267, progress=False)))}
     for name, label, pooler in (("compacter", "Compacter (after attention and FFN)", False),
                                 ("compacter++", "Compacter++ (after FFN)", False),
                                 ("compacter-pooler", "Compacter (after attention and FFN) + trained pooler", True)):
@@ -69,6 +80,23 @@ def distill_rows(epochs: int, max_length: int, cache_dir: str) -> dict:
     return out
 
 
+def variant(name: str, epochs: int) -> tuple[str, int, int]:
+    """``base@E#S`` → (base, E, S): a row's base name, its epochs (default ``epochs``) and its seed (0)."""
+    rest, _, seed = name.partition("#")
+    base, _, ep = rest.partition("@")
+    try:
+        return base, int(ep) if ep else epochs, int(seed) if seed else 0
+    except ValueError:
+        raise SystemExit(f"bad run name {name!r}: expected NAME, NAME@EPOCHS, NAME#SEED or NAME@EPOCHS#SEED") from None
+
+
+def _seeded(row: tuple, seed: int) -> tuple:
+    """(label, config) with the training seed set; the label names a seed other than 0."""
+    label, cfg = row
+    cfg.train.seed = seed
+    return (f"{label}, seed {seed}" if seed else label), cfg
+
+
 def run_finetunes(plan: dict, names: list, out: str, done: dict) -> dict:
     """Run the asked adapter rows, saving the results after each."""
     for name in names:
@@ -90,12 +118,12 @@ def main() -> None:
     ft = finetune_rows(args.epochs, args.max_length)
     di = distill_rows(args.epochs, args.max_length, f"{args.out}/cache")
     names = [n for n in args.only.split(",") if n] if args.only is not None else ["compacter", "compacter++", "minialbert"]
-    for n in names:  # ``compacter@6``: the same row trained for 6 epochs, kept as its own row
-        base, _, ep = n.partition("@")
-        if ep and base in ft:
-            ft[n] = finetune_rows(int(ep), args.max_length)[base]
-        elif ep and base in di:
-            di[n] = distill_rows(int(ep), args.max_length, f"{args.out}/cache")[base]
+    for n in names:  # ``compacter@6#1``: the row trained for 6 epochs with seed 1, kept as its own row
+        base, ep, seed = variant(n, args.epochs)
+        if base in ft and n not in ft:
+            ft[n] = _seeded(finetune_rows(ep, args.max_length)[base], seed)
+        elif base in di and n not in di:
+            di[n] = _seeded(distill_rows(ep, args.max_length, f"{args.out}/cache")[base], seed)
     unknown = [n for n in names if n not in ft and n not in di]
     if unknown:
         raise SystemExit(f"unknown run(s) {unknown}; choose from {', '.join([*ft, *di])}")
@@ -107,7 +135,7 @@ def main() -> None:
             "max_length": args.max_length}
     RESULTS.write_text(json.dumps({**done, "_table": rows, "_meta": meta}, indent=1, default=str))
     if not args.no_write:
-        write_block("compacter_minialbert", header(meta) + table(rows))
+        write_block("compacter_minialbert", header(meta) + table(rows) + seed_table(rows, args.epochs))
 
 
 def measure(done: dict, teacher_dir: Path, max_length: int) -> list[dict]:
@@ -157,8 +185,9 @@ def header(meta: dict) -> list[str]:
     """The block's title and setting."""
     return [f"## Compacter and MiniALBERT: rotten_tomatoes, MiniLM-L6 · {meta['date']} · {meta['machine']}", "",
             f"Epochs as each row says (default {meta['epochs']}), max length {meta['max_length']}, batch 32; every run "
-            "keeps its best dev checkpoint (dev evaluated every 320 steps, one epoch of the labelled set; the first 2- and 6-epoch "
-            "rows and MiniALBERT E 128 were evaluated at the end only). Trained = parameters the optimiser updates (adapters, "
+            "keeps its best dev checkpoint (dev evaluated every 320 steps, one epoch of the labelled set, and every 267 steps for "
+            "full fine-tuning, as the teacher was trained; the first 2-epoch rows and MiniALBERT E 128 were evaluated at the "
+            "end only). Seeds: rows without one use seed 0 (initialisation of the new weights and batch order). Trained = parameters the optimiser updates (adapters, "
             "LayerNorms and classifier for Compacter, plus the pooler where the row says so); unique = stored; "
             "executed = used per forward pass (MiniALBERT's shared layer counted 6 times). Δ test = test accuracy minus "
             "the teacher's, in points, with a 95% paired-bootstrap interval over the test sentences (2,000 resamples). "
@@ -176,6 +205,41 @@ def table(rows: list[dict]) -> list[str]:
                      f"({100 * r['unique_vs_teacher']:.1f}%) | {r['executed'] / 1e6:.2f}M | {r['dev']:.4f} | "
                      f"{r['test']:.4f} | {_gap(r)} | {r['retention']:.1f}% | {r['seq_per_s']:.0f} | "
                      f"{r['speedup']:.2f}× | {wall} |")
+    return lines
+
+
+def seed_table(rows: list[dict], epochs: int) -> list[str]:
+    """Mean ± sample standard deviation over seeds of every recipe run with two or more seeds
+    (the teacher is full fine-tuning's seed 0), and each mean's gap to full fine-tuning's mean
+    test accuracy with its standard error: how a recipe compares once seed noise is averaged."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["name"] == "teacher":
+            key = f"full@{epochs}"
+        elif r["name"] in ("kd-lower", "bilstm"):
+            continue
+        else:
+            base, ep, _ = variant(r["name"], epochs)
+            key = f"{base}@{ep}"
+        groups.setdefault(key, []).append(r)
+    multi = {k: v for k, v in groups.items() if len(v) > 1}
+    full = groups.get(f"full@{epochs}", [])
+    if not multi or len(full) < 2:
+        return []
+    f_test = np.array([r["test"] for r in full])  # (seeds,)
+    lines = ["", "Over seeds (mean ± standard deviation; Δ = mean test minus full fine-tuning's mean test, "
+             "± its standard error):", "",
+             "| recipe | seeds | dev acc | test acc | Δ test vs full fine-tuning |", "|---|---:|---:|---:|---:|"]
+    for key, rs in sorted(multi.items(), key=lambda kv: kv[0] != f"full@{epochs}"):
+        dev, test = np.array([r["dev"] for r in rs]), np.array([r["test"] for r in rs])  # (seeds,)
+        label = min(rs, key=lambda r: len(r["label"]))["label"].split(", seed")[0]
+        if key == f"full@{epochs}":
+            label, gap = f"full fine-tuning, lr 1e-4, {epochs} epochs", "—"
+        else:
+            se = np.sqrt(test.var(ddof=1) / len(test) + f_test.var(ddof=1) / len(f_test))
+            gap = f"{100 * (test.mean() - f_test.mean()):+.2f} ± {100 * se:.2f}"
+        lines.append(f"| {label} | {len(rs)} | {dev.mean():.4f} ± {dev.std(ddof=1):.4f} | "
+                     f"{test.mean():.4f} ± {test.std(ddof=1):.4f} | {gap} |")
     return lines
 
 
