@@ -15,7 +15,7 @@ Writes ``benchmarks/results/compacter_minialbert.json`` and the block between th
 
     python benchmarks/compacter_minialbert.py --teacher runs/teacher [--epochs 2] [--only compacter,minialbert,compacter@6#1]
 
-A run name is ``NAME``, ``NAME@EPOCHS``, ``NAME#SEED`` or ``NAME@EPOCHS#SEED``; ``full`` is full
+A run name is ``NAME[@EPOCHS][#SEED][~lrLR]`` (``compacter@6#1~lr1e-2``); ``full`` is full
 fine-tuning with the teacher's recipe (its seed 0 is the teacher), so ``full#1,full#2`` and
 ``compacter@6#1,compacter@6#2`` compare the two recipes over seeds (the table below the main one).
 """
@@ -80,21 +80,33 @@ def distill_rows(epochs: int, max_length: int, cache_dir: str) -> dict:
     return out
 
 
-def variant(name: str, epochs: int) -> tuple[str, int, int]:
-    """``base@E#S`` → (base, E, S): a row's base name, its epochs (default ``epochs``) and its seed (0)."""
-    rest, _, seed = name.partition("#")
+def variant(name: str, epochs: int) -> tuple[str, int, int, float | None]:
+    """``base@E#S~lrX`` → (base, E, S, X): a row's base name, its epochs (default ``epochs``), its
+    seed (default 0) and its learning rate (default None: the row's own); each part optional."""
+    rest, _, lr = name.partition("~lr")
+    rest, _, seed = rest.partition("#")
     base, _, ep = rest.partition("@")
     try:
-        return base, int(ep) if ep else epochs, int(seed) if seed else 0
+        return base, int(ep) if ep else epochs, int(seed) if seed else 0, float(lr) if lr else None
     except ValueError:
-        raise SystemExit(f"bad run name {name!r}: expected NAME, NAME@EPOCHS, NAME#SEED or NAME@EPOCHS#SEED") from None
+        raise SystemExit(f"bad run name {name!r}: expected NAME[@EPOCHS][#SEED][~lrLR], e.g. compacter@6#1~lr1e-2") from None
 
 
-def _seeded(row: tuple, seed: int) -> tuple:
-    """(label, config) with the training seed set; the label names a seed other than 0."""
+def _adjusted(row: tuple, seed: int, lr: float | None) -> tuple:
+    """(label, config) with the training seed and learning rate set; the label says what changed."""
     label, cfg = row
     cfg.train.seed = seed
+    if lr is not None:
+        old = f"lr {_lr(cfg.train.lr)}"
+        cfg.train.lr = lr
+        label = label.replace(old, f"lr {_lr(lr)}") if old in label else f"{label}, lr {_lr(lr)}"
     return (f"{label}, seed {seed}" if seed else label), cfg
+
+
+def _lr(x: float) -> str:
+    """A learning rate the way the labels write it: 0.003 → '3e-3'."""
+    mantissa, _, exponent = f"{x:.3e}".partition("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 def run_finetunes(plan: dict, names: list, out: str, done: dict) -> dict:
@@ -118,12 +130,12 @@ def main() -> None:
     ft = finetune_rows(args.epochs, args.max_length)
     di = distill_rows(args.epochs, args.max_length, f"{args.out}/cache")
     names = [n for n in args.only.split(",") if n] if args.only is not None else ["compacter", "compacter++", "minialbert"]
-    for n in names:  # ``compacter@6#1``: the row trained for 6 epochs with seed 1, kept as its own row
-        base, ep, seed = variant(n, args.epochs)
+    for n in names:  # ``compacter@6#1~lr1e-2``: the row with 6 epochs, seed 1, lr 1e-2, kept as its own row
+        base, ep, seed, lr = variant(n, args.epochs)
         if base in ft and n not in ft:
-            ft[n] = _seeded(finetune_rows(ep, args.max_length)[base], seed)
+            ft[n] = _adjusted(finetune_rows(ep, args.max_length)[base], seed, lr)
         elif base in di and n not in di:
-            di[n] = _seeded(distill_rows(ep, args.max_length, f"{args.out}/cache")[base], seed)
+            di[n] = _adjusted(distill_rows(ep, args.max_length, f"{args.out}/cache")[base], seed, lr)
     unknown = [n for n in names if n not in ft and n not in di]
     if unknown:
         raise SystemExit(f"unknown run(s) {unknown}; choose from {', '.join([*ft, *di])}")
@@ -219,8 +231,8 @@ def seed_table(rows: list[dict], epochs: int) -> list[str]:
         elif r["name"] in ("kd-lower", "bilstm"):
             continue
         else:
-            base, ep, _ = variant(r["name"], epochs)
-            key = f"{base}@{ep}"
+            base, ep, _, lr = variant(r["name"], epochs)
+            key = f"{base}@{ep}" + (f"~lr{_lr(lr)}" if lr is not None else "")
         groups.setdefault(key, []).append(r)
     multi = {k: v for k, v in groups.items() if len(v) > 1}
     full = groups.get(f"full@{epochs}", [])
