@@ -49,12 +49,14 @@ def finetune_rows(epochs: int, max_length: int) -> dict:
         model=ModelSection(path="minilm-l6"), data=DataSection(task="rotten_tomatoes"),
         train=TrainConfig(lr=1e-4, epochs=epochs, max_length=max_length, batch_size=32, warmup_ratio=0.1,
                           eval_every=267, progress=False)))}
-    for name, label, pooler in (("compacter", "Compacter (after attention and FFN)", False),
-                                ("compacter++", "Compacter++ (after FFN)", False),
-                                ("compacter-pooler", "Compacter (after attention and FFN) + trained pooler", True)):
-        out[name] = (f"{label}, n = 4, reduction 32, lr 3e-3, {epochs} epochs", FinetuneConfig(
+    for name, label, pooler, reduction in (
+            ("compacter", "Compacter (after attention and FFN)", False, 32),
+            ("compacter++", "Compacter++ (after FFN)", False, 32),
+            ("compacter-pooler", "Compacter (after attention and FFN) + trained pooler", True, 32),
+            ("compacter-r8", "Compacter (after attention and FFN)", False, 8)):
+        out[name] = (f"{label}, n = 4, reduction {reduction}, lr 3e-3, {epochs} epochs", FinetuneConfig(
             model=ModelSection(path="minilm-l6"), data=DataSection(task="rotten_tomatoes"),
-            adapters=name.partition("-")[0], train_pooler=pooler,
+            adapters=name.partition("-")[0], train_pooler=pooler, adapter_reduction=reduction,
             train=TrainConfig(lr=3e-3, epochs=epochs, max_length=max_length, batch_size=32, warmup_ratio=0.06,
                               eval_every=320, progress=False)))
     return out
