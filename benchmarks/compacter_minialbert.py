@@ -146,10 +146,11 @@ def main() -> None:
     done = run_finetunes(ft, [n for n in names if n in ft], args.out, done)
     rows = measure(done, teacher_dir, args.max_length)
     meta = {"date": today(), "machine": machine(), "teacher": str(teacher_dir), "epochs": args.epochs,
-            "max_length": args.max_length}
+            "max_length": args.max_length, "teacher_epochs": _teacher_epochs(teacher_dir, args.epochs)}
     RESULTS.write_text(json.dumps({**done, "_table": rows, "_meta": meta}, indent=1, default=str))
     if not args.no_write:
-        write_block("compacter_minialbert", header(meta) + table(rows) + seed_table(rows, args.epochs))
+        write_block("compacter_minialbert", header(meta) + table(rows) + seed_table(rows, args.epochs,
+                                                                                 meta["teacher_epochs"]))
 
 
 def measure(done: dict, teacher_dir: Path, max_length: int) -> list[dict]:
@@ -199,9 +200,10 @@ def header(meta: dict) -> list[str]:
     """The block's title and setting."""
     return [f"## Compacter and MiniALBERT: rotten_tomatoes, MiniLM-L6 · {meta['date']} · {meta['machine']}", "",
             f"Epochs as each row says (default {meta['epochs']}), max length {meta['max_length']}, batch 32; every run "
-            "keeps its best dev checkpoint (dev evaluated every 320 steps, one epoch of the labelled set, and every 267 steps for "
-            "full fine-tuning, as the teacher was trained; the first 2-epoch rows and MiniALBERT E 128 were evaluated at the "
-            "end only). Seeds: rows without one use seed 0 (initialisation of the new weights and batch order). Trained = parameters the optimiser updates (adapters, "
+            "keeps its best dev checkpoint (dev evaluated every 320 steps, one epoch of the labelled set, and every 267 "
+            "steps for full fine-tuning, as the teacher was trained; the first 2-epoch rows and MiniALBERT E 128 were "
+            "evaluated at the end only). Seeds: rows without one use seed 0 (initialisation of the new weights and batch "
+            "order). Trained = parameters the optimiser updates (adapters, "
             "LayerNorms and classifier for Compacter, plus the pooler where the row says so); unique = stored; "
             "executed = used per forward pass (MiniALBERT's shared layer counted 6 times). Δ test = test accuracy minus "
             "the teacher's, in points, with a 95% paired-bootstrap interval over the test sentences (2,000 resamples). "
@@ -222,14 +224,24 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def seed_table(rows: list[dict], epochs: int) -> list[str]:
+def _teacher_epochs(teacher_dir: Path, default: int) -> int:
+    """The epochs the teacher was fine-tuned for, from its ``metrics.json`` (``default`` if absent)."""
+    path = teacher_dir / "metrics.json"
+    if not path.is_file():
+        return default
+    return json.loads(path.read_text()).get("config", {}).get("train", {}).get("epochs", default)
+
+
+def seed_table(rows: list[dict], epochs: int, teacher_epochs: int) -> list[str]:
     """Mean ± sample standard deviation over seeds of every recipe run with two or more seeds
-    (the teacher is full fine-tuning's seed 0), and each mean's gap to full fine-tuning's mean
-    test accuracy with its standard error: how a recipe compares once seed noise is averaged."""
+    (the teacher is seed 0 of full fine-tuning for ``teacher_epochs``), and each mean's gap to
+    full fine-tuning's mean test accuracy with its standard error: how a recipe compares once
+    seed noise is averaged. ``epochs`` is the default of run names without ``@E``."""
     groups: dict[str, list[dict]] = {}
+    full_key = f"full@{teacher_epochs}"
     for r in rows:
         if r["name"] == "teacher":
-            key = f"full@{epochs}"
+            key = full_key
         elif r["name"] in ("kd-lower", "bilstm"):
             continue
         else:
@@ -237,18 +249,18 @@ def seed_table(rows: list[dict], epochs: int) -> list[str]:
             key = f"{base}@{ep}" + (f"~lr{_lr(lr)}" if lr is not None else "")
         groups.setdefault(key, []).append(r)
     multi = {k: v for k, v in groups.items() if len(v) > 1}
-    full = groups.get(f"full@{epochs}", [])
+    full = groups.get(full_key, [])
     if not multi or len(full) < 2:
         return []
     f_test = np.array([r["test"] for r in full])  # (seeds,)
     lines = ["", "Over seeds (mean ± standard deviation; Δ = mean test minus full fine-tuning's mean test, "
              "± its standard error):", "",
              "| recipe | seeds | dev acc | test acc | Δ test vs full fine-tuning |", "|---|---:|---:|---:|---:|"]
-    for key, rs in sorted(multi.items(), key=lambda kv: kv[0] != f"full@{epochs}"):
+    for key, rs in sorted(multi.items(), key=lambda kv: kv[0] != full_key):
         dev, test = np.array([r["dev"] for r in rs]), np.array([r["test"] for r in rs])  # (seeds,)
         label = min(rs, key=lambda r: len(r["label"]))["label"].split(", seed")[0]
-        if key == f"full@{epochs}":
-            label, gap = f"full fine-tuning, lr 1e-4, {epochs} epochs", "—"
+        if key == full_key:
+            label, gap = f"full fine-tuning, lr 1e-4, {teacher_epochs} epochs", "—"
         else:
             se = np.sqrt(test.var(ddof=1) / len(test) + f_test.var(ddof=1) / len(f_test))
             gap = f"{100 * (test.mean() - f_test.mean()):+.2f} ± {100 * se:.2f}"
