@@ -45,19 +45,30 @@ def finetune_rows(epochs: int, max_length: int) -> dict:
     """name → (label, FinetuneConfig) for the adapter rows and for full fine-tuning with the
     teacher's own recipe (``full``; with seed 0 it retrains the teacher, other seeds measure how
     much full fine-tuning itself varies)."""
-    out = {"full": (f"full fine-tuning (every parameter), lr 1e-4, {epochs} epochs", FinetuneConfig(
-        model=ModelSection(path="minilm-l6"), data=DataSection(task="rotten_tomatoes"),
-        train=TrainConfig(lr=1e-4, epochs=epochs, max_length=max_length, batch_size=32, warmup_ratio=0.1,
-                          eval_every=267, progress=False)))}
-    for name, label, pooler, reduction in (
-            ("compacter", "Compacter (after attention and FFN)", False, 32),
-            ("compacter++", "Compacter++ (after FFN)", False, 32),
-            ("compacter-pooler", "Compacter (after attention and FFN) + trained pooler", True, 32),
-            ("compacter-r8", "Compacter (after attention and FFN)", False, 8)):
-        out[name] = (f"{label}, n = 4, reduction {reduction}, lr 3e-3, {epochs} epochs", FinetuneConfig(
+    out = {}
+    for name, pooling in (("full", "cls"), ("full-mean", "mean")):
+        read = " on the mean over tokens" if pooling == "mean" else ""
+        out[name] = (f"full fine-tuning (every parameter){read}, lr 1e-4, {epochs} epochs", FinetuneConfig(
+            model=ModelSection(path="minilm-l6"), data=DataSection(task="rotten_tomatoes"), classifier_pooling=pooling,
+            train=TrainConfig(lr=1e-4, epochs=epochs, max_length=max_length, batch_size=32, warmup_ratio=0.1,
+                              eval_every=267, progress=False)))
+    for name, label, pooler, reduction, pooling, rank in (
+            ("compacter", "Compacter (after attention and FFN)", False, 32, "cls", 1),
+            ("compacter++", "Compacter++ (after FFN)", False, 32, "cls", 1),
+            ("compacter-pooler", "Compacter (after attention and FFN) + trained pooler", True, 32, "cls", 1),
+            ("compacter-r8", "Compacter (after attention and FFN)", False, 8, "cls", 1),
+            ("compacter-mean", "Compacter (after attention and FFN) on the mean over tokens", False, 32, "mean", 1),
+            ("compacter++-mean", "Compacter++ (after FFN) on the mean over tokens", False, 32, "mean", 1),
+            ("compacter-rank4", "Compacter (after attention and FFN), fast weights of rank 4", False, 32, "cls", 4),
+            ("houlsby", "dense Houlsby adapters (after attention and FFN)", False, 32, "cls", 1)):
+        kind = name.partition("-")[0]
+        n = ", n = 4" if kind.startswith("compacter") else ""
+        lr = 3e-3 if kind.startswith("compacter") else 1e-3
+        out[name] = (f"{label}{n}, reduction {reduction}, lr {_lr(lr)}, {epochs} epochs", FinetuneConfig(
             model=ModelSection(path="minilm-l6"), data=DataSection(task="rotten_tomatoes"),
-            adapters=name.partition("-")[0], train_pooler=pooler, adapter_reduction=reduction,
-            train=TrainConfig(lr=3e-3, epochs=epochs, max_length=max_length, batch_size=32, warmup_ratio=0.06,
+            adapters=kind, train_pooler=pooler, adapter_reduction=reduction, classifier_pooling=pooling,
+            phm_rank=rank,
+            train=TrainConfig(lr=lr, epochs=epochs, max_length=max_length, batch_size=32, warmup_ratio=0.06,
                               eval_every=320, progress=False)))
     return out
 

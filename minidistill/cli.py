@@ -68,7 +68,11 @@ class FinetuneConfig:
     adapters: str = "none"
     adapter_reduction: int | None = None  # default: 16 for dense adapters, 32 for Compacter
     phm_n: int = 4
+    phm_rank: int = 1  # compacter: rank of each PHM fast weight (1 = the paper's rank-one s tᵀ)
     train_pooler: bool = False  # adapters: also train BERT's pooler (a two-layer head)
+    # what the pooler reads: cls (BERT's first token) | mean (over real tokens, for
+    # sentence-embedding checkpoints such as minilm-l6); default: the checkpoint's own
+    classifier_pooling: str | None = None
 
 
 @dataclass
@@ -342,9 +346,12 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
     """Fine-tune a BERT on a task; save it to ``cfg.output_dir``; return the figures."""
     import minidistill as md
     from .data import Tokenizer
-    from .models import BertForSequenceClassification
+    from .models import BertConfig, BertForSequenceClassification
     from .train import Trainer
 
+    if cfg.classifier_pooling is not None and cfg.classifier_pooling not in BertConfig.SUPPORTED_POOLING:
+        raise ConfigError(f"classifier_pooling must be one of {', '.join(BertConfig.SUPPORTED_POOLING)} "
+                          f"(or unset: the checkpoint's own), got {cfg.classifier_pooling!r}")
     train, dev, test = load_splits(cfg.data)
     task = train.task
     path = _model_path(cfg.model.path)
@@ -354,6 +361,8 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
     if task.labels is not None:
         labels["id2label"] = {i: str(n) for i, n in enumerate(task.labels)}
         labels["label2id"] = {str(n): i for i, n in enumerate(task.labels)}
+    if cfg.classifier_pooling is not None:
+        labels["classifier_pooling"] = cfg.classifier_pooling
     model = BertForSequenceClassification.from_pretrained(path, backend=cfg.model.backend, device=cfg.model.device, **labels)
     _add_finetune_adapters(model, cfg, announce)
     steps = cfg.train.max_steps or cfg.train.epochs * train.num_batches(cfg.train.batch_size)
@@ -381,7 +390,7 @@ def _add_finetune_adapters(model, cfg: FinetuneConfig, announce) -> None:
     try:
         if kind in ("compacter", "compacter++"):
             compacter(model, plus=kind == "compacter++", n=cfg.phm_n, reduction=cfg.adapter_reduction or 32,
-                      pooler=cfg.train_pooler)
+                      pooler=cfg.train_pooler, rank=cfg.phm_rank)
         elif kind in ("houlsby", "pfeiffer"):
             add_adapters(model, AdapterConfig(reduction=cfg.adapter_reduction or 16, placement=kind))
             train_adapters_only(model, pooler=cfg.train_pooler)

@@ -228,3 +228,42 @@ def test_failed_save_keeps_the_previous_checkpoint(minilm_path, tmp_path, monkey
         m.save_pretrained(target)
     assert (target / "model.safetensors").read_bytes() == before
     assert sorted(os.listdir(target)) == ["config.json", "model.safetensors"]  # no temp files left
+
+
+@pytest.mark.parametrize("name", ALL_BACKENDS)
+def test_mean_pooling_matches_transformers_by_hand(minilm_path, batch, hf_model, name, tmp_path):
+    """``classifier_pooling="mean"``: the pooler reads the mean over real tokens. Reference:
+    transformers' hidden states, mean-pooled by hand (sentence-transformers' formula), through
+    its own pooler dense + tanh; outputs and the gradients of every parameter."""
+    ours = BertModel.from_pretrained(minilm_path, backend=name, classifier_pooling="mean")
+    w = np.random.default_rng(1).standard_normal((batch["input_ids"].shape[0], 384)).astype(np.float32)
+    out = ours(**batch)
+    loss = (out.pooler_output * md.Tensor(ours.backend.asarray(w), backend=ours.backend)).sum()
+    loss.backward()
+
+    hf_model.zero_grad()
+    h = hf_model(**{k: torch.tensor(v) for k, v in batch.items()}).last_hidden_state  # (B, T, D)
+    m = torch.tensor(batch["attention_mask"], dtype=h.dtype)[:, :, None]  # (B, T, 1)
+    ref = torch.tanh(hf_model.pooler.dense((h * m).sum(1) / m.sum(1).clamp(min=1e-9)))  # (B, D)
+    (ref * torch.tensor(w)).sum().backward()
+    np.testing.assert_allclose(out.pooler_output.numpy(), ref.detach().numpy(), atol=1e-4)
+    np.testing.assert_allclose(loss.item(), (ref * torch.tensor(w)).sum().item(), rtol=1e-4)
+    hf_grads = dict(hf_model.named_parameters())
+    scale = max(np.linalg.norm(p.grad.numpy()) for p in hf_model.parameters())
+    for n, p in ours.named_parameters():
+        g, r = ours.backend.to_numpy(p.grad), hf_grads[n].grad.numpy()
+        assert np.linalg.norm(g - r) <= 1e-3 * np.linalg.norm(r) + 1e-6 * scale, n
+
+    # CLS pooling of the same checkpoint reads another vector: the option really changes the model
+    with md.no_grad():
+        cls = BertModel.from_pretrained(minilm_path, backend=name)(**batch).pooler_output.numpy()
+    assert np.abs(cls - ref.detach().numpy()).max() > 1e-2
+
+    # saved and loaded back, the choice stays; transformers still reads the checkpoint
+    ours.save_pretrained(tmp_path / "mean")
+    assert json.loads((tmp_path / "mean" / "config.json").read_text())["classifier_pooling"] == "mean"
+    back = BertModel.from_pretrained(tmp_path / "mean", backend=name)
+    assert back.config.classifier_pooling == "mean"
+    with md.no_grad():
+        np.testing.assert_allclose(back(**batch).pooler_output.numpy(), out.pooler_output.numpy(), atol=1e-6)
+    transformers.BertModel.from_pretrained(str(tmp_path / "mean"))

@@ -99,8 +99,9 @@ def test_distill_command_trains_and_saves_every_student_kind(tmp_path, capsys, m
                  "--student.repeats=3", "--objectives.soft_kd=5", "--objectives.temperature=1",
                  "--objectives.attention_kl=3", "--objectives.hidden_cosine=3", f"--output_dir={tmp_path / 'albert'}",
                  *common]) == 0
-    assert main(["finetune", "--model.path=minilm-l6", "--adapters=compacter++", f"--output_dir={tmp_path / 'pet'}",
-                 *common]) == 0
+    assert main(["finetune", "--model.path=minilm-l6", "--adapters=compacter++", "--classifier_pooling=mean",
+                 f"--output_dir={tmp_path / 'pet'}", *common]) == 0
+    assert json.loads((tmp_path / "pet" / "config.json").read_text())["classifier_pooling"] == "mean"
     assert json.loads((tmp_path / "albert" / "config.json").read_text())["model_type"] == "minialbert"
     pet = json.loads((tmp_path / "pet" / "metrics.json").read_text())
     assert pet["trained_parameters"] < 0.01 * pet["parameters"]
@@ -121,6 +122,8 @@ def test_distill_command_trains_and_saves_every_student_kind(tmp_path, capsys, m
     assert "adapter-only training trains" in capsys.readouterr().out
     stages = json.loads((tmp_path / "lstm" / "metrics.json").read_text())["stages"]
     assert [s["stage"] for s in stages] == ["representation"] + ["logits"] * 3 + ["labels"] * 3
+    assert main(["finetune", "--classifier_pooling=max", f"--output_dir={tmp_path / 'x'}"]) == 2
+    assert "classifier_pooling must be one of cls, mean" in capsys.readouterr().err
     assert main(["distill", f"--teacher.path={teacher}", "--recipe=xtreme", f"--output_dir={tmp_path / 'x'}"]) == 2
     assert "recipe must be" in capsys.readouterr().err
     assert main(["distill", f"--teacher.path={teacher}", "--student.kind=bilstm", "--objectives.attention_kl=1",

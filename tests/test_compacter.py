@@ -102,6 +102,40 @@ def test_shared_rule_gradient_accumulates_from_every_layer(cpu_backend):
     assert np.abs(alone[0]).max() > 0 and np.abs(alone[1]).max() > 0
 
 
+def _rank_r_weight(rule, s, t, r):
+    """Σ_i A_i ⊗ (Σ_j s_ij t_ijᵀ) with np.kron, rows i r + j of the factors."""
+    n = rule.shape[0]
+    return sum(np.kron(rule[i], sum(np.outer(s[i * r + j], t[i * r + j]) for j in range(r))) for i in range(n))
+
+
+@pytest.mark.parametrize("rank", [2, 3])
+def test_phm_fast_weights_of_higher_rank(backend, rank):
+    """``rank`` r: B_i = Σ_j s_ij t_ijᵀ. The layer equals x Wᵀ + b with W from np.kron (float64,
+    both the factored and the materialised paths); gradcheck of input, rule, factors and bias;
+    the rule's gradient sums over its r repeats; fold is exact."""
+    n, d_in, d_out = 4, 16, 8
+    md.manual_seed(0)
+    lay = PHMLinear(d_in, d_out, n, rank=rank).to(backend=backend, dtype="float64")
+    assert tuple(lay.out_factor.shape) == (n * rank, d_out // n) and tuple(lay.in_factor.shape) == (n * rank, d_in // n)
+    for i, prm in enumerate((lay.phm_rule, lay.out_factor, lay.in_factor, lay.bias)):
+        prm.data = prm.backend.asarray(rand(prm.shape, i))
+    w = _rank_r_weight(lay.phm_rule.numpy(), lay.out_factor.numpy(), lay.in_factor.numpy(), rank)  # (out, in)
+    assert np.linalg.matrix_rank(w) == min(d_out, n * n * rank)  # more than rank one could reach
+    x = rand((2, 3, d_in), 9)
+    xt = md.tensor(x, dtype="float64", requires_grad=True)
+    np.testing.assert_allclose(lay(xt).numpy(), x @ w.T + lay.bias.numpy(), atol=1e-12, rtol=0)
+    np.testing.assert_allclose(lay.weight().numpy(), w, atol=1e-13, rtol=0)
+    assert md.gradcheck(lambda x_, *ps: lay(x_), xt, *lay.parameters())
+    lay.materialize = True
+    np.testing.assert_allclose(lay(xt).numpy(), x @ w.T + lay.bias.numpy(), atol=1e-12, rtol=0)
+    lay.materialize = False
+    folded = fold(lay)
+    assert isinstance(folded, md.nn.Linear)
+    np.testing.assert_allclose(folded(xt).numpy(), x @ w.T + lay.bias.numpy(), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="rank must be a positive integer"):
+        PHMLinear(d_in, d_out, n, rank=0)
+
+
 def test_compacter_parameter_counts_follow_the_papers_formulas():
     for plus in (False, True):
         model = compacter(_bert(hidden_size=16, num_hidden_layers=3), plus=plus, n=4, reduction=2)
@@ -111,6 +145,10 @@ def test_compacter_parameter_counts_follow_the_papers_formulas():
         assert sum(p.size for _, p in biases) == (1 if plus else 2) * 3 * (8 + 16)  # k + d per adapter
         # one rule for the whole model, counted once
         assert len({id(p) for n, p in model.named_parameters(remove_duplicate=False) if n.endswith("phm_rule")}) == 1
+        ranked = compacter(_bert(hidden_size=16, num_hidden_layers=3), plus=plus, n=4, reduction=2, rank=3)
+        assert sum(p.size for n, p in adapter_parameters(ranked) if not n.endswith("bias")) == \
+            compacter_parameter_count(3, 16, reduction=2, n=4, plus=plus, rank=3) == \
+            3 * (2 if plus else 4) * 3 * (8 + 16) + 4 ** 3
 
 
 def test_dense_adapters_start_as_identities_and_leave_the_model_unchanged(backend):

@@ -92,6 +92,44 @@ def test_bert_layer_gradcheck_on_a_tiny_config(cpu_backend):
     assert md.gradcheck(lambda *ps: m(ids, attention_mask=mask).pooler_output, *params, atol=1e-5, rtol=1e-3)
 
 
+def test_mean_pooling_gradcheck_and_padding_invariance(cpu_backend):
+    """Mean pooling in float64: central differences agree with backward, and padding a batch
+    further (more [PAD] tokens, masked out) changes no pooled vector; [CLS] pooling gives the
+    first token's vector instead, and both read the same encoder."""
+    md.manual_seed(2)
+    cfg = BertConfig(vocab_size=11, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=12, max_position_embeddings=8, hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0, classifier_pooling="mean")
+    m = _f64(BertModel(cfg))
+    ids = np.array([[1, 4, 7, 2], [3, 3, 0, 0]])
+    mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0]])
+    params = [p for _, p in m.named_parameters()]
+    assert md.gradcheck(lambda *ps: m(ids, attention_mask=mask).pooler_output, *params, atol=1e-5, rtol=1e-3)
+    with md.no_grad():
+        out = m(ids, attention_mask=mask)
+        wider = m(np.pad(ids, ((0, 0), (0, 3))), attention_mask=np.pad(mask, ((0, 0), (0, 3))))
+        h = out.last_hidden_state.numpy()
+        by_hand = np.tanh(np.stack([h[0].mean(0), h[1, :2].mean(0)]) @ m.pooler.dense.weight.numpy().T
+                          + m.pooler.dense.bias.numpy())
+        np.testing.assert_allclose(out.pooler_output.numpy(), by_hand, atol=1e-12)
+        np.testing.assert_allclose(wider.pooler_output.numpy(), out.pooler_output.numpy(), atol=1e-12)
+        m.pooler.pooling = "cls"
+        first = np.tanh(h[:, 0] @ m.pooler.dense.weight.numpy().T + m.pooler.dense.bias.numpy())
+        np.testing.assert_allclose(m(ids, attention_mask=mask).pooler_output.numpy(), first, atol=1e-12)
+    m.pooler.pooling = "mean"
+    with pytest.raises(ValueError, match="attention_mask shape"):
+        m.pooler(out.last_hidden_state, mask[:, :3])
+
+
+def test_classifier_pooling_is_validated_and_written_only_when_not_bert_default():
+    assert "classifier_pooling" not in BertConfig().to_dict()  # HF checkpoints round-trip unchanged
+    cfg = BertConfig(classifier_pooling="mean")
+    assert BertConfig.from_dict(cfg.to_dict()).classifier_pooling == "mean"
+    for bad in ("max", None, 1):
+        with pytest.raises(ValueError, match="classifier_pooling"):
+            BertConfig(classifier_pooling=bad)
+
+
 def test_parameter_repr_and_requires_grad():
     p = Parameter(np.zeros((2, 2), dtype=np.float32))
     assert p.requires_grad and "shape=(2, 2)" in repr(p)

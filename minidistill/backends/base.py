@@ -258,16 +258,17 @@ class Ops:
 
         Args:
             x2: (N, in) rows, in = n p. rule: (n, n, n) the ``A_i``. out_factor: (n, q) the
-                ``s_i``, out = n q. in_factor: (n, p) the ``t_i``.
+                ``s_i``, out = n q. in_factor: (n, p) the ``t_i``. More generally m terms:
+                rule (m, n, n), factors (m, q) and (m, p) (fast weights of rank r: m = n r).
 
         Returns:
             ``(y (N, out), saved)``; ``saved`` = (u, c) for :meth:`phm_backward`.
         """
-        rows, n, p, q = x2.shape[0], rule.shape[0], in_factor.shape[1], out_factor.shape[1]
+        rows, n, p, q = x2.shape[0], rule.shape[1], in_factor.shape[1], out_factor.shape[1]
         u = self.reshape(self.matmul(self.reshape(x2, (rows * n, p)), self.transpose(in_factor, (1, 0))),
-                         (rows, n, n))  # (N, a, i)
+                         (rows, n, -1))  # (N, a, i)
         c = self.matmul(self.transpose(u, (2, 0, 1)), self.transpose(rule, (0, 2, 1)))  # (i, N, b)
-        c_rows = self.reshape(self.transpose(c, (1, 2, 0)), (rows * n, n))  # (N·b, i)
+        c_rows = self.reshape(self.transpose(c, (1, 2, 0)), (rows * n, -1))  # (N·b, i)
         y = self.matmul(c_rows, out_factor)  # (N·b, q)
         return self.reshape(y, (rows, n * q)), (u, c)
 
@@ -275,15 +276,15 @@ class Ops:
         """Gradients ``(dx (N, in), drule (n, n, n), dout_factor (n, q), din_factor (n, p))``
         of :meth:`phm_forward` given the output gradient ``g2`` (N, out)."""
         u, c = saved
-        rows, n, p, q = x2.shape[0], rule.shape[0], in_factor.shape[1], out_factor.shape[1]
+        rows, n, p, q = x2.shape[0], rule.shape[1], in_factor.shape[1], out_factor.shape[1]
         g_rows = self.reshape(g2, (rows * n, q))  # (N·b, q)
         dc_rows = self.matmul(g_rows, self.transpose(out_factor, (1, 0)))  # (N·b, i)
-        c_rows = self.reshape(self.transpose(c, (1, 2, 0)), (rows * n, n))  # (N·b, i)
+        c_rows = self.reshape(self.transpose(c, (1, 2, 0)), (rows * n, -1))  # (N·b, i)
         d_out = self.matmul(self.transpose(c_rows, (1, 0)), g_rows)  # (i, q)
-        dc = self.transpose(self.reshape(dc_rows, (rows, n, n)), (2, 0, 1))  # (i, N, b)
+        dc = self.transpose(self.reshape(dc_rows, (rows, n, -1)), (2, 0, 1))  # (i, N, b)
         d_rule = self.matmul(self.transpose(dc, (0, 2, 1)), self.transpose(u, (2, 0, 1)))  # (i, b, a)
         du = self.matmul(dc, rule)  # (i, N, a)
-        du_rows = self.reshape(self.transpose(du, (1, 2, 0)), (rows * n, n))  # (N·a, i)
+        du_rows = self.reshape(self.transpose(du, (1, 2, 0)), (rows * n, -1))  # (N·a, i)
         dx = self.reshape(self.matmul(du_rows, in_factor), (rows, n * p))  # (N, in)
         d_in = self.matmul(self.transpose(du_rows, (1, 0)), self.reshape(x2, (rows * n, p)))  # (i, p)
         return dx, d_rule, d_out, d_in

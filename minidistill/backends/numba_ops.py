@@ -416,32 +416,34 @@ def lstm_carry_kernel(dprev, mask, t, dh):
 def phm_forward_kernel(x, rule, s, t, y, u, c):
     """y = x Wᵀ for W = Σ_i A_i ⊗ s_i t_iᵀ, one row per thread, W never built.
 
-    x (N, n·p), rule (n, n, n) [i, b, a], s (n, q), t (n, p) → y (N, n·q); also keeps
-    u (N, n, n) [r, a, i] = t_i · x_a and c (N, n, n) [r, b, i] = Σ_a A_i[b, a] u[r, a, i].
+    x (N, n·p), rule (m, n, n) [i, b, a], s (m, q), t (m, p) → y (N, n·q), m terms (m = n for
+    rank-one fast weights); also keeps u (N, n, m) [r, a, i] = t_i · x_a and c (N, n, m)
+    [r, b, i] = Σ_a A_i[b, a] u[r, a, i].
 
     Optimizations:
         * per row O(n (in + out) + n³) work, no (out, in) matrix in memory;
         * parallel over rows, float64 accumulation.
     """
     rows = x.shape[0]
-    n, p = t.shape
+    m, p = t.shape
+    n = rule.shape[1]
     q = s.shape[1]
     for r in prange(rows):
         for a in range(n):
-            for i in range(n):
+            for i in range(m):
                 acc = 0.0
                 for k in range(p):
                     acc += np.float64(x[r, a * p + k]) * t[i, k]
                 u[r, a, i] = acc
         for b in range(n):
-            for i in range(n):
+            for i in range(m):
                 acc = 0.0
                 for a in range(n):
                     acc += np.float64(rule[i, b, a]) * u[r, a, i]
                 c[r, b, i] = acc
             for l in range(q):
                 acc = 0.0
-                for i in range(n):
+                for i in range(m):
                     acc += c[r, b, i] * s[i, l]
                 y[r, b * q + l] = acc
 
@@ -452,24 +454,25 @@ def phm_backward_kernel(g, rule, s, t, dx, dc, du):
     Σ_b A_i[b, a] dc[r, b, i] and dx_a = Σ_i du[r, a, i] t_i; the weight gradients are sums
     over rows of outer products of these, left to BLAS."""
     rows = g.shape[0]
-    n, p = t.shape
+    m, p = t.shape
+    n = rule.shape[1]
     q = s.shape[1]
     for r in prange(rows):
         for b in range(n):
-            for i in range(n):
+            for i in range(m):
                 acc = 0.0
                 for l in range(q):
                     acc += np.float64(g[r, b * q + l]) * s[i, l]
                 dc[r, b, i] = acc
         for a in range(n):
-            for i in range(n):
+            for i in range(m):
                 acc = 0.0
                 for b in range(n):
                     acc += np.float64(rule[i, b, a]) * dc[r, b, i]
                 du[r, a, i] = acc
             for k in range(p):
                 acc = 0.0
-                for i in range(n):
+                for i in range(m):
                     acc += du[r, a, i] * t[i, k]
                 dx[r, a * p + k] = acc
 
@@ -540,9 +543,9 @@ class NumbaOps(NumpyOps):
     def phm_forward(self, x2, rule, out_factor, in_factor):
         x2 = np.ascontiguousarray(x2)
         dt = x2.dtype
-        rows, n, q = x2.shape[0], rule.shape[0], out_factor.shape[1]
+        rows, m, n, q = x2.shape[0], rule.shape[0], rule.shape[1], out_factor.shape[1]
         y = np.empty((rows, n * q), dt)
-        u, c = np.empty((rows, n, n), dt), np.empty((rows, n, n), dt)
+        u, c = np.empty((rows, n, m), dt), np.empty((rows, n, m), dt)
         phm_forward_kernel(x2, np.ascontiguousarray(rule), np.ascontiguousarray(out_factor),
                            np.ascontiguousarray(in_factor), y, u, c)
         return y, (u, c)
@@ -550,15 +553,15 @@ class NumbaOps(NumpyOps):
     def phm_backward(self, g2, x2, rule, out_factor, in_factor, saved):
         u, c = saved  # (N, a, i), (N, b, i)
         g2 = np.ascontiguousarray(g2, dtype=u.dtype)
-        rows, n, p, q = x2.shape[0], rule.shape[0], in_factor.shape[1], out_factor.shape[1]
+        rows, m, n, p, q = x2.shape[0], rule.shape[0], rule.shape[1], in_factor.shape[1], out_factor.shape[1]
         dx = np.empty((rows, n * p), u.dtype)
-        dc, du = np.empty((rows, n, n), u.dtype), np.empty((rows, n, n), u.dtype)
+        dc, du = np.empty((rows, n, m), u.dtype), np.empty((rows, n, m), u.dtype)
         phm_backward_kernel(g2, np.ascontiguousarray(rule), np.ascontiguousarray(out_factor),
                             np.ascontiguousarray(in_factor), dx, dc, du)
         # weight gradients: sums over rows, one BLAS product each
-        d_out = c.reshape(rows * n, n).T @ g2.reshape(rows * n, q)  # (i, q)
+        d_out = c.reshape(rows * n, m).T @ g2.reshape(rows * n, q)  # (i, q)
         d_rule = np.matmul(dc.transpose(2, 1, 0), u.transpose(2, 0, 1))  # (i, b, N) @ (i, N, a)
-        d_in = du.reshape(rows * n, n).T @ np.ascontiguousarray(x2).reshape(rows * n, p)  # (i, p)
+        d_in = du.reshape(rows * n, m).T @ np.ascontiguousarray(x2).reshape(rows * n, p)  # (i, p)
         return dx, d_rule, d_out, d_in
 
     def gelu_forward(self, x):

@@ -19,7 +19,9 @@ A PHM map in → out holds in + out factor weights, so the adapter weights of th
     Compacter    (adapters after attention and after the FFN):  4 L (k + d) + n³
     Compacter++  (after the FFN only):                          2 L (k + d) + n³
 
-plus the adapters' biases. Only the adapters, the LayerNorms and the task head are trained;
+plus the adapters' biases. The original code's ``phm_rank`` option (``rank`` here) makes each
+fast weight a sum of r rank-one terms, ``B_i = Σ_j s_ij t_ijᵀ``, and multiplies the first term
+by r. Only the adapters, the LayerNorms and the task head are trained;
 the pretrained weights are frozen and get no gradient. Defaults as the original: n = 4,
 reduction 32, GELU, lr 3e-3.
 
@@ -44,7 +46,7 @@ DEFAULT_LR = 3e-3
 
 
 def compacter(model: Module, plus: bool = False, n: int = DEFAULT_N, reduction: int = DEFAULT_REDUCTION,
-              layer_norms: bool = True, head: bool = True, pooler: bool = False) -> Module:
+              layer_norms: bool = True, head: bool = True, pooler: bool = False, rank: int = 1) -> Module:
     """Insert Compacter (``plus=False``) or Compacter++ (``plus=True``) adapters into a BERT
     in place, freeze everything else, and return the model.
 
@@ -56,20 +58,23 @@ def compacter(model: Module, plus: bool = False, n: int = DEFAULT_N, reduction: 
         layer_norms: also train the LayerNorms (as the original).
         head: also train the task head (as the original).
         pooler: also train BERT's pooler (see :func:`~minidistill.nn.adapters.train_adapters_only`).
+        rank: rank of each fast weight (the original code's ``phm_rank``; 1 in the paper).
     """
     if pooler:
         pooler_of(model)  # refuse before the model is changed
-    cfg = AdapterConfig(reduction=reduction, placement="pfeiffer" if plus else "houlsby", kind="phm", phm_n=n)
+    cfg = AdapterConfig(reduction=reduction, placement="pfeiffer" if plus else "houlsby", kind="phm", phm_n=n,
+                        phm_rank=rank)
     add_adapters(model, cfg)
     return train_adapters_only(model, layer_norms=layer_norms, head=head, pooler=pooler)
 
 
 def compacter_parameter_count(num_layers: int, hidden_size: int, reduction: int = DEFAULT_REDUCTION,
-                              n: int = DEFAULT_N, plus: bool = False) -> int:
+                              n: int = DEFAULT_N, plus: bool = False, rank: int = 1) -> int:
     """The paper's count of adapter weights (biases excluded): ``4L(k + d) + n³`` for
-    Compacter, ``2L(k + d) + n³`` for Compacter++."""
+    Compacter, ``2L(k + d) + n³`` for Compacter++; fast weights of rank r multiply the
+    first term by r."""
     k = hidden_size // reduction
-    return (2 if plus else 4) * num_layers * (k + hidden_size) + n ** 3
+    return rank * (2 if plus else 4) * num_layers * (k + hidden_size) + n ** 3
 
 
 @register_fold(PHMLinear)
@@ -77,7 +82,7 @@ def _fold_phm(layer: PHMLinear, report) -> Linear:
     """A PHM layer → a dense Linear with ``W = Σ_i A_i ⊗ s_i t_iᵀ`` and the same bias."""
     out = Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
     ops = layer.in_factor.backend
-    w = F.kron_weight(layer.phm_rule, layer.out_factor, layer.in_factor).data  # (out, in)
+    w = layer.weight().data  # (out, in)
     out.weight.data, out.weight.backend = ops.copy(w), ops
     if layer.bias is not None:
         out.bias.data, out.bias.backend = ops.copy(layer.bias.data), ops

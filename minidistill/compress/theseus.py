@@ -152,7 +152,7 @@ class TheseusModel(Module):
                     x = self.predecessor.bert.encoder.layer[j](x, mask)[0]  # (B, T, D)
             if hidden is not None:
                 hidden.append(x)
-        pooled = s.bert.pooler(x)  # (B, D)
+        pooled = s.bert.pooler(x, attention_mask)  # (B, D)
         logits = s.classifier(s.dropout(pooled))  # (B, C)
         loss = _classification_loss(logits, labels, s.config) if labels is not None else None
         return ModelOutput(loss=loss, logits=logits, pooler_output=pooled, last_hidden_state=x,

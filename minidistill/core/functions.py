@@ -426,11 +426,13 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, residual: Tens
 
 # ------------------------------------------------------- Kronecker (PHM) layers
 def _phm_shapes(x_width: int, rule, out_factor, in_factor) -> tuple[int, int, int]:
-    n = rule.shape[0]
-    if tuple(rule.shape) != (n, n, n):
-        raise ValueError(f"phm: the rule must be (n, n, n), got {tuple(rule.shape)}")
-    if out_factor.ndim != 2 or in_factor.ndim != 2 or out_factor.shape[0] != n or in_factor.shape[0] != n:
-        raise ValueError(f"phm: factors must be (n={n}, out/n) and (n={n}, in/n), got "
+    """(n, p, q) of a PHM product with m terms: rule (m, n, n), factors (m, q) and (m, p)
+    (m = n for rank-one fast weights; m = n · rank when each B_i is a sum of rank-one terms)."""
+    if rule.ndim != 3 or rule.shape[1] != rule.shape[2]:
+        raise ValueError(f"phm: the rule must be (terms, n, n), got {tuple(rule.shape)}")
+    m, n = rule.shape[0], rule.shape[1]
+    if out_factor.ndim != 2 or in_factor.ndim != 2 or out_factor.shape[0] != m or in_factor.shape[0] != m:
+        raise ValueError(f"phm: factors must be (terms={m}, out/n) and (terms={m}, in/n), got "
                          f"{tuple(out_factor.shape)} and {tuple(in_factor.shape)}")
     p, q = in_factor.shape[1], out_factor.shape[1]
     if x_width != n * p:
@@ -473,6 +475,9 @@ def phm_linear(x: Tensor, rule: Tensor, out_factor: Tensor, in_factor: Tensor, b
     Args:
         x: (..., in). rule: (n, n, n), ``rule[i]`` = A_i. out_factor: (n, out/n), row i = s_i.
         in_factor: (n, in/n), row i = t_i. bias: (out,) or None.
+
+    More generally the sum may have m terms ``rule[j] ⊗ s_j t_jᵀ`` with rule (m, n, n) and
+    factors (m, ·): fast weights of rank r are m = n r terms whose rules repeat each A_i r times.
     """
     args = [x, rule, out_factor, in_factor] + ([bias] if bias is not None else [])
     return PHMLinear.apply(*args)
@@ -481,13 +486,15 @@ def phm_linear(x: Tensor, rule: Tensor, out_factor: Tensor, in_factor: Tensor, b
 def kron_weight(rule: Tensor, out_factor: Tensor, in_factor: Tensor) -> Tensor:
     """The PHM weight ``W = Σ_i A_i ⊗ (s_i t_iᵀ)`` (out, in), built explicitly (differentiable).
 
-    ``W[b q + l, a p + k] = Σ_i A_i[b, a] s_i[l] t_i[k]``: one (n², n) @ (n, q p) product.
+    ``W[b q + l, a p + k] = Σ_i A_i[b, a] s_i[l] t_i[k]``: one (n², m) @ (m, q p) product over
+    the m terms (m = n for rank-one fast weights).
     """
-    n, p, q = _phm_shapes(in_factor.shape[0] * in_factor.shape[1], rule, out_factor, in_factor)
+    n, p, q = _phm_shapes(rule.shape[1] * in_factor.shape[1], rule, out_factor, in_factor)
+    m = rule.shape[0]
     # BEGIN TASK 5.3
-    blocks = reshape(out_factor, (n, q, 1)) * reshape(in_factor, (n, 1, p))  # (n, q, p): B_i = s_i t_iᵀ
-    a = transpose(reshape(rule, (n, n * n)), 0, 1)  # (b·a, i)
-    w = matmul(a, reshape(blocks, (n, q * p)))  # (b·a, q·p)
+    blocks = reshape(out_factor, (m, q, 1)) * reshape(in_factor, (m, 1, p))  # (m, q, p): B_i = s_i t_iᵀ
+    a = transpose(reshape(rule, (m, n * n)), 0, 1)  # (b·a, i)
+    w = matmul(a, reshape(blocks, (m, q * p)))  # (b·a, q·p)
     w = permute(reshape(w, (n, n, q, p)), (0, 2, 1, 3))  # (b, q, a, p)
     return reshape(w, (n * q, n * p))  # (out, in)
     # END TASK 5.3

@@ -207,14 +207,36 @@ class BertEncoder(Module):
         return x, hidden, attentions, scores_all, qkv_all
 
 
+def mean_over_tokens(h: Tensor, attention_mask=None) -> Tensor:
+    """(B, T, D) → (B, D): the mean of the real tokens' vectors, ``Σₜ mₜ hₜ / Σₜ mₜ`` with the
+    (B, T) 0/1 ``attention_mask`` m (every token's mean without one). A row with no real token
+    gives zeros rather than a division by zero."""
+    if attention_mask is None:
+        return h.mean(axis=1)  # (B, D)
+    ops = h.backend
+    m = ops.asarray(attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask)
+    if tuple(m.shape) != tuple(h.shape[:2]):
+        raise ValueError(f"attention_mask shape {tuple(m.shape)} does not match the hidden states' {tuple(h.shape[:2])}")
+    m = ops.cast(m != 0, h.dtype)  # (B, T)
+    w = m / ops.maximum(ops.sum(m, axis=1, keepdims=True), 1.0)  # (B, T), each row sums to 1
+    return (h * Tensor._wrap(ops.reshape(w, (*w.shape, 1)), ops)).sum(axis=1)  # (B, D)
+
+
 class BertPooler(Module):
-    """``tanh(W h_[CLS] + b)``: the pooled sentence representation."""
+    """``tanh(W s + b)``: the pooled sentence representation, where the summary s is the first
+    token's hidden state (``config.classifier_pooling = "cls"``, BERT's) or the mean over the real
+    tokens (``"mean"``, what sentence-embedding checkpoints such as all-MiniLM-L6-v2 are trained
+    to be read by)."""
 
     def __init__(self, config: BertConfig):
         self.dense = Linear(config.hidden_size, config.hidden_size)
+        self.pooling = config.classifier_pooling
 
-    def forward(self, h: Tensor) -> Tensor:
-        """(B, T, D) → (B, D) from the first token."""
+    def forward(self, h: Tensor, attention_mask=None) -> Tensor:
+        """(B, T, D) → (B, D) from the first token, or from the mean over tokens where
+        ``attention_mask`` (B, T) is 1 (mean pooling)."""
+        if self.pooling == "mean":
+            return F.tanh(self.dense(mean_over_tokens(h, attention_mask)))  # (B, D)
         # BEGIN TASK 3.4
         return F.tanh(self.dense(h[:, 0]))
         # END TASK 3.4
@@ -423,7 +445,7 @@ class BertModel(BertPreTrainedModel):
         h, hidden, attentions, scores, qkv = self.encoder(
             x, mask, output_hidden_states, output_attentions, output_attention_scores, output_qkv
         )
-        pooled = self.pooler(h) if self.pooler is not None else None  # (B, D)
+        pooled = self.pooler(h, attention_mask) if self.pooler is not None else None  # (B, D)
         return ModelOutput(
             last_hidden_state=h,
             pooler_output=pooled,

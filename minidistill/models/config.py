@@ -30,6 +30,9 @@ class BertConfig:
     pad_token_id: int = 0
     position_embedding_type: str = "absolute"
     classifier_dropout: float | None = None
+    #: what the pooler reads: "cls" (the first token, BERT's) or "mean" (the mean over real
+    #: tokens, what sentence-embedding checkpoints are trained for; ModernBERT's name)
+    classifier_pooling: str = "cls"
     num_labels: int = 2
     problem_type: str | None = None
     id2label: dict | None = None
@@ -38,6 +41,7 @@ class BertConfig:
     extra: dict = field(default_factory=dict, repr=False)
 
     SUPPORTED_ACTIVATIONS = ("gelu", "relu")
+    SUPPORTED_POOLING = ("cls", "mean")
     #: ``model_type`` in ``config.json``
     MODEL_TYPE: ClassVar[str] = "bert"
 
@@ -67,6 +71,9 @@ class BertConfig:
         if self.classifier_dropout is not None and (not _is_number(self.classifier_dropout)
                                                     or not 0.0 <= self.classifier_dropout < 1.0):
             raise ValueError(f"BertConfig.classifier_dropout must be None or in [0, 1), got {self.classifier_dropout!r}")
+        if not isinstance(self.classifier_pooling, str) or self.classifier_pooling not in self.SUPPORTED_POOLING:
+            raise ValueError(f"BertConfig.classifier_pooling {self.classifier_pooling!r} is not supported; "
+                             f"use one of {self.SUPPORTED_POOLING}")
         for name in ("layer_norm_eps", "initializer_range"):
             value = getattr(self, name)
             if not _is_number(value) or not value > 0 or value == float("inf"):
@@ -121,6 +128,8 @@ class BertConfig:
         for k in ("id2label", "label2id", "problem_type", "classifier_dropout", "architectures"):
             if out.get(k) is None:
                 out.pop(k, None)
+        if out["classifier_pooling"] == "cls":  # BERT's own: left out, so HF checkpoints round-trip unchanged
+            del out["classifier_pooling"]
         out["model_type"] = self.MODEL_TYPE
         return out
 

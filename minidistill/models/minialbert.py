@@ -186,7 +186,7 @@ class MiniAlbertForSequenceClassification(BertPreTrainedModel):
         mask = None if attention_mask is None else keep_mask_from_attention_mask(attention_mask, ops)
         h, hidden, attentions, scores, qkv = self.encoder(
             x, mask, output_hidden_states, output_attentions, output_attention_scores, output_qkv)
-        pooled = self.pooler(h)  # (B, H)
+        pooled = self.pooler(h, attention_mask)  # (B, H)
         logits = self.classifier(self.dropout(pooled))  # (B, C)
         loss = _classification_loss(logits, labels, self.config) if labels is not None else None
         tup = (lambda v: tuple(v) if v is not None else None)

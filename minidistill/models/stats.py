@@ -51,7 +51,7 @@ def flops_per_token(model: Module, seq_len: int = 128) -> int:
         if isinstance(m, Linear):
             total += scale * 2 * m.in_features * m.out_features
         elif isinstance(m, PHMLinear):
-            total += scale * (2 * m.n * (m.in_features + m.out_features) + 2 * m.n ** 3)
+            total += scale * m.rank * (2 * m.n * (m.in_features + m.out_features) + 2 * m.n ** 3)
         elif isinstance(m, MultiHeadSelfAttention):
             total += scale * 4 * seq_len * m.all_head_size
     return int(round(total))

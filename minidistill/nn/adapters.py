@@ -11,7 +11,9 @@ PHM layer (Zhang et al., 2021; Compacter, Karimi Mahabadi et al., 2021), a Linea
                                 B_i = s_i t_iᵀ (out/n × in/n) rank-one "fast" weights per layer
 
 so a PHM map d → k holds d + k factor weights (plus n³ for the shared rule) instead of
-d · k, and ``(A ⊗ s tᵀ) x`` never needs W: see ``Ops.phm_forward``.
+d · k, and ``(A ⊗ s tᵀ) x`` never needs W: see ``Ops.phm_forward``. The original code's
+``phm_rank`` option makes each fast weight a sum of r rank-one terms,
+``B_i = Σ_{j=1..r} s_ij t_ijᵀ``: r (d + k) factor weights per map.
 
 Placement in a BERT layer (``add_adapters``): *Houlsby* puts one adapter after the
 attention block's output projection and one after the FFN's, each before its residual
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+
+import numpy as np
 
 from ..core import functions as F
 from ..core.tensor import Tensor
@@ -52,38 +56,51 @@ class PHMLinear(Module):
         bias: add a bias.
         materialize: build W explicitly and use a dense product (for comparison; same
             outputs and gradients).
+        rank: rank r of each fast weight, ``B_i = Σ_j s_ij t_ijᵀ`` (the original's
+            ``phm_rank``; 1, the paper's, by default).
 
-    Parameters: ``phm_rule`` (n, n, n), ``out_factor`` (n, out/n) (row i = s_i),
-    ``in_factor`` (n, in/n) (row i = t_i), ``bias`` (out,); the factors are Glorot-uniform
-    per rank-one factor, as the original.
+    Parameters: ``phm_rule`` (n, n, n), ``out_factor`` (n r, out/n) (row i r + j = s_ij),
+    ``in_factor`` (n r, in/n) (row i r + j = t_ij), ``bias`` (out,); the factors are
+    Glorot-uniform per fast weight (fan in/n + r), as the original.
     """
 
     def __init__(self, in_features: int, out_features: int, n: int = 4, rule: Parameter | None = None,
-                 bias: bool = True, materialize: bool = False):
+                 bias: bool = True, materialize: bool = False, rank: int = 1):
         if n < 1 or in_features % n or out_features % n:
             raise ValueError(f"PHMLinear: in_features ({in_features}) and out_features ({out_features}) "
                              f"must be multiples of n ({n})")
+        if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+            raise ValueError(f"PHMLinear: rank must be a positive integer, got {rank!r}")
         if rule is not None and tuple(rule.shape) != (n, n, n):
             raise ValueError(f"PHMLinear: a shared rule must be ({n}, {n}, {n}), got {tuple(rule.shape)}")
         self.in_features, self.out_features, self.n, self.materialize = in_features, out_features, n, materialize
+        self.rank = rank
         p, q = in_features // n, out_features // n
         self.phm_rule = rule if rule is not None else phm_rule(n)
-        self.out_factor = Parameter(init.uniform((n, q), math.sqrt(6.0 / (q + 1))))
-        self.in_factor = Parameter(init.uniform((n, p), math.sqrt(6.0 / (p + 1))))
+        self.out_factor = Parameter(init.uniform((n * rank, q), math.sqrt(6.0 / (q + rank))))
+        self.in_factor = Parameter(init.uniform((n * rank, p), math.sqrt(6.0 / (p + rank))))
         self.bias = Parameter(init.zeros((out_features,))) if bias else None
 
+    def term_rules(self) -> Tensor:
+        """The rule of every rank-one term, (n r, n, n): each A_i repeated r times (the rule
+        itself when r = 1); differentiable, so the rule's gradient sums over the repeats."""
+        if self.rank == 1:
+            return self.phm_rule
+        return self.phm_rule[np.repeat(np.arange(self.n), self.rank)]  # (n r, n, n)
+
     def weight(self) -> Tensor:
-        """The (out, in) weight ``Σ_i A_i ⊗ s_i t_iᵀ``, built explicitly (differentiable)."""
-        return F.kron_weight(self.phm_rule, self.out_factor, self.in_factor)
+        """The (out, in) weight ``Σ_i A_i ⊗ B_i``, built explicitly (differentiable)."""
+        return F.kron_weight(self.term_rules(), self.out_factor, self.in_factor)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x`` (..., in) → (..., out)."""
         if self.materialize:
             return F.linear(x, self.weight(), self.bias)
-        return F.phm_linear(x, self.phm_rule, self.out_factor, self.in_factor, self.bias)
+        return F.phm_linear(x, self.term_rules(), self.out_factor, self.in_factor, self.bias)
 
     def extra_repr(self):
-        return f"in={self.in_features}, out={self.out_features}, n={self.n}, bias={self.bias is not None}"
+        rank = f", rank={self.rank}" if self.rank > 1 else ""
+        return f"in={self.in_features}, out={self.out_features}, n={self.n}{rank}, bias={self.bias is not None}"
 
 
 @dataclass
@@ -96,6 +113,7 @@ class AdapterConfig:
         kind: "dense" (two Linear maps) or "phm" (two PHM layers sharing one rule per model:
             Compacter).
         phm_n: number of Kronecker terms for "phm".
+        phm_rank: rank of each PHM fast weight (the original's ``phm_rank``; 1 = Compacter).
         layer_norm: add a LayerNorm after the residual sum, ``LN(x + U(GELU(D x)))`` (as
             MiniALBERT's adapters); off by default so that a fresh adapter is the identity.
     """
@@ -105,6 +123,7 @@ class AdapterConfig:
     kind: str = "dense"
     phm_n: int = 4
     layer_norm: bool = False
+    phm_rank: int = 1
 
     PLACEMENTS = ("houlsby", "pfeiffer")
     KINDS = ("dense", "phm")
@@ -116,6 +135,8 @@ class AdapterConfig:
             raise ValueError(f"AdapterConfig.kind must be one of {self.KINDS}, got {self.kind!r}")
         if not isinstance(self.reduction, int) or self.reduction < 1:
             raise ValueError(f"AdapterConfig.reduction must be a positive integer, got {self.reduction!r}")
+        if not isinstance(self.phm_rank, int) or isinstance(self.phm_rank, bool) or self.phm_rank < 1:
+            raise ValueError(f"AdapterConfig.phm_rank must be a positive integer, got {self.phm_rank!r}")
 
     @property
     def sites(self) -> tuple[str, ...]:
@@ -153,8 +174,8 @@ class Adapter(Module):
             if k % config.phm_n or hidden_size % config.phm_n:
                 raise ValueError(f"PHM adapter: hidden {hidden_size} and bottleneck {k} must be multiples of "
                                  f"phm_n={config.phm_n}")
-            self.down = PHMLinear(hidden_size, k, config.phm_n, rule)
-            self.up = PHMLinear(k, hidden_size, config.phm_n, self.down.phm_rule)
+            self.down = PHMLinear(hidden_size, k, config.phm_n, rule, rank=config.phm_rank)
+            self.up = PHMLinear(k, hidden_size, config.phm_n, self.down.phm_rule, rank=config.phm_rank)
         else:
             self.down = Linear(hidden_size, k)
             self.up = Linear(k, hidden_size)
@@ -170,7 +191,7 @@ class Adapter(Module):
         for lin in (self.down, self.up):
             if isinstance(lin, PHMLinear):
                 for f in (lin.out_factor, lin.in_factor):
-                    put(f, init.uniform(f.shape, math.sqrt(6.0 / (f.shape[1] + 1))))
+                    put(f, init.uniform(f.shape, math.sqrt(6.0 / (f.shape[1] + lin.rank))))
             else:
                 put(lin.weight, init.normal(lin.weight.shape, 0.02) if lin is self.down else init.zeros(lin.weight.shape))
             if lin.bias is not None:
