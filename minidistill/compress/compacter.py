@@ -33,7 +33,6 @@ itself stays (its GELU does not fold into the frozen weights).
 
 from __future__ import annotations
 
-from ..core import functions as F
 from ..nn.adapters import AdapterConfig, PHMLinear, add_adapters, pooler_of, train_adapters_only
 from ..nn.layers import Linear
 from ..nn.module import Module
