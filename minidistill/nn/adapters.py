@@ -77,9 +77,17 @@ class PHMLinear(Module):
         self.rank = rank
         p, q = in_features // n, out_features // n
         self.phm_rule = rule if rule is not None else phm_rule(n)
-        self.out_factor = Parameter(init.uniform((n * rank, q), math.sqrt(6.0 / (q + rank))))
-        self.in_factor = Parameter(init.uniform((n * rank, p), math.sqrt(6.0 / (p + rank))))
+        self.out_factor = Parameter(init.zeros((n * rank, q)))
+        self.in_factor = Parameter(init.zeros((n * rank, p)))
+        self.reset_factors()
         self.bias = Parameter(init.zeros((out_features,))) if bias else None
+
+    def reset_factors(self) -> None:
+        """Glorot-uniform fast-weight factors, per fast weight (fan in/n + r), as the original;
+        the shared rule and the bias are left alone."""
+        for f in (self.out_factor, self.in_factor):
+            f.data = f.backend.asarray(init.uniform(f.shape, math.sqrt(6.0 / (f.shape[1] + self.rank))),
+                                       dtype=f.dtype.name)
 
     def term_rules(self) -> Tensor:
         """The rule of every rank-one term, (n r, n, n): each A_i repeated r times (the rule
@@ -190,8 +198,7 @@ class Adapter(Module):
 
         for lin in (self.down, self.up):
             if isinstance(lin, PHMLinear):
-                for f in (lin.out_factor, lin.in_factor):
-                    put(f, init.uniform(f.shape, math.sqrt(6.0 / (f.shape[1] + lin.rank))))
+                lin.reset_factors()
             else:
                 put(lin.weight, init.normal(lin.weight.shape, 0.02) if lin is self.down else init.zeros(lin.weight.shape))
             if lin.bias is not None:
