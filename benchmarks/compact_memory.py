@@ -23,7 +23,7 @@ import numpy as np
 
 import minidistill as md
 from minidistill.cli import DataSection, FinetuneConfig, ModelSection, finetune, load_splits
-from minidistill.compress.compact import CompActConfig, disable_compact, enable_compact, saved_activation_bytes
+from minidistill.compress.compressed_activations import CompActConfig, disable_compact, enable_compact, saved_activation_bytes
 from minidistill.data import Tokenizer
 from minidistill.models import BertForSequenceClassification
 from minidistill.train import TrainConfig
@@ -102,8 +102,8 @@ def train_rows(ranks, teacher_dir: Path, epochs: int, out: str, done: dict) -> d
         key = f"rank{r}"
         cfg = FinetuneConfig(model=ModelSection(path="minilm-l6", backend="numba"), data=DataSection(task="rotten_tomatoes"),
                              train=TrainConfig(lr=1e-4, epochs=epochs, max_length=64, batch_size=32, warmup_ratio=0.1,
-                                               progress=False, compact=CompActConfig(rank=r)),
-                             output_dir=f"{out}/{key}")
+                                               progress=False),
+                             compact=CompActConfig(rank=r), output_dir=f"{out}/{key}")
         print(f"== CompAct rank {r}: fine-tuning MiniLM-L6, {epochs} epochs", flush=True)
         res = finetune(cfg)
         done[key] = {"dev": res["dev"]["accuracy"], "test": res["test"]["accuracy"], "wall_s": res["train_seconds"],

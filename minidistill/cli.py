@@ -24,9 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from . import course
-from .config import ConfigError, load_config, to_dict
+from .config_io import ConfigError, load_config, to_dict
+from .compress.compressed_activations import CompActConfig
+from .compress.compressed_activations import callbacks as compact_callbacks
 from .course import grading
-from .train.trainer import TrainConfig
+from .train.trainer import TrainConfig, merge_callbacks
 
 
 @dataclass
@@ -73,6 +75,8 @@ class FinetuneConfig:
     # what the pooler reads: cls (BERT's first token) | mean (over real tokens, for
     # sentence-embedding checkpoints such as minilm-l6); default: the checkpoint's own
     classifier_pooling: str | None = None
+    # CompAct: train with compressed activations (any key, e.g. --compact.rank=16, turns it on)
+    compact: CompActConfig | None = None
 
 
 @dataclass
@@ -148,6 +152,7 @@ class DistillConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3, max_length=64))
     output_dir: str = "runs/distill"
     cache_dir: str | None = None
+    compact: CompActConfig | None = None  # CompAct while distilling (e.g. --compact.rank=16)
 
 
 def _layer_spec(spec: str):
@@ -246,7 +251,8 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
     announce(f"distilling {cfg.teacher.path} ({teacher.num_parameters() / 1e6:.1f}M) into a {st.kind} student "
              f"({student.num_parameters() / 1e6:.1f}M) on {train.task.name}: stages "
              f"{', '.join(s.name for s in stages)}; transfer set {len(transfer)} texts")
-    callbacks = student.callbacks() if folds else None
+    callbacks = merge_callbacks(student.callbacks() if folds else None,
+                                compact_callbacks(cfg.compact) if cfg.compact else None)
     trainer = distill(teacher, student, tok, train, dev, stages=stages, transfer_data=transfer, config=train_cfg,
                       cache_dir=cfg.cache_dir, callbacks=callbacks)
     result = {"task": train.task.name, "teacher_parameters": teacher.num_parameters(),
@@ -370,7 +376,8 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
              f"{len(train)} examples, {steps} steps of {cfg.train.batch_size}, max length {cfg.train.max_length}, "
              f"backend {cfg.model.backend}")
     start = time.perf_counter()
-    trainer = Trainer(model, tok, train, dev, cfg.train)
+    trainer = Trainer(model, tok, train, dev, cfg.train,
+                      callbacks=compact_callbacks(cfg.compact) if cfg.compact else None)
     trainer.train()
     train_seconds = time.perf_counter() - start
     result = {"task": task.name, "parameters": model.num_parameters(), "train_seconds": train_seconds,
@@ -409,7 +416,7 @@ def _evaluate_and_save(model, tok, dev, test, cfg, result: dict) -> dict:
     """Add dev/test metrics and sequences/s to ``result``, then save the model, its tokenizer
     and ``metrics.json`` into ``cfg.output_dir`` — only after everything succeeded, so a failed
     run leaves an older output untouched."""
-    from .models.io import write_json
+    from .fileio import write_json
     from .train import evaluate
 
     for name, split in (("dev", dev), ("test", test)):
@@ -459,7 +466,7 @@ def demo_plan(preset: str, backend: str, output_dir: str) -> list:
 
     Every step writes a folder under ``output_dir``; its ``metrics.json`` is written last, so a
     folder with one is a finished artefact and a re-run skips it (if its config is unchanged)."""
-    from .config import from_dict
+    from .config_io import from_dict
 
     p = DEMO_PRESETS[preset]
     base = dict(p["train"])
@@ -603,7 +610,7 @@ def load_classifier(model_dir):
     MiniALBERT, or a BiLSTM student)."""
     from .models import BertForSequenceClassification, BiLSTMStudent, MiniAlbertConfig, MiniAlbertForSequenceClassification
     from .models.bilstm import MODEL_TYPE
-    from .models.io import read_config
+    from .fileio import read_config
 
     kind = read_config(model_dir).get("model_type")
     if kind == MODEL_TYPE:

@@ -49,7 +49,7 @@ class Report:
 
     def save_json(self, path) -> None:
         """Write :meth:`to_json` atomically."""
-        from .models.io import atomic_path
+        from .fileio import atomic_path
 
         with atomic_path(path) as tmp:
             tmp.write_text(self.to_json() + "\n", encoding="utf-8")
@@ -100,7 +100,7 @@ class Report:
             ax.grid(alpha=0.3)
         fig.suptitle("★ teacher", x=0.02, ha="left", fontsize=9, color="crimson")
         fig.tight_layout()
-        from .models.io import atomic_path
+        from .fileio import atomic_path
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

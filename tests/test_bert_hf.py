@@ -14,7 +14,7 @@ import minidistill as md
 from minidistill.core import functions as F
 from minidistill.data import Tokenizer
 from minidistill.models import BertConfig, BertForSequenceClassification, BertForTokenClassification, BertModel
-from minidistill.models.io import CheckpointError
+from minidistill.fileio import CheckpointError
 
 from .conftest import ALL_BACKENDS, SENTENCES
 

@@ -8,7 +8,7 @@ import pytest
 
 import minidistill as md
 from minidistill.data import TeacherCache, Tokenizer, load_dataset
-from minidistill.models.io import CheckpointError
+from minidistill.fileio import CheckpointError
 
 from .test_train import _tiny
 

@@ -1,4 +1,4 @@
-"""CompAct: compressed activations for the weight gradient (compress/compact.py)."""
+"""CompAct: compressed activations for the weight gradient (compress/compressed_activations.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import minidistill as md
-from minidistill.compress.compact import (CompActConfig, compact_linear, disable_compact, enable_compact,
-                                          saved_activation_bytes)
+from minidistill.compress.compressed_activations import (CompActConfig, callbacks, compact_linear, disable_compact,
+                                                         enable_compact, saved_activation_bytes)
 from minidistill.core import functions as F
 from minidistill.models import BertConfig, BertForSequenceClassification
 from minidistill.nn.layers import Linear
@@ -38,17 +38,20 @@ def _grads(model):
     ids, mask, labels = _batch()
     model.zero_grad()
     model(ids, attention_mask=mask, labels=labels).loss.backward()
-    return {n: (p.backend.to_numpy(p.grad).copy() if p.grad is not None else None,
-                None if getattr(p, "compact_grad", None) is None else p.backend.to_numpy(p.compact_grad).copy())
-            for n, p in model.named_parameters()}
+    # (full-shape gradient, gradient in the compressed basis): one of the two is None
+    out = {}
+    for n, p in model.named_parameters():
+        g = None if p.grad is None else p.backend.to_numpy(p.grad).copy()
+        out[n] = (None, g) if getattr(p, "grad_basis", None) is not None else (g, None)
+    return out
 
 
 def test_config_is_validated():
     for bad in (dict(rank=0), dict(variant="x"), dict(projection="sparse"), dict(update_proj_gap=0), dict(scale=0)):
         with pytest.raises(ValueError, match="compact"):
             CompActConfig(**bad)
-    with pytest.raises(md.ConfigError if hasattr(md, "ConfigError") else Exception, match="rnk"):
-        md.train.TrainConfig(compact={"rnk": 4})
+    with pytest.raises(ValueError, match="rnk"):
+        callbacks({"rnk": 4})
 
 
 @pytest.mark.parametrize("backend_name", ALL_BACKENDS)
@@ -67,7 +70,7 @@ def test_full_rank_orthogonal_projection_gives_exact_gradients(backend_name, var
         if variant == "compressed" and n.endswith(".weight") and layer in names:
             assert g is None and cg is not None  # the gradient lives in the r-space
             p = dict(model.named_parameters())[n]
-            pm = p.backend.to_numpy(p.compact.matrix(p.backend, p.dtype))
+            pm = p.backend.to_numpy(p.grad_basis.matrix(p.backend, p.dtype))
             g = cg @ pm.T  # mapped back: gᵀ x P Pᵀ
         np.testing.assert_allclose(g, exact[n][0], rtol=1e-9, atol=1e-12, err_msg=n)
 
@@ -106,13 +109,13 @@ def test_projection_is_redrawn_every_gap_and_reproducible():
     lin = Linear(16, 4).to(dtype="float64")
     st = enable_compact(lin, rank=4, update_proj_gap=3)
     ops = lin.weight.backend
-    p0 = lin.compact.matrix(ops, "float64")
+    p0 = lin.linear_fn.matrix(ops, "float64")
     st.step = 2
-    np.testing.assert_array_equal(lin.compact.matrix(ops, "float64"), p0)
+    np.testing.assert_array_equal(lin.linear_fn.matrix(ops, "float64"), p0)
     st.step = 3
-    assert not np.allclose(lin.compact.matrix(ops, "float64"), p0)
+    assert not np.allclose(lin.linear_fn.matrix(ops, "float64"), p0)
     st.step = 0
-    np.testing.assert_array_equal(lin.compact.matrix(ops, "float64"), p0)  # regenerated, never stored
+    np.testing.assert_array_equal(lin.linear_fn.matrix(ops, "float64"), p0)  # regenerated, never stored
     assert abs(p0.var() * 4 - 1.0) < 0.5  # N(0, 1/r)
 
 
@@ -160,8 +163,9 @@ def test_compressed_optimiser_step_maps_the_update_back(opt):
     w0 = lin.weight.numpy().copy()
     x, g = rand((5, 8), seed=3), rand((5, 3), seed=4)
     lin(md.Tensor(x)).backward(g)
-    ghat = lin.weight.compact_grad.copy()
-    pm = lin.compact.matrix(lin.weight.backend, "float64")
+    assert lin.weight.grad.shape == (3, 8)  # (out, r): the gradient in P's coordinates
+    ghat = lin.weight.grad.copy()
+    pm = lin.linear_fn.matrix(lin.weight.backend, "float64")
     optim = AdamW([lin.weight], lr=0.1, weight_decay=0.0) if opt == "adamw" else SGD([lin.weight], lr=0.1)
     optim.step()
     if opt == "sgd":
@@ -170,7 +174,7 @@ def test_compressed_optimiser_step_maps_the_update_back(opt):
         direction = ghat / (np.abs(ghat) + 1e-8)  # Adam's first step: ±1 per compressed entry
         np.testing.assert_allclose(lin.weight.numpy(), w0 - 0.1 * direction @ pm.T, rtol=1e-8)
     optim.zero_grad()
-    assert lin.weight.compact_grad is None
+    assert lin.weight.grad is None
     st.advance()
     assert st.step == 1
 
@@ -188,11 +192,12 @@ def test_training_with_compact_in_the_trainer_learns_and_cleans_up(minilm_path, 
     assert isinstance(data, TextDataset) and isinstance(data.task, TaskSpec)
     model = _tiny(0)
     cfg = TrainConfig(lr=3e-3, batch_size=32, max_steps=60, warmup_ratio=0.0, schedule="constant", max_length=16,
-                      progress=False, weight_decay=0.0, compact={"rank": 8, "update_proj_gap": 20, "variant": variant,
-                                                                 "scale": 1.0})
-    Trainer(model, tok, data, None, cfg).train()
+                      progress=False, weight_decay=0.0)
+    compact = callbacks({"rank": 8, "update_proj_gap": 20, "variant": variant, "scale": 1.0})
+    Trainer(model, tok, data, None, cfg, callbacks=compact).train()
     assert getattr(model, "compact_state", None) is None  # undone after training
-    assert all(getattr(p, "compact", None) is None for p in model.parameters())
+    assert all(getattr(p, "grad_basis", None) is None for p in model.parameters())
+    assert all(getattr(m, "linear_fn", None) is None for m in model.modules())
     assert md.train.evaluate(model, tok, data, max_length=16)["accuracy"] == 1.0
 
 
@@ -202,7 +207,7 @@ def test_enable_twice_and_nothing_to_compress_are_errors():
     with pytest.raises(ValueError, match="already enabled"):
         enable_compact(lin, rank=2)
     disable_compact(lin)
-    assert lin.compact is None
+    assert lin.linear_fn is None
     with pytest.raises(ValueError, match="no Linear"):
         enable_compact(md.nn.LayerNorm(4) if hasattr(md, "nn") else lin, rank=2)
 
@@ -212,10 +217,10 @@ def test_compact_linear_on_a_computed_weight_is_unbiased_path():
     enable_compact(lin, rank=6, projection="orthogonal")
     x = md.Tensor(rand((4, 6)))
     w = lin.weight * 1.0  # a computed weight (as WID's R W C): no compressed optimiser state
-    y = compact_linear(x, w, lin.bias, None, lin.compact)
+    y = compact_linear(x, w, lin.bias, None, lin.linear_fn)
     y.backward(np.ones((4, 3)))
     np.testing.assert_allclose(lin.weight.grad, np.ones((3, 4)) @ x.numpy(), rtol=1e-10)
-    assert getattr(lin.weight, "compact_grad", None) is None
+    assert lin.weight.grad.shape == lin.weight.shape  # an ordinary gradient, no compressed state
 
 
 @pytest.mark.parametrize("method", ["wid", "theseus", "distill"])

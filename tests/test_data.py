@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from minidistill.config import ConfigError, load_config
+from minidistill.config_io import ConfigError, load_config
 from minidistill.data import DataError, Tokenizer, load_dataset, load_file, load_glue, rotten_tomatoes_split
 from minidistill.train import TrainConfig
 

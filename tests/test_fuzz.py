@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from minidistill.cli import DistillConfig, FinetuneConfig  # noqa: E402
-from minidistill.config import ConfigError, load_config  # noqa: E402
+from minidistill.config_io import ConfigError, load_config  # noqa: E402
 from minidistill.data.datasets import DataError, load_file  # noqa: E402
 from minidistill.models import BertConfig, BertForSequenceClassification  # noqa: E402
-from minidistill.models.io import CheckpointError, load_weights, save_weights  # noqa: E402
+from minidistill.fileio import CheckpointError, load_weights, save_weights  # noqa: E402
 
 def fast(n: int):
     """``n`` cases, no per-case deadline (the machine is shared), reproducible across runs."""
@@ -137,7 +137,7 @@ def test_data_files_load_or_fail_with_a_data_error(tmp_path_factory, fmt, text):
         assert len(ds.labels) == len(ds.texts)
 
 
-override_keys = st.sampled_from(["train.lr", "train.epochs", "train.batch_size", "train.optimizer", "train.compact.rank",
+override_keys = st.sampled_from(["train.lr", "train.epochs", "train.batch_size", "train.optimizer", "compact.rank",
                                  "train.warmup_ratio", "data.task", "student.kind", "objectives.temperature", "nope",
                                  "train", "train.lr.x", "student.num_layers", "train.max_steps"])
 override_values = st.one_of(st.text(max_size=6), st.integers(-5, 5).map(str), st.sampled_from(["nan", "inf", "-1", "1e9"]))

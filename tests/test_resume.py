@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from minidistill.models.io import CheckpointError
+from minidistill.fileio import CheckpointError
 
 SCRIPT = textwrap.dedent('''
     import sys, time

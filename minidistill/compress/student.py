@@ -19,6 +19,7 @@ import numpy as np
 from ..backends import use_backend
 from ..models.bert import BertForSequenceClassification, BertForTokenClassification
 from ..nn import init as nn_init
+from ..nn.init import pca_projection
 
 INITS = ("lower", "upper", "uniform", "random")
 
@@ -45,16 +46,6 @@ def choose_layers(init, n_teacher: int, num_layers: int) -> list[int] | None:
         return list(range(n_teacher - num_layers, n_teacher))
     step = n_teacher / num_layers  # uniform: spread over the depth, ending at the top layer
     return [int(round((i + 1) * step)) - 1 for i in range(num_layers)]
-
-
-def pca_projection(embeddings: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, V) with V (D, width) the top principal directions of the rows of ``embeddings``."""
-    if width > embeddings.shape[1]:
-        raise ValueError(f"PCA cannot widen embeddings from {embeddings.shape[1]} to {width}")
-    x = np.asarray(embeddings, dtype=np.float64)
-    mean = x.mean(0)
-    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
-    return mean, vt[:width].T
 
 
 def make_student(teacher, num_layers: int, hidden_size: int | None = None, init="lower",

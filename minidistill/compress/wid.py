@@ -55,9 +55,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core import functions as F
-from ..core.tensor import Tensor, is_grad_enabled
+from ..core.tensor import Tensor
 from ..models.bert import BertForSequenceClassification, BertModel
-from ..nn.layers import LayerNorm, Linear
+from ..nn.layers import LayerNorm, Linear, LinearMap
 from ..nn.module import Module, Parameter
 from ..train.optim import decay_groups
 from .fold import build_like, clone, register_fold
@@ -184,12 +184,9 @@ def _host(p) -> np.ndarray:
 
 
 # -------------------------------------------------------------------- modules
-class CompactedLinear(Module):
+class CompactedLinear(LinearMap):
     """A Linear between compactors: ``y = R (W (C x) + b)``, weights named as the Linear's
     plus ``col_compactor`` (C, in × in) and ``row_compactor`` (R, out × out)."""
-
-    #: the CompAct projection of this layer, or None (see ``compress/compact.py``)
-    compact = None
 
     def __init__(self, linear: Linear, in_group: MaskGroup | None, out_group: MaskGroup | None, state: _State,
                  role: str = ""):
@@ -221,15 +218,6 @@ class CompactedLinear(Module):
                 b = F.matmul(r, b.reshape(self.out_features, 1)).reshape(self.out_features)  # (out,)
         return w, b
         # END TASK 5.1
-
-    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
-        """``x`` (..., in) → (..., out), as the Linear it wraps."""
-        w, b = self.effective()
-        if self.compact is not None and self.training and is_grad_enabled():
-            from .compact import compact_linear  # the effective weight is computed: unbiased variant
-
-            return compact_linear(x, w, b, residual, self.compact)
-        return F.linear(x, w, b, residual)
 
     def compactor_norms(self, kind: str) -> np.ndarray:
         """Squared norms: rows of R (``"row"``) or columns of C (``"col"``)."""

@@ -126,7 +126,7 @@ def format_table(result: dict) -> str:
 
 def write_json(result: dict, path) -> None:
     """Write the grade as JSON (atomically) for a learning platform."""
-    from ..models.io import write_json as _atomic
+    from ..fileio import write_json as _atomic
 
     _atomic(path, result)
 

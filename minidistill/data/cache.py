@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.tensor import no_grad
-from ..models.io import CheckpointError, write_json
+from ..fileio import CheckpointError, write_json
 
 
 def model_fingerprint(model) -> str:

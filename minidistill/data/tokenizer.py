@@ -171,7 +171,7 @@ class Tokenizer:
 
     def save_pretrained(self, path) -> Path:
         """Write ``tokenizer.json`` and ``tokenizer_config.json`` into ``path`` (atomically)."""
-        from ..models.io import atomic_path, write_json
+        from ..fileio import atomic_path, write_json
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)

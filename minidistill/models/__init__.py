@@ -13,7 +13,7 @@ from .bert import (
 )
 from .bilstm import BiLSTMConfig, BiLSTMStudent
 from .config import BertConfig
-from .io import CheckpointError
+from ..fileio import CheckpointError
 from .minialbert import MiniAlbertConfig, MiniAlbertForSequenceClassification
 
 __all__ = [

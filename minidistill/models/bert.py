@@ -24,7 +24,7 @@ from ..core.tensor import Tensor
 from ..nn import init
 from ..nn.layers import Dropout, Embedding, LayerNorm, Linear, MultiHeadSelfAttention
 from ..nn.module import Module, ModuleList, StateDictError
-from . import io
+from .. import fileio as io
 from .config import BertConfig
 
 
@@ -279,7 +279,7 @@ class BertPreTrainedModel(Module):
         Keys with or without the ``bert.`` prefix are accepted. Weights the checkpoint lacks
         for a task head (classifier) keep their fresh initialisation and are reported in
         ``model.loading_info["newly_initialized"]``; any other missing, unexpected or
-        mis-shaped key raises :class:`~minidistill.models.io.CheckpointError`.
+        mis-shaped key raises :class:`~minidistill.fileio.CheckpointError`.
 
         Args:
             path: the checkpoint folder.

@@ -22,7 +22,7 @@ from ..core import functions as F
 from ..core.tensor import Tensor
 from ..nn.layers import LSTM, Dropout, Embedding, Linear
 from ..nn.module import Module, StateDictError
-from . import io
+from .. import fileio as io
 from .bert import ModelOutput, _classification_loss
 
 MODEL_TYPE = "minidistill-bilstm"

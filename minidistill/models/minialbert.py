@@ -200,7 +200,7 @@ def embedding_tables_from(word: np.ndarray, position: np.ndarray, token_type: np
     directions of the word table, ``word_E = (word − mean) V``, ``position_E = position V``,
     ``type_E = type V``, ``P = V``, ``b = mean``; so ``(w + p + t) Pᵀ + b`` is the BERT sum
     projected onto those directions."""
-    from ..compress.student import pca_projection
+    from ..nn.init import pca_projection
 
     mean, v = pca_projection(word, width)  # (H,), (H, E)
     return (word - mean) @ v, position @ v, token_type @ v, v, mean

@@ -4,7 +4,7 @@ from . import functional, init
 from .adapters import (Adapter, AdapterConfig, PHMLinear, add_adapters, adapter_parameters, phm_rule,
                        train_adapters_only, trained_fraction)
 from .init import manual_seed
-from .layers import LSTM, Dropout, Embedding, LayerNorm, Linear, MultiHeadSelfAttention, attention_scores
+from .layers import LSTM, Dropout, Embedding, LayerNorm, Linear, LinearMap, MultiHeadSelfAttention, attention_scores
 from .module import Module, ModuleList, Parameter, StateDictError
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "LSTM",
     "LayerNorm",
     "Linear",
+    "LinearMap",
     "Module",
     "ModuleList",
     "MultiHeadSelfAttention",

@@ -46,3 +46,13 @@ def zeros(shape, dtype=None) -> np.ndarray:
 def ones(shape, dtype=None) -> np.ndarray:
     """Ones in the default float dtype."""
     return np.ones(shape, dtype=dtype or get_default_dtype())
+
+
+def pca_projection(embeddings: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, V) with V (D, width) the top principal directions of the rows of ``embeddings``."""
+    if width > embeddings.shape[1]:
+        raise ValueError(f"PCA cannot widen embeddings from {embeddings.shape[1]} to {width}")
+    x = np.asarray(embeddings, dtype=np.float64)
+    mean = x.mean(0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    return mean, vt[:width].T

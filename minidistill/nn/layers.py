@@ -9,20 +9,41 @@ from __future__ import annotations
 import math
 
 from ..core import functions as F
-from ..core.tensor import Tensor, is_grad_enabled
+from ..core.tensor import Tensor
 from . import init
 from .module import Module, Parameter
 
 
-class Linear(Module):
-    """``y = x Wᵀ + b`` with W (out_features, in_features).
+class LinearMap(Module):
+    """A module that applies ``y = x Wᵀ + b`` with the weight and bias that :meth:`effective`
+    returns; :class:`Linear` stores them, a subclass may compute them (a compacted linear map
+    ``R W C``, say).
 
-    Initialised U(±1/√in) as PyTorch; models re-initialise as their papers say. With CompAct
-    enabled (``compress.compact.enable_compact``), training saves a projection of the input.
+    Two hooks let a compression method change a linear map without the layer knowing it:
+    override :meth:`effective` (what W and b are), or set ``linear_fn`` on one layer (how
+    they are applied and differentiated: a callable ``fn(x, weight, bias, residual) -> Tensor``
+    used instead of :func:`~minidistill.core.functions.linear`, e.g. one that saves less for
+    backward). Weight names stay the checkpoint's either way.
     """
 
-    #: the CompAct projection of this layer, or None (see ``compress/compact.py``)
-    compact = None
+    #: a replacement of :func:`~minidistill.core.functions.linear` for this layer, or None
+    linear_fn = None
+
+    def effective(self) -> tuple[Tensor, Tensor | None]:  # pragma: no cover - interface
+        """The weight (out, in) and bias (out,) or None that the forward applies."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """``x`` (..., in) → (..., out); ``residual`` (..., out) is added in the same epilogue."""
+        w, b = self.effective()
+        return (self.linear_fn or F.linear)(x, w, b, residual)
+
+
+class Linear(LinearMap):
+    """``y = x Wᵀ + b`` with W (out_features, in_features).
+
+    Initialised U(±1/√in) as PyTorch; models re-initialise as their papers say.
+    """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         self.in_features, self.out_features = in_features, out_features
@@ -30,13 +51,9 @@ class Linear(Module):
         self.weight = Parameter(init.uniform((out_features, in_features), bound))
         self.bias = Parameter(init.uniform((out_features,), bound)) if bias else None
 
-    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
-        """``x`` (..., in) → (..., out); ``residual`` (..., out) is added in the same epilogue."""
-        if self.compact is not None and self.training and is_grad_enabled():
-            from ..compress.compact import compact_linear
-
-            return compact_linear(x, self.weight, self.bias, residual, self.compact)
-        return F.linear(x, self.weight, self.bias, residual)
+    def effective(self) -> tuple[Tensor, Tensor | None]:
+        """The stored weight and bias."""
+        return self.weight, self.bias
 
     def extra_repr(self):
         return f"in={self.in_features}, out={self.out_features}, bias={self.bias is not None}"

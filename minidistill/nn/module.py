@@ -156,8 +156,6 @@ class Module:
         """Forget every parameter's gradient."""
         for p in self.parameters():
             p.grad = None
-            if getattr(p, "compact_grad", None) is not None:
-                p.compact_grad = None
 
     def requires_grad_(self, flag: bool = True) -> "Module":
         """Freeze (False) or unfreeze (True) every parameter."""

@@ -3,7 +3,8 @@
 from . import metrics
 from .optim import SGD, AdamW, Optimizer, param_groups
 from .schedules import SCHEDULES, Schedule, clip_grad_norm
-from .trainer import TrainConfig, Trainer, TrainState, default_loss, evaluate, latest_checkpoint, predict
+from .trainer import (TrainConfig, Trainer, TrainState, default_loss, evaluate, latest_checkpoint, merge_callbacks,
+                      predict)
 
 __all__ = [
     "AdamW",
@@ -18,6 +19,7 @@ __all__ = [
     "default_loss",
     "evaluate",
     "latest_checkpoint",
+    "merge_callbacks",
     "metrics",
     "param_groups",
     "predict",

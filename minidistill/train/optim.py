@@ -7,6 +7,12 @@ AdamW (Loshchilov & Hutter, "Decoupled Weight Decay Regularization", 2019):
     θ ← θ − lr · m̂ / (√v̂ + ε)        m̂ = m / (1 − β₁ᵗ),  v̂ = v / (1 − β₂ᵗ)
 
 Updates are done in place on the backend arrays, outside the tape.
+
+A gradient in a low-rank basis (GaLore, CompAct): a parameter may carry ``grad_basis``, an
+object with ``lift(U) -> array`` of the parameter's shape. Its ``grad`` then holds the
+gradient's coordinates in that basis (e.g. (d_out, r) for a (d_out, d_in) weight); the
+optimiser keeps its state in those coordinates, forms the update there and adds
+``lift(update)`` to the parameter. Weight decay acts on the parameter itself.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ def no_decay(name: str) -> bool:
 def param_groups(model, weight_decay: float) -> list[dict]:
     """Two groups: decayed weights, and biases / LayerNorm parameters without decay.
 
-    A model that defines ``optimizer_groups(weight_decay)`` (e.g. WID's, whose compactors have
+    A model that defines ``optimizer_groups(weight_decay)`` (a method whose own parameters have
     their own learning rate) chooses its own groups."""
     if hasattr(model, "optimizer_groups"):
         return [g for g in model.optimizer_groups(weight_decay) if g["params"]]
@@ -59,11 +65,24 @@ class Optimizer:
             yield from g["params"]
 
     def zero_grad(self) -> None:
-        """Forget every parameter's gradient (and CompAct's compressed ones)."""
+        """Forget every parameter's gradient."""
         for p in self.parameters():
             p.grad = None
-            if getattr(p, "compact_grad", None) is not None:
-                p.compact_grad = None
+
+    def _state_like_grad(self, p, *names) -> dict:
+        """The state of ``p``: ``names`` as zeros shaped like its gradient, made anew when the
+        gradient's shape changed (a low-rank basis of another rank)."""
+        st = self.state.get(id(p))
+        if st is None or any(tuple(st[n].shape) != tuple(p.grad.shape) for n in names if n in st):
+            st = self.state[id(p)] = {n: p.backend.zeros_like(p.grad) for n in names}
+        return st
+
+    @staticmethod
+    def _apply_in_basis(p, basis, update, lr: float, weight_decay: float) -> None:
+        """``θ ← (1 − lr·λ) θ + lift(update)`` for a parameter whose gradient lives in ``basis``."""
+        if weight_decay:
+            p.data *= 1.0 - lr * weight_decay
+        p.data += basis.lift(update)
 
     def step(self) -> None:  # pragma: no cover - interface
         """Update the parameters from their gradients."""
@@ -115,35 +134,17 @@ class AdamW(Optimizer):
         for g in self.param_groups:
             lr, (b1, b2), eps, wd = g["lr"], g["betas"], g["eps"], g["weight_decay"]
             for p in g["params"]:
-                if getattr(p, "compact_grad", None) is not None:
-                    self._compressed_step(p, lr, b1, b2, eps, wd)
                 if p.grad is None:
                     continue
                 ops = p.backend
-                st = self.state.get(id(p))
-                if st is None:
-                    st = self.state[id(p)] = {"m": ops.zeros_like(p.data), "v": ops.zeros_like(p.data)}
-                ops.adamw_update(p.data, p.grad, st["m"], st["v"], lr, b1, b2, eps, wd, self.step_count)
-
-
-    def _compressed_step(self, p, lr, b1, b2, eps, wd) -> None:
-        """CompAct: Adam's moments of the compressed gradient Ĝ (d_out, r), the update mapped
-        back with Pᵀ (see ``compress/compact.py``)."""
-        from ..compress.compact import compressed_direction_update
-
-        ops, g = p.backend, p.compact_grad
-        st = self.state.get(id(p))
-        if st is None or tuple(st["cm"].shape) != tuple(g.shape):
-            st = self.state[id(p)] = {**(st or {}), "cm": ops.zeros_like(g), "cv": ops.zeros_like(g)}
-        st["cm"] *= b1
-        st["cm"] += (1.0 - b1) * g
-        st["cv"] *= b2
-        st["cv"] += (1.0 - b2) * (g * g)
-        c1, c2 = 1.0 - b1**self.step_count, 1.0 - b2**self.step_count
-        direction = (st["cm"] / c1) / (ops.sqrt(st["cv"] / c2) + eps)  # (out, r)
-        if wd:
-            p.data *= 1.0 - lr * wd
-        compressed_direction_update(p, direction, lr)
+                st = self._state_like_grad(p, "m", "v")
+                basis = getattr(p, "grad_basis", None)
+                if basis is None:
+                    ops.adamw_update(p.data, p.grad, st["m"], st["v"], lr, b1, b2, eps, wd, self.step_count)
+                else:  # the same Adam step on the coordinates, from zero, then lifted
+                    update = ops.zeros_like(p.grad)
+                    ops.adamw_update(update, p.grad, st["m"], st["v"], lr, b1, b2, eps, 0.0, self.step_count)
+                    self._apply_in_basis(p, basis, update, lr, wd)
 
 
 class SGD(Optimizer):
@@ -157,27 +158,21 @@ class SGD(Optimizer):
     def step(self) -> None:
         self.step_count += 1
         for g in self.param_groups:
+            lr, wd = g["lr"], g["weight_decay"]
             for p in g["params"]:
-                if getattr(p, "compact_grad", None) is not None:  # CompAct: momentum in the r-space
-                    from ..compress.compact import compressed_direction_update
-
-                    d = p.compact_grad
-                    if g["momentum"]:
-                        st = self.state.setdefault(id(p), {})
-                        st["cbuf"] = p.backend.copy(d) if "cbuf" not in st else st["cbuf"] * g["momentum"] + d
-                        d = st["cbuf"]
-                    if g["weight_decay"]:
-                        p.data *= 1.0 - g["lr"] * g["weight_decay"]
-                    compressed_direction_update(p, d, g["lr"])
                 if p.grad is None:
                     continue
-                d = p.grad + g["weight_decay"] * p.data if g["weight_decay"] else p.grad
+                basis = getattr(p, "grad_basis", None)
+                d = p.grad + wd * p.data if wd and basis is None else p.grad
                 if g["momentum"]:
                     st = self.state.setdefault(id(p), {})
-                    if "buf" not in st:
+                    if "buf" not in st or tuple(st["buf"].shape) != tuple(d.shape):
                         st["buf"] = p.backend.copy(d)
                     else:
                         st["buf"] *= g["momentum"]
                         st["buf"] += d
                     d = st["buf"]
-                p.data -= g["lr"] * d
+                if basis is None:
+                    p.data -= lr * d
+                else:
+                    self._apply_in_basis(p, basis, -lr * d, lr, wd)

@@ -83,17 +83,13 @@ def clip_grad_norm(parameters, max_norm: float) -> float:
 
     Returns the norm before clipping (as ``torch.nn.utils.clip_grad_norm_``).
     """
-    grads = [(p, name) for p in parameters for name in ("grad", "compact_grad")  # CompAct's compressed ones too
-             if getattr(p, name, None) is not None]
+    grads = [p for p in parameters if p.grad is not None]
     if not grads:
         return 0.0
-    total = 0.0
-    for p, name in grads:
-        g = getattr(p, name)
-        total += float(p.backend.sum(g * g))
-    norm = math.sqrt(total)
+    # a gradient kept in a low-rank basis (``grad_basis``) counts with its coordinates' norm
+    norm = math.sqrt(sum(float(p.backend.sum(p.grad * p.grad)) for p in grads))
     coef = max_norm / (norm + 1e-6)
     if coef < 1.0:
-        for p, name in grads:
-            setattr(p, name, getattr(p, name) * coef)
+        for p in grads:
+            p.grad = p.grad * coef
     return norm

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..core.tensor import no_grad
 from ..data.datasets import model_inputs
-from ..models.io import CheckpointError, atomic_path, load_weights, save_weights, write_json
+from ..fileio import CheckpointError, atomic_path, load_weights, save_weights, write_json
 from . import metrics as metrics_mod
 from .optim import SGD, AdamW, param_groups
 from .schedules import Schedule, clip_grad_norm
@@ -64,16 +64,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     progress: bool | None = None
     bucket: bool = True
-    compact: object = None  # a CompActConfig (or a dict of its fields): save compressed activations
 
     def __post_init__(self):
-        if isinstance(self.compact, dict):
-            from ..compress.compact import CompActConfig
-            from ..config import from_dict
-
-            self.compact = from_dict(CompActConfig, self.compact, "train.compact.")
-        elif self.compact is not None and type(self.compact).__name__ != "CompActConfig":
-            raise ValueError(f"train.compact must be a CompActConfig or a table of its fields, got {self.compact!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr >= 0):
             raise ValueError(f"train.lr must be a non-negative number, got {self.lr!r}")
         if self.optimizer not in ("adamw", "sgd"):
@@ -116,7 +108,11 @@ class Trainer:
         callbacks: ``{event: [fn(trainer), ...]}``.
     """
 
-    EVENTS = ("on_step_end", "on_evaluate", "on_train_end")
+    #: ``on_train_begin`` before the first step of :meth:`train`; ``on_step_begin`` before each
+    #: forward; ``on_step_end`` after each update; ``on_evaluate`` after each evaluation;
+    #: ``on_train_exit`` when the loop is left, also after an error (undo what ``on_train_begin``
+    #: did there); ``on_train_end`` after a run that finished.
+    EVENTS = ("on_train_begin", "on_step_begin", "on_step_end", "on_evaluate", "on_train_exit", "on_train_end")
 
     def __init__(self, model, tokenizer, train_data, eval_data=None, config: TrainConfig | None = None,
                  compute_loss=None, parameters=None, callbacks=None):
@@ -177,12 +173,8 @@ class Trainer:
         if st.step == 0:
             ops.seed(cfg.seed)  # dropout draws: deterministic from the run's seed
         log = open(cfg.log_file, "a", encoding="utf-8") if cfg.log_file else None
-        compact = None
-        if cfg.compact is not None and getattr(self.model, "compact_state", None) is None:
-            from ..compress.compact import enable_compact
-
-            compact = enable_compact(self.model, cfg.compact)  # undone when training ends
         try:
+            self._trigger("on_train_begin")
             while st.step < self.total_steps and not st.stopped_early:
                 batches = self.train_data.batches(self.tokenizer, cfg.batch_size, cfg.max_length, shuffle=True,
                                                   seed=cfg.seed, epoch=st.epoch, bucket=cfg.bucket,
@@ -190,8 +182,7 @@ class Trainer:
                 for batch in batches:
                     start = time.perf_counter()
                     self.model.train()
-                    if getattr(self.model, "compact_state", None) is not None:
-                        self.model.compact_state.step = st.step  # P is drawn from the step: resumable
+                    self._trigger("on_step_begin")
                     loss = self.compute_loss(self.model, batch)
                     value = loss.item()
                     if not math.isfinite(value):  # before backward: the parameters stay as they were
@@ -237,10 +228,7 @@ class Trainer:
                 bar.close()
             if log:
                 log.close()
-            if compact is not None:
-                from ..compress.compact import disable_compact
-
-                disable_compact(self.model)
+            self._trigger("on_train_exit")
         self._trigger("on_train_end")
         return st
 
@@ -380,6 +368,15 @@ def latest_checkpoint(directory) -> Path:
     if not ckpts:
         raise CheckpointError(f"no training checkpoint in {root}")
     return ckpts[-1]
+
+
+def merge_callbacks(*tables) -> dict:
+    """One ``{event: [fn, ...]}`` table from several (None entries are skipped), in order."""
+    out: dict = {}
+    for table in tables:
+        for event, fns in (table or {}).items():
+            out.setdefault(event, []).extend(fns)
+    return out
 
 
 def default_loss(model, batch):

@@ -1,4 +1,7 @@
-"""Reading and writing HF-format checkpoint folders, safely.
+"""Files on disk, safely: atomic writes, JSON, and HF-format weights and configs.
+
+The bottom layer of the package (it imports nothing from minidistill), so every layer above
+(data caches, the Trainer's checkpoints, models, the report, the course) writes files the same way.
 
 * Reading never executes code: ``model.safetensors`` (and sharded ``*.safetensors`` with an
   index) is read with safetensors; a legacy ``pytorch_model.bin`` only through
@@ -32,7 +35,9 @@ class CheckpointError(ValueError):
 def atomic_path(target: "str | os.PathLike"):
     """Yield a temporary path beside ``target``; rename it over ``target`` on success.
 
-    On an exception the temporary file is removed and ``target`` is left as it was.
+    On an exception the temporary file is removed and ``target`` is left as it was. The file
+    gets the permissions a plain ``open`` would give it (``0o666`` less the umask), not the
+    ``0o600`` of a temporary file.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -42,11 +47,19 @@ def atomic_path(target: "str | os.PathLike"):
         yield Path(tmp)
         with open(tmp, "rb") as fh:  # make the bytes durable before the rename
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path, obj) -> None:

@@ -1,4 +1,4 @@
-"""Configs are dataclasses; this module fills them from dicts, TOML files and dotted overrides.
+"""Config files: dataclasses filled from dicts, TOML files and dotted command-line overrides.
 
     cfg = load_config(FinetuneConfig, "run.toml", ["--train.lr=3e-5", "--data.max_length=64"])
 
@@ -73,6 +73,15 @@ def _coerce(value, typ, key: str):
     return value
 
 
+def _section_type(typ):
+    """The dataclass of a section field (``Section`` or ``Section | None``), else ``typ``."""
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):
+        classes = [t for t in typing.get_args(typ) if dataclasses.is_dataclass(t)]
+        if len(classes) == 1:
+            return classes[0]
+    return typ
+
+
 def from_dict(cls, data: dict, prefix: str = ""):
     """Build dataclass ``cls`` from a (nested) dict, checking keys and types."""
     if not isinstance(data, dict):
@@ -85,8 +94,8 @@ def from_dict(cls, data: dict, prefix: str = ""):
             close = difflib.get_close_matches(key, list(fields), n=1)
             hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
             raise ConfigError(f"unknown config key {full!r}{hint}; known: {', '.join(prefix + f for f in fields)}")
-        typ = fields[key]
-        if dataclasses.is_dataclass(typ):
+        typ = _section_type(fields[key])
+        if dataclasses.is_dataclass(typ) and not (value is None and typ is not fields[key]):
             kwargs[key] = from_dict(typ, value, full + ".")
         else:
             kwargs[key] = _coerce(value, typ, full)

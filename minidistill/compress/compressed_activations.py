@@ -14,7 +14,9 @@ so the tape holds N·r numbers per layer instead of N·d_in. Two ways to use ``�
 * ``variant="compressed"`` (the paper's, GaLore-style): the optimiser's moments live in the
   (d_out, r) space and the update is mapped back, ``ΔW = scale · ρ(Ĝ) Pᵀ`` with ρ the Adam
   direction ``m̂ / (√v̂ + ε)`` (SGD: the momentum buffer). Only for layers whose weight is a
-  Parameter (``nn.Linear``); P is redrawn every ``update_proj_gap`` optimiser steps.
+  Parameter (``nn.Linear``); P is redrawn every ``update_proj_gap`` optimiser steps. The weight's
+  ``grad`` holds Ĝ and its ``grad_basis`` is the layer's projection, whose ``lift(U) = scale · U Pᵀ``
+  the optimisers apply (the low-rank-gradient hook of ``train/optim.py``).
 * ``variant="unbiased"`` (the teaching step): ``∇W ≈ Ĝ Pᵀ = gᵀ x P Pᵀ``, an unbiased estimate
   because ``E[P Pᵀ] = I``, handed to any optimiser as an ordinary gradient. Also used where the
   weight is computed rather than stored (WID's ``R W C``).
@@ -28,6 +30,12 @@ Conventions and differences from the original code: P is drawn with NumPy from
 and resumable across backends; moments are kept when P is redrawn (as GaLore and the original
 do — the moments then mix two bases for a while); the compressed gradients take part in
 gradient clipping with their own norm (‖Ĝ‖ ≈ ‖∇W‖ by Johnson–Lindenstrauss).
+
+How it plugs in, without the base layers knowing it: :func:`enable_compact` sets the
+``linear_fn`` hook of every :class:`~minidistill.nn.LinearMap` (plain Linears and WID's
+compacted ones alike) to the layer's :class:`LayerProjection`; :func:`callbacks` gives the
+Trainer callbacks that enable it when training starts, keep P's step equal to the Trainer's
+and disable it when training ends.
 """
 
 from __future__ import annotations
@@ -36,7 +44,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.tensor import Function, Tensor
+from ..config_io import from_dict
+from ..core import functions as F
+from ..core.tensor import Tensor, is_grad_enabled
+from ..nn.layers import LinearMap
+from ..nn.module import Parameter
 
 VARIANTS = ("compressed", "unbiased")
 PROJECTIONS = ("gaussian", "orthogonal")
@@ -81,11 +93,28 @@ class CompActConfig:
 
 
 class LayerProjection:
-    """The projection of one layer: P for the current step, redrawn from its seed on demand."""
+    """The projection of one layer: P for the current step, redrawn from its seed on demand.
 
-    def __init__(self, config: CompActConfig, index: int, d_in: int, controller: "CompAct"):
-        self.config, self.index, self.d_in, self.controller = config, index, d_in, controller
-        self.rank = min(config.rank, d_in)
+    It is also the layer's ``linear_fn`` (see :class:`~minidistill.nn.LinearMap`): while the
+    layer trains with gradients on, its forward saves ``x P``; otherwise it is the plain linear.
+    """
+
+    def __init__(self, config: CompActConfig, index: int, module, controller: "CompAct"):
+        self.config, self.index, self.module, self.controller = config, index, module, controller
+        self.d_in = module.in_features
+        self.rank = min(config.rank, self.d_in)
+
+    def __call__(self, x: Tensor, weight: Tensor, bias=None, residual=None) -> Tensor:
+        """The layer's linear map: compressed while training with gradients, else plain."""
+        if self.module.training and is_grad_enabled():
+            return compact_linear(x, weight, bias, residual, self)
+        return F.linear(x, weight, bias, residual)
+
+    def lift(self, update):
+        """An update in the (d_out, r) coordinates mapped back to the weight: ``scale · U Pᵀ``."""
+        ops = self.module.weight.backend
+        pm = self.matrix(ops, ops.dtype(update))  # (in, r): the P the forward used
+        return self.config.scale * ops.matmul(update, ops.transpose(pm, (1, 0)))  # (out, in)
 
     @property
     def variant(self) -> str:
@@ -105,15 +134,13 @@ class LayerProjection:
         return ops.asarray(p, dtype=dtype)
 
 
-class CompActLinear(Function):
+class CompActLinear(F.Linear):
     """``y = x Wᵀ + b (+ residual)`` that saves ``z = x P`` (N, r) instead of x for backward."""
 
     @staticmethod
     def forward(ctx, x, weight, bias=None, residual=None, proj: LayerProjection = None, param=None):
-        from ..core.functions import linear_forward_2d
-
         ops = ctx.ops
-        x2, y = linear_forward_2d(ctx, x, weight, bias, residual)  # x2 (N, in), y (..., out)
+        x2, y = F.linear_forward_2d(ctx, x, weight, bias, residual)  # x2 (N, in), y (..., out)
         ctx.step = proj.controller.step
         z = ops.matmul(x2, proj.matrix(ops, ops.dtype(x2), ctx.step)) if ctx.needs_input_grad[1] else None  # (N, r)
         ctx.save(z, weight)  # x2 is not kept: it is freed once the layer's caller lets go of x
@@ -123,34 +150,33 @@ class CompActLinear(Function):
     @staticmethod
     def backward(ctx, g):
         ops = ctx.ops
-        z, weight = ctx.saved
-        d_out, d_in = weight.shape
-        g2 = ops.reshape(g, (-1, d_out))  # (N, out)
         need = ctx.needs_input_grad
-        dx = ops.reshape(ops.matmul(g2, weight), ctx.lead + (d_in,)) if need[0] else None  # exact
+        # the input, bias and residual gradients need W, not x: they are the Linear's own
+        ctx.needs_input_grad = (need[0], False) + tuple(need[2:])
+        dx, _, db, dr = F.Linear.backward(ctx, g)
+        ctx.needs_input_grad = need
         dw = None
         if need[1]:
-            g_hat = ops.matmul(ops.transpose(g2, (1, 0)), z)  # (out, r)
+            z, weight = ctx.saved
+            g2 = ops.reshape(g, (-1, weight.shape[0]))  # (N, out)
+            g_hat = ops.matmul(ops.transpose(g2, (1, 0)), z)  # (out, r) = ∇W P
             if ctx.proj.variant == "compressed" and ctx.param is not None:
-                prev = getattr(ctx.param, "compact_grad", None)
-                ctx.param.compact_grad = g_hat if prev is None else prev + g_hat
+                p = ctx.param  # the gradient stays in P's coordinates; the optimiser lifts the update
+                p.grad = g_hat if p.grad is None else p.grad + g_hat
             else:
-                p = ctx.proj.matrix(ops, ops.dtype(g_hat), ctx.step)  # (in, r), redrawn
-                dw = ops.matmul(g_hat, ops.transpose(p, (1, 0)))  # (out, in) ≈ gᵀ x
-        db = ops.sum(g2, axis=0) if len(need) > 2 and need[2] else None
-        dr = g if len(need) > 3 and need[3] else None
+                pm = ctx.proj.matrix(ops, ops.dtype(g_hat), ctx.step)  # (in, r), redrawn
+                dw = ops.matmul(g_hat, ops.transpose(pm, (1, 0)))  # (out, in) ≈ gᵀ x
         return dx, dw, db, dr
 
 
 def compact_linear(x: Tensor, weight: Tensor, bias, residual, proj: LayerProjection) -> Tensor:
     """A Linear whose backward keeps ``x P`` instead of ``x`` (see the module docstring).
 
-    With the compressed variant and a Parameter ``weight``, the weight's gradient goes to
-    ``weight.compact_grad`` (d_out, r); otherwise it is the unbiased ``gᵀ x P Pᵀ``.
+    With the compressed variant and a Parameter ``weight`` (whose ``grad_basis`` is ``proj``),
+    the weight's gradient is Ĝ (d_out, r) in P's coordinates; otherwise it is the unbiased
+    ``gᵀ x P Pᵀ``.
     """
-    from ..nn.module import Parameter
-
-    param = weight if isinstance(weight, Parameter) else None
+    param = weight if isinstance(weight, Parameter) and getattr(weight, "grad_basis", None) is proj else None
     return CompActLinear.apply(x, weight, bias, residual, proj=proj, param=param)
 
 
@@ -173,33 +199,33 @@ class CompAct:
     def saved_bytes_per_token(self, itemsize: int = 4) -> dict:
         """Bytes the compressed layers keep per token for backward: CompAct vs the plain input."""
         plain = sum(m.in_features for _, m in self.layers) * itemsize
-        kept = sum(m.compact.rank for _, m in self.layers) * itemsize
+        kept = sum(m.linear_fn.rank for _, m in self.layers) * itemsize
         return {"plain": plain, "compact": kept, "ratio": kept / plain if plain else 1.0}
 
 
 def enable_compact(model, config: CompActConfig | None = None, **kwargs) -> CompAct:
-    """Compress the saved inputs of every Linear of ``model`` (except ``config.exclude``).
+    """Compress the saved inputs of every linear map of ``model`` (except ``config.exclude``).
 
     Args:
-        model: any minidistill model (BERT, students, WID, Theseus, MiniALBERT …).
+        model: any minidistill model (BERT, students, WID, Theseus, MiniALBERT …) or one layer.
         config: a :class:`CompActConfig` (or give its fields as keyword arguments).
 
     Returns:
         The :class:`CompAct` state (also at ``model.compact_state``).
     """
-    from ..nn.layers import Linear
-    from .wid import CompactedLinear
-
     config = config or CompActConfig(**kwargs)
     if getattr(model, "compact_state", None) is not None:
         raise ValueError("CompAct is already enabled on this model; call disable_compact first")
     state = CompAct(config)
     index = 0
     for name, module in model.named_modules():
-        if not isinstance(module, (Linear, CompactedLinear)) or name.endswith(config.exclude):
+        if not isinstance(module, LinearMap) or name.endswith(config.exclude):
             continue
-        module.compact = LayerProjection(config, index, module.in_features, state)
-        module.weight.compact = module.compact  # the optimiser maps compressed updates back with it
+        if module.linear_fn is not None:
+            raise ValueError(f"layer {name or type(module).__name__} already has a linear_fn; CompAct cannot replace it")
+        module.linear_fn = proj = LayerProjection(config, index, module, state)
+        if config.variant == "compressed" and isinstance(module.effective()[0], Parameter):
+            module.weight.grad_basis = proj  # the optimiser maps compressed updates back with it
         state.layers.append((name, module))
         index += 1
     if not state.layers:
@@ -214,10 +240,38 @@ def disable_compact(model) -> None:
     if state is None:
         return
     for _, module in state.layers:
-        module.compact = None
-        module.weight.compact = None
-        module.weight.compact_grad = None
+        module.linear_fn = None
+        if getattr(module.weight, "grad_basis", None) is not None:
+            module.weight.grad_basis = None
+            module.weight.grad = None  # a gradient in P's coordinates means nothing without P
     model.compact_state = None
+
+
+def callbacks(config: CompActConfig | dict | None = None, **kwargs) -> dict:
+    """Trainer callbacks that train with CompAct: ``Trainer(..., callbacks=callbacks(cfg))``.
+
+    CompAct is enabled when training starts (unless the model already has it), P's step follows
+    the Trainer's before every forward (so a resumed run draws the same P), and it is disabled
+    when training ends, also after an error.
+    """
+    if isinstance(config, dict):
+        config = from_dict(CompActConfig, config, "compact.")
+    config = config or CompActConfig(**kwargs)
+    mine = []
+
+    def begin(trainer):
+        if getattr(trainer.model, "compact_state", None) is None:
+            mine.append(enable_compact(trainer.model, config))
+
+    def step_begin(trainer):
+        trainer.model.compact_state.step = trainer.state.step  # P is drawn from the step: resumable
+
+    def exit_(trainer):
+        if mine:
+            disable_compact(trainer.model)
+            mine.clear()
+
+    return {"on_train_begin": [begin], "on_step_begin": [step_begin], "on_train_exit": [exit_]}
 
 
 def saved_activation_bytes(output: Tensor, exclude=()) -> dict:
@@ -250,18 +304,6 @@ def saved_activation_bytes(output: Tensor, exclude=()) -> dict:
             total += n
             by_op[fn.__name__] = by_op.get(fn.__name__, 0) + n
     return {"total": total, "by_op": by_op}
-
-
-def compressed_direction_update(p, direction, lr: float) -> None:
-    """``W ← W − lr · scale · direction Pᵀ`` for a compressed weight (in place, outside the tape).
-
-    ``direction`` (d_out, r) is the optimiser's step in the compressed space (Adam's
-    ``m̂ / (√v̂ + ε)`` or SGD's momentum buffer); P is the one the forward used.
-    """
-    ops = p.backend
-    proj = p.compact
-    pm = proj.matrix(ops, p.dtype)  # (in, r)
-    p.data -= (lr * proj.config.scale) * ops.matmul(direction, ops.transpose(pm, (1, 0)))  # (out, in)
 
 
 def _root(a):
