@@ -65,6 +65,7 @@ class FinetuneConfig:
     data: DataSection = field(default_factory=DataSection)
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str = "runs/finetune"
+    overwrite: bool = False  # replace a model already saved in output_dir
     # parameter-efficient fine-tuning: none | houlsby | pfeiffer (dense adapters) |
     # compacter | compacter++ (PHM adapters); only adapters, LayerNorms and the head train
     adapters: str = "none"
@@ -151,6 +152,7 @@ class DistillConfig:
     recipe: str = "single"  # single | xtremedistil | xtremedistil-hard | xtremedistil-soft
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3, max_length=64))
     output_dir: str = "runs/distill"
+    overwrite: bool = False  # replace a model already saved in output_dir
     cache_dir: str | None = None
     compact: CompActConfig | None = None  # CompAct while distilling (e.g. --compact.rank=16)
 
@@ -202,8 +204,9 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
     from .data import Tokenizer, augment
     from .models import BertForSequenceClassification
 
+    _check_output_dir(cfg)
+    path = _model_path(cfg.teacher.path, "teacher")
     train, dev, test = load_splits(cfg.data)
-    path = _model_path(cfg.teacher.path)
     tok = Tokenizer.from_pretrained(path)
     teacher = BertForSequenceClassification.from_pretrained(path, backend=cfg.teacher.backend, device=cfg.teacher.device)
     if teacher.config.num_labels != train.task.num_labels:
@@ -318,10 +321,28 @@ def _fold_student(student, announce) -> tuple:
                     "max_residual": report.max_residual}
 
 
-def _model_path(spec: str) -> Path:
+def _model_path(spec: str, role: str = "model") -> Path:
+    """The folder of ``spec``: an asset name (fetched on first use) or a checkpoint folder, which
+    must hold a ``config.json`` (the error names the role: the teacher, the model)."""
     from . import assets
 
-    return assets.path(spec) if spec in assets.ASSETS else Path(spec)
+    if spec in assets.ASSETS:
+        return assets.path(spec)
+    path = Path(spec)
+    if not (path / "config.json").is_file():
+        what = "does not exist" if not path.exists() else "holds no config.json (not a saved model)"
+        raise ConfigError(f"{role}.path {spec!r} {what}; give a checkpoint folder or an asset name "
+                          f"({', '.join(sorted(assets.ASSETS))})")
+    return path
+
+
+def _check_output_dir(cfg) -> None:
+    """Refuse to replace a model saved in ``cfg.output_dir`` unless ``overwrite`` is set, before
+    any work is done: a finished run is never lost to a repeated command."""
+    out = Path(cfg.output_dir)
+    if not cfg.overwrite and any((out / name).exists() for name in ("config.json", "metrics.json")):
+        raise ConfigError(f"{out} already holds a saved model; pass --overwrite=true to replace it, "
+                          f"or choose another --output_dir")
 
 
 def load_splits(cfg: DataSection):
@@ -358,9 +379,10 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
     if cfg.classifier_pooling is not None and cfg.classifier_pooling not in BertConfig.SUPPORTED_POOLING:
         raise ConfigError(f"classifier_pooling must be one of {', '.join(BertConfig.SUPPORTED_POOLING)} "
                           f"(or unset: the checkpoint's own), got {cfg.classifier_pooling!r}")
+    _check_output_dir(cfg)
+    path = _model_path(cfg.model.path)
     train, dev, test = load_splits(cfg.data)
     task = train.task
-    path = _model_path(cfg.model.path)
     tok = Tokenizer.from_pretrained(path)
     md.manual_seed(cfg.train.seed)
     labels = {"num_labels": task.num_labels}
@@ -477,13 +499,14 @@ def demo_plan(preset: str, backend: str, output_dir: str) -> list:
                      **({"max_steps": steps} if steps else {"epochs": 2})}
     wid_train = {**student_train, **({"max_steps": p["wid_steps"]} if p["wid_steps"] else {})}
     plan = [("teacher", "MiniLM-L6 teacher (fine-tuned)", "finetune", from_dict(FinetuneConfig, {
-        "train": base, "model": {"path": "minilm-l6", "backend": backend}, "data": data, "output_dir": teacher_dir}))]
+        "train": base, "model": {"path": "minilm-l6", "backend": backend}, "data": data, "output_dir": teacher_dir,
+        "overwrite": True}))]
 
     def distill_cfg(name, student, objectives, train=None, recipe="single", cache=False):
         return from_dict(DistillConfig, {
             "teacher": {"path": teacher_dir, "backend": backend}, "student": student, "objectives": objectives,
             "data": data, "train": train or student_train, "recipe": recipe, "output_dir": f"{output_dir}/{name}",
-            "cache_dir": f"{output_dir}/cache/logits" if cache else None})
+            "cache_dir": f"{output_dir}/cache/logits" if cache else None, "overwrite": True})
 
     plan += [
         ("kd-attention-2l", "2-layer KD + attention KL", "distill", distill_cfg(
@@ -502,7 +525,7 @@ def demo_plan(preset: str, backend: str, output_dir: str) -> list:
             {"soft_kd": 5.0, "temperature": 1.0, "attention_kl": 3.0, "hidden_cosine": 3.0})),
         ("compacter", "Compacter-tuned MiniLM-L6", "finetune", from_dict(FinetuneConfig, {
             "train": {**student_train, "lr": 3e-3}, "model": {"path": "minilm-l6", "backend": backend}, "data": data,
-            "adapters": "compacter", "output_dir": f"{output_dir}/compacter"})),
+            "adapters": "compacter", "output_dir": f"{output_dir}/compacter", "overwrite": True})),
     ]
     return plan
 
@@ -537,6 +560,12 @@ def demo(preset: str = "default", backend: str = "numba", output_dir: str = "run
 
     if preset not in DEMO_PRESETS:
         raise ConfigError(f"demo preset must be one of {sorted(DEMO_PRESETS)}, got {preset!r}")
+    from .backends import get_backend
+
+    try:  # before the banner: a typo fails at once, not after the first step started
+        get_backend(backend)
+    except (KeyError, ValueError, ImportError) as e:
+        raise ConfigError(f"demo --backend {backend!r}: {e}") from None
     plan = demo_plan(preset, backend, output_dir)
     print(f"minidistill demo ({preset} preset; --quick for about 4 minutes, --full for the long run); "
           f"models go to {output_dir}/")
@@ -648,8 +677,8 @@ def info(model_dir: str, seq_len: int = 128) -> int:
     model = load_classifier(model_dir)
     cfg = model.config
     if isinstance(model, BiLSTMStudent):
-        print(f"{model_dir}: XtremeDistil BiLSTM student, {cfg.lstm_hidden_size} units per direction, "
-              f"embeddings {cfg.embedding_size}, vocab {cfg.vocab_size}")
+        print(f"{model_dir}: XtremeDistil BiLSTM student, {cfg.num_layers} layer(s) of {cfg.hidden_size} units per "
+              f"direction, embeddings {cfg.embedding_size}, vocab {cfg.vocab_size}")
     else:
         kind = "MiniALBERT" if cfg.MODEL_TYPE == "minialbert" else "BERT"
         depth = f"{cfg.num_hidden_layers} repeats of one shared layer" if kind == "MiniALBERT" else f"{cfg.num_hidden_layers} layers"

@@ -70,7 +70,7 @@ class Report:
         lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in cells]
         lines.insert(1, "-" * len(lines[0]))
         if self.teacher:
-            lines.append(f"* teacher; speed measured in one interleaved run ({self.meta.get('rounds', '?')} rounds, medians)")
+            lines.append(f"* teacher; speed measured in one interleaved run ({_plural(self.meta.get('rounds', '?'), 'round')}, medians)")
         return "\n".join(lines)
 
     def plot(self, path) -> Path:
@@ -280,3 +280,8 @@ def saved_models(paths) -> dict:
         for c in children:
             found[c.name] = c
     return found
+
+
+def _plural(n, word: str) -> str:
+    """``1 round``, ``3 rounds``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"

@@ -10,7 +10,8 @@ import minidistill as md
 from minidistill.data import TeacherCache, Tokenizer, load_dataset
 from minidistill.fileio import CheckpointError
 
-from .test_train import _tiny
+from .conftest import tiny_bert
+
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def setup(minilm_path):
     tok = Tokenizer.from_pretrained(minilm_path)
     data = load_dataset("rotten_tomatoes", "dev").select(range(100)).without_labels()
     with md.use_backend("numba"):
-        teacher = _tiny(0, layers=2)
+        teacher = tiny_bert(0, layers=2)
     teacher.eval()
     return tok, data, teacher
 
@@ -62,7 +63,7 @@ def test_stale_cache_is_refused(setup, tmp_path):
     tok, data, teacher = setup
     TeacherCache.build(tmp_path / "c", teacher, tok, data, max_length=32, batch_size=32)
     with md.use_backend("numba"):
-        other = _tiny(1, layers=2)
+        other = tiny_bert(1, layers=2)
     with pytest.raises(CheckpointError, match="another teacher"):
         TeacherCache.build(tmp_path / "c", other, tok, data, max_length=32, batch_size=32)
     with pytest.raises(CheckpointError, match="other data"):

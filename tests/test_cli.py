@@ -130,3 +130,61 @@ def test_distill_command_trains_and_saves_every_student_kind(tmp_path, capsys, m
                  *common, f"--output_dir={tmp_path / 'y'}"]) == 2
     assert "need a transformer student" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_info_and_predict_work_on_every_saved_model_kind(tmp_path, capsys, minilm_path):
+    """BERT, BiLSTM and MiniALBERT folders as minidistill saves them: ``info`` describes each and
+    ``predict`` prints the teacher's label names (a BiLSTM student used to print "0" / "1")."""
+    from minidistill.compress import make_bilstm_student, make_minialbert
+    from minidistill.data import Tokenizer
+
+    from .conftest import tiny_bert
+
+    tok = Tokenizer.from_pretrained(minilm_path)
+    teacher = tiny_bert(0)
+    teacher.config.id2label, teacher.config.label2id = {0: "rotten", 1: "fresh"}, {"rotten": 0, "fresh": 1}
+    models = {"bert": teacher, "bilstm": make_bilstm_student(teacher, hidden_size=8, embedding_size=16),
+              "minialbert": make_minialbert(teacher, embedding_size=16, adapter_reduction=4)}
+    described = {"bert": "BERT, 2 layers", "bilstm": "BiLSTM student, 1 layer(s) of 8 units",
+                  "minialbert": "MiniALBERT, 2 repeats of one shared layer"}
+    for kind, model in models.items():
+        folder = tmp_path / kind
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        capsys.readouterr()
+        assert main(["info", str(folder)]) == 0
+        out = capsys.readouterr().out
+        assert described[kind] in out and f"{model.num_parameters():,} unique" in out, out
+        with md.no_grad():
+            want = model(**tok.encode(["a quiet triumph"])).logits.numpy().argmax(-1)[0]
+        assert main(["predict", str(folder), "--text", "a quiet triumph"]) == 0
+        assert capsys.readouterr().out.split("\t")[0] == ["rotten", "fresh"][want], kind
+
+
+def test_a_saved_model_is_never_replaced_without_overwrite(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "ft"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    (out / "metrics.json").write_text('{"previous": true}')
+    assert main(["finetune", "--train.max_steps=1", f"--output_dir={out}"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a saved model" in err and "--overwrite=true" in err
+    assert (out / "metrics.json").read_text() == '{"previous": true}'
+
+    def boom(self):
+        raise RuntimeError("reached training")
+
+    monkeypatch.setattr(md.train.Trainer, "train", boom)  # with --overwrite the run gets as far as training
+    assert main(["finetune", "--train.max_steps=1", "--data.max_train_examples=16", "--overwrite=true",
+                 f"--output_dir={out}"]) == 2
+    assert "reached training" in capsys.readouterr().err
+
+
+def test_a_missing_teacher_and_a_backend_typo_are_named_before_any_work(tmp_path, capsys):
+    assert main(["distill", f"--teacher.path={tmp_path / 'nope'}", f"--output_dir={tmp_path / 'd'}"]) == 2
+    err = capsys.readouterr().err
+    assert "teacher.path" in err and "does not exist" in err
+    assert main(["demo", "--backend", "numbaa", "--output-dir", str(tmp_path / "demo")]) == 2
+    captured = capsys.readouterr()
+    assert "unknown backend 'numbaa'" in captured.err and "minidistill demo (" not in captured.out
+    assert not (tmp_path / "demo").exists() and not (tmp_path / "d").exists()

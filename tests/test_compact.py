@@ -15,7 +15,7 @@ from minidistill.models import BertConfig, BertForSequenceClassification
 from minidistill.nn.layers import Linear
 from minidistill.train import AdamW, SGD
 
-from .conftest import ALL_BACKENDS, rand
+from .conftest import ALL_BACKENDS, IDS, MASK, rand, randomise, tiny_bert, toy_data, toy_teacher
 
 TINY = dict(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
             max_position_embeddings=24, num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -185,12 +185,11 @@ def test_training_with_compact_in_the_trainer_learns_and_cleans_up(minilm_path, 
     from minidistill.data.datasets import TaskSpec
     from minidistill.train import Trainer, TrainConfig
 
-    from .test_train import _tiny, _toy_data
-
+    
     tok = Tokenizer.from_pretrained(minilm_path)
-    data = _toy_data()
+    data = toy_data()
     assert isinstance(data, TextDataset) and isinstance(data.task, TaskSpec)
-    model = _tiny(0)
+    model = tiny_bert(0)
     cfg = TrainConfig(lr=3e-3, batch_size=32, max_steps=60, warmup_ratio=0.0, schedule="constant", max_length=16,
                       progress=False, weight_decay=0.0)
     compact = callbacks({"rank": 8, "update_proj_gap": 20, "variant": variant, "scale": 1.0})
@@ -229,15 +228,13 @@ def test_every_method_trains_through_compact_with_exact_full_rank_gradients(meth
     distillation loss: with a full-rank orthogonal P the gradients equal the plain ones."""
     from minidistill.compress import LayerMap, SoftKD, HiddenMSE, WIDConfig, WIDModel
     from minidistill.compress.theseus import TheseusModel
-    from minidistill.models.bert import ModelOutput
 
-    from .test_wid import IDS, MASK, _randomise, _teacher
 
-    teacher = _teacher()
+    teacher = toy_teacher()
     labels = np.arange(IDS.shape[0]) % 3
     if method == "wid":
         model = WIDModel(teacher, WIDConfig(hidden_size=8, intermediate_size=12, num_attention_heads=2))
-        _randomise(model)
+        randomise(model)
 
         def loss_fn():
             return model(IDS, MASK, labels=labels).loss
@@ -250,7 +247,7 @@ def test_every_method_trains_through_compact_with_exact_full_rank_gradients(meth
             return model(IDS, MASK, labels=labels).loss
     else:
         md.manual_seed(1)
-        model = _teacher(seed=1)
+        model = toy_teacher(seed=1)
         objs = [SoftKD(temperature=2.0), HiddenMSE(LayerMap.build("uniform", 2, 2), 16, 16)]
         t_out = teacher(IDS, MASK, output_hidden_states=True)
 

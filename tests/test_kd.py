@@ -13,7 +13,7 @@ from minidistill.core import functions as F
 from minidistill.models import BertForSequenceClassification
 from minidistill.models.bert import ModelOutput
 
-from .conftest import rand
+from .conftest import rand, tiny_bert, toy_data
 
 
 def _outs(seed, b=2, t=5, d=6, h=2, layers=2, grad=True):
@@ -192,12 +192,11 @@ def test_distill_teaches_a_student_the_teachers_predictions(minilm_path):
     from minidistill.data import Tokenizer
     from minidistill.train import TrainConfig, predict
 
-    from .test_train import _tiny, _toy_data
-
+    
     tok = Tokenizer.from_pretrained(minilm_path)
-    data = _toy_data(48, seed=1)
+    data = toy_data(48, seed=1)
     with md.use_backend("numba"):
-        teacher = _tiny(0, layers=2)
+        teacher = tiny_bert(0, layers=2)
     md.train.Trainer(teacher, tok, data, None, TrainConfig(lr=3e-3, max_steps=60, batch_size=16, max_length=16,
                                                            warmup_ratio=0.0, weight_decay=0.0, progress=False)).train()
     teacher.eval()

@@ -14,7 +14,8 @@ from minidistill.data import Tokenizer
 from minidistill.models.stats import model_stats
 from minidistill.report import Report, report, saved_models
 
-from .test_train import _tiny, _toy_data
+from .conftest import tiny_bert, toy_data
+
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +25,10 @@ def tok(minilm_path):
 
 @pytest.fixture(scope="module")
 def models():
-    teacher = _tiny(0, layers=2)
-    plain = _tiny(1, layers=1)
+    teacher = tiny_bert(0, layers=2)
+    plain = tiny_bert(1, layers=1)
     md.manual_seed(2)
-    comp = compacter(_tiny(3, layers=2), n=4, reduction=8)
+    comp = compacter(tiny_bert(3, layers=2), n=4, reduction=8)
     for p in comp.parameters():  # non-zero adapters: folding has something to do
         if p.requires_grad:
             p.data[...] += 0.05 * np.random.default_rng(0).standard_normal(p.shape).astype(p.dtype)
@@ -37,7 +38,7 @@ def models():
 
 def test_report_rows_match_independent_counts(models, tok):
     teacher, students = models
-    data = _toy_data(24)
+    data = toy_data(24)
     rep = report(students, teacher=teacher, data=data, tokenizer=tok, max_length=16, rounds=1, speed_examples=16)
     assert [r["name"] for r in rep.rows] == ["teacher", "plain", "compacter", "minialbert"]
     for name, m in [("teacher", teacher), *students.items()]:
@@ -76,7 +77,7 @@ def test_disk_size_is_the_saved_file(models, tmp_path):
 
 def test_text_json_and_plot(models, tok, tmp_path):
     teacher, students = models
-    rep = report({"plain": students["plain"]}, teacher=teacher, data=_toy_data(16), tokenizer=tok, max_length=16,
+    rep = report({"plain": students["plain"]}, teacher=teacher, data=toy_data(16), tokenizer=tok, max_length=16,
                  rounds=1)
     text = rep.to_text()
     assert "teacher *" in text and "plain" in text and "retention" in text
@@ -92,7 +93,7 @@ def test_text_json_and_plot(models, tok, tmp_path):
 def test_report_needs_a_tokenizer_for_accuracy(models):
     teacher, _ = models
     with pytest.raises(ValueError, match="tokenizer"):
-        report({}, teacher=teacher, data=_toy_data(8))
+        report({}, teacher=teacher, data=toy_data(8))
 
 
 def test_cli_reports_a_folder_of_saved_models(models, minilm_path, tmp_path, capsys):

@@ -8,21 +8,13 @@ import numpy as np
 import pytest
 
 import minidistill as md
-from minidistill.data import TextDataset, Tokenizer
-from minidistill.data.datasets import TaskSpec
-from minidistill.models import BertConfig, BertForSequenceClassification
+from minidistill.data import Tokenizer
 from minidistill.train import AdamW, Schedule, TrainConfig, Trainer, clip_grad_norm, metrics
+
+from .conftest import tiny_bert, toy_data
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-
-
-def _tiny(seed=0, layers=2, labels=2, vocab=30522, dropout=0.0):
-    md.manual_seed(seed)
-    cfg = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=64, num_labels=labels,
-                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    return BertForSequenceClassification(cfg)
 
 
 @pytest.mark.parametrize("kind,warmup", [("linear", 3), ("cosine", 3), ("constant", 3), ("linear", 0), ("cosine", 0)])
@@ -47,7 +39,7 @@ def test_schedules_match_reference_step_by_step(kind, warmup):
 
 
 def test_adamw_with_warmup_schedule_matches_torch(cpu_backend):
-    model = _tiny(1, layers=1)
+    model = tiny_bert(1, layers=1)
     model.to(dtype="float64")
     ref = {n: torch.tensor(p.numpy(), requires_grad=True) for n, p in model.named_parameters()}
     ours = AdamW(list(model.parameters()), lr=1e-3, weight_decay=0.01)
@@ -104,19 +96,11 @@ def tokenizer(minilm_path):
     return Tokenizer.from_pretrained(minilm_path)
 
 
-def _toy_data(n=32, seed=0):
-    rng = np.random.default_rng(seed)
-    words = ["good", "bad", "film", "plot", "actor", "scene", "dull", "great", "music", "story"]
-    texts = [" ".join(rng.choice(words, size=rng.integers(3, 9))) + f" {i}" for i in range(n)]
-    task = TaskSpec("toy", "text", None, "label", ("0", "1"), ("accuracy",))
-    return TextDataset(texts, None, rng.integers(0, 2, n).astype(np.int64), task)
-
-
 @pytest.mark.parametrize("name", ["numpy", "numba", "torch"])
 def test_overfit_one_batch_on_every_backend(tokenizer, name):
-    data = _toy_data()
+    data = toy_data()
     with md.use_backend(name):
-        model = _tiny(0)
+        model = tiny_bert(0)
     cfg = TrainConfig(lr=3e-3, batch_size=32, max_steps=60, warmup_ratio=0.0, schedule="constant",
                       max_length=16, progress=False, weight_decay=0.0)
     Trainer(model, tokenizer, data, None, cfg).train()
@@ -125,27 +109,27 @@ def test_overfit_one_batch_on_every_backend(tokenizer, name):
 
 
 def test_training_is_deterministic_on_cpu_backends(tokenizer):
-    data = _toy_data()
+    data = toy_data()
     finals = []
     for _ in range(2):
         with md.use_backend("numba"):
-            model = _tiny(0, dropout=0.1)  # dropout draws must repeat too
+            model = tiny_bert(0, dropout=0.1)  # dropout draws must repeat too
         cfg = TrainConfig(lr=1e-3, batch_size=8, max_steps=6, max_length=16, progress=False, seed=3)
         Trainer(model, tokenizer, data, None, cfg).train()
         finals.append({k: v.copy() for k, v in model.state_dict().items()})
     for k in finals[0]:
         np.testing.assert_array_equal(finals[0][k], finals[1][k])
     with md.use_backend("numba"):
-        other = _tiny(0, dropout=0.1)
+        other = tiny_bert(0, dropout=0.1)
     Trainer(other, tokenizer, data, None, TrainConfig(lr=1e-3, batch_size=8, max_steps=6, max_length=16,
                                                       progress=False, seed=4)).train()
     assert any(not np.array_equal(finals[0][k], v) for k, v in other.state_dict().items())  # the seed matters
 
 
 def test_callbacks_log_and_early_stopping(tokenizer, tmp_path):
-    data = _toy_data()
+    data = toy_data()
     with md.use_backend("numba"):
-        model = _tiny(0)
+        model = tiny_bert(0)
     seen = []
     cfg = TrainConfig(lr=0.0, max_steps=12, batch_size=8, eval_every=2, early_stopping_patience=2,
                       max_length=16, progress=False, log_file=str(tmp_path / "log.jsonl"))

@@ -11,39 +11,17 @@ import pytest
 import minidistill as md
 from minidistill.compress import WIDConfig, WIDModel, fold
 from minidistill.compress.wid import CompactedLinear
-from minidistill.models import BertConfig, BertForSequenceClassification, BertModel
+from minidistill.models import BertForSequenceClassification, BertModel
 from minidistill.train import Trainer, TrainConfig
 
-IDS = np.array([[2, 7, 9, 11, 5, 3, 0], [2, 4, 13, 3, 0, 0, 0], [2, 21, 8, 17, 6, 19, 3]])
-MASK = (IDS != 0).astype(np.int64)
-
-
-def _config(**kw):
-    base = dict(vocab_size=30, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=24,
-                max_position_embeddings=16, num_labels=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    return BertConfig(**{**base, **kw})
-
-
-def _teacher(cls=BertForSequenceClassification, dtype="float64", seed=0, **kw):
-    md.manual_seed(seed)
-    model = cls(_config(**kw))
-    model.to(dtype=dtype)
-    return model.eval()
-
-
-def _randomise(wid, seed=1, scale=0.3):
-    """Non-identity compactors, and inherited weights moved too (so nothing is the teacher's)."""
-    rng = np.random.default_rng(seed)
-    for p in wid.parameters():
-        p.data = p.backend.asarray(p.numpy() + scale * rng.standard_normal(p.shape), dtype=p.dtype.name)
-
+from .conftest import IDS, MASK, randomise, toy_teacher
 
 def _logits(model, backend=None):
     return model(IDS, MASK).logits.numpy()
 
 
 def test_identity_compactors_reproduce_the_teacher_exactly(backend):
-    teacher = _teacher()
+    teacher = toy_teacher()
     wid = WIDModel(teacher, WIDConfig(hidden_size=8, intermediate_size=12, num_attention_heads=2)).eval()
     np.testing.assert_array_equal(_logits(wid), _logits(teacher))
     # the teacher is untouched: WID works on a copy
@@ -54,9 +32,9 @@ def test_identity_compactors_reproduce_the_teacher_exactly(backend):
                                      dict(hidden_size=8, intermediate_size=10, num_attention_heads=4),   # dims in heads
                                      dict(hidden_size=12, intermediate_size=24, num_attention_heads=3)])
 def test_fold_equals_the_masked_model(backend, targets):
-    teacher = _teacher()
+    teacher = toy_teacher()
     wid = WIDModel(teacher, WIDConfig(**targets)).eval()
-    _randomise(wid)
+    randomise(wid)
     wid.prune_to_target()
     wid.harden()
     folded, report = fold(wid, return_report=True)
@@ -76,8 +54,8 @@ def test_fold_equals_the_masked_model(backend, targets):
 
 
 def test_fold_reports_what_masked_entries_still_carried():
-    wid = WIDModel(_teacher(), WIDConfig(hidden_size=8, intermediate_size=12, num_attention_heads=2)).eval()
-    _randomise(wid)
+    wid = WIDModel(toy_teacher(), WIDConfig(hidden_size=8, intermediate_size=12, num_attention_heads=2)).eval()
+    randomise(wid)
     wid.prune_to_target()
     expected = wid.masked_residual()
     before = _logits(wid)
@@ -90,9 +68,9 @@ def test_fold_reports_what_masked_entries_still_carried():
 
 
 def test_fold_of_a_bare_bert_model():
-    teacher = _teacher(BertModel)
+    teacher = toy_teacher(BertModel)
     wid = WIDModel(teacher, WIDConfig(hidden_size=8, intermediate_size=12, num_attention_heads=2)).eval()
-    _randomise(wid)
+    randomise(wid)
     wid.prune_to_target()
     wid.harden()
     folded = fold(wid)
@@ -107,9 +85,9 @@ def test_folded_model_loads_in_transformers(tmp_path):
     transformers = pytest.importorskip("transformers")
     import torch
 
-    wid = WIDModel(_teacher(dtype="float32"), WIDConfig(hidden_size=8, intermediate_size=12, num_attention_heads=2))
+    wid = WIDModel(toy_teacher(dtype="float32"), WIDConfig(hidden_size=8, intermediate_size=12, num_attention_heads=2))
     wid.eval()
-    _randomise(wid, scale=0.1)
+    randomise(wid, scale=0.1)
     wid.prune_to_target()
     wid.harden()
     folded = fold(wid)
@@ -124,8 +102,8 @@ def test_folded_model_loads_in_transformers(tmp_path):
 
 
 def test_compactor_gradcheck(cpu_backend):
-    wid = WIDModel(_teacher(), WIDConfig(hidden_size=8, intermediate_size=12, num_attention_heads=2)).eval()
-    _randomise(wid, scale=0.1)
+    wid = WIDModel(toy_teacher(), WIDConfig(hidden_size=8, intermediate_size=12, num_attention_heads=2)).eval()
+    randomise(wid, scale=0.1)
     wid.prune_round(4)  # masks partly grown: masked LayerNorm statistics are in play
     assert wid.groups["residual"].active
     labels = np.array([0, 2, 1])
@@ -138,8 +116,8 @@ def test_compactor_gradcheck(cpu_backend):
 
 def test_schedule_reaches_exactly_the_targets_and_masks_only_grow():
     cfg = WIDConfig(hidden_size=8, intermediate_size=10, num_attention_heads=2, w_step=3, rounds=4)
-    wid = WIDModel(_teacher(), cfg)
-    _randomise(wid)
+    wid = WIDModel(toy_teacher(), cfg)
+    randomise(wid)
     seen, prev = [], {k: g.keep.copy() for k, g in wid.groups.items()}
     for step in range(1, cfg.hard_step + 1):
         wid.on_step(step)
@@ -156,7 +134,7 @@ def test_schedule_reaches_exactly_the_targets_and_masks_only_grow():
 
 
 def test_pruning_masks_the_smallest_norms():
-    wid = WIDModel(_teacher(), WIDConfig(hidden_size=12, intermediate_size=24, num_attention_heads=4))
+    wid = WIDModel(toy_teacher(), WIDConfig(hidden_size=12, intermediate_size=24, num_attention_heads=4))
     lin = wid.model.bert.encoder.layer[0].output.dense  # its row compactor is on the residual stream
     r = lin.row_compactor.numpy()
     r[[3, 5, 6, 9]] *= 0.01  # four residual dims made weakest
@@ -168,7 +146,7 @@ def test_pruning_masks_the_smallest_norms():
 def test_masked_entries_decay_and_training_runs_the_schedule(tok_tiny):
     tokenizer, data = tok_tiny
     cfg = WIDConfig(hidden_size=8, intermediate_size=12, num_attention_heads=2, w_step=2, rounds=2, compactor_lr=1e-2)
-    teacher = _teacher(dtype="float32", vocab_size=tokenizer.vocab_size, max_position_embeddings=32, num_labels=2)
+    teacher = toy_teacher(dtype="float32", vocab_size=tokenizer.vocab_size, max_position_embeddings=32, num_labels=2)
     wid = WIDModel(teacher, cfg)
     trainer = Trainer(wid, tokenizer, data, None, TrainConfig(lr=1e-3, max_steps=cfg.hard_step + 2, batch_size=4,
                                                               max_length=16, progress=False), callbacks=wid.callbacks())
@@ -190,7 +168,7 @@ def tok_tiny(minilm_path):
 
 
 def test_bad_targets_and_folds_raise_clear_errors():
-    teacher = _teacher()
+    teacher = toy_teacher()
     with pytest.raises(ValueError, match="hidden_size=32 must lie in"):
         WIDModel(teacher, WIDConfig(hidden_size=32))
     with pytest.raises(ValueError, match="does not split into 3 heads"):
@@ -208,7 +186,7 @@ def test_bad_targets_and_folds_raise_clear_errors():
 
 
 def test_fold_of_a_model_with_nothing_to_fold_returns_a_copy_and_says_so():
-    teacher = _teacher()
+    teacher = toy_teacher()
     with pytest.warns(UserWarning, match="nothing to fold"):
         copy, report = fold(teacher, return_report=True)
     assert copy is not teacher and report.rules == [] and report.params_after == report.params_before

@@ -18,8 +18,7 @@ from minidistill.models import BiLSTMStudent, CheckpointError
 from minidistill.models.bert import ModelOutput
 from minidistill.train import TrainConfig, predict
 
-from .conftest import rand
-from .test_train import _tiny, _toy_data
+from .conftest import rand, tiny_bert, toy_data
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +68,7 @@ def test_cls_hidden_and_pooled_objectives_against_numpy(cpu_backend):
 # ----------------------------------------------------------- BiLSTM student
 def _bilstm(backend="numpy", dtype="float64"):
     with md.use_backend(backend):
-        teacher = _tiny(0, layers=2)
+        teacher = tiny_bert(0, layers=2)
     teacher.to(dtype=dtype)
     student = make_bilstm_student(teacher, hidden_size=5, embedding_size=8, dropout=0.0)
     return teacher, student
@@ -121,7 +120,7 @@ def test_bilstm_save_load_round_trip_and_errors(tmp_path):
 # ------------------------------------------------------------------ stages
 def _trained_teacher(tok, data):
     with md.use_backend("numba"):
-        teacher = _tiny(0, layers=2)
+        teacher = tiny_bert(0, layers=2)
     md.train.Trainer(teacher, tok, data, None, TrainConfig(lr=3e-3, max_steps=60, batch_size=16, max_length=16,
                                                            warmup_ratio=0.0, weight_decay=0.0, progress=False)).train()
     teacher.eval()
@@ -134,7 +133,7 @@ def _cfg(steps, lr=3e-3):
 
 
 def test_gradual_unfreezing_trains_only_the_top_groups(tok):
-    data = _toy_data(32, seed=1)
+    data = toy_data(32, seed=1)
     teacher = _trained_teacher(tok, data)
     student = md.make_student(teacher, 1, init="lower")
     before = {n: p.numpy().copy() for n, p in student.named_parameters()}
@@ -164,7 +163,7 @@ def test_gradual_unfreezing_trains_only_the_top_groups(tok):
 
 
 def test_staged_bilstm_recipe_learns_the_teacher(tok):
-    data = _toy_data(48, seed=2)
+    data = toy_data(48, seed=2)
     teacher = _trained_teacher(tok, data)
     target = predict(teacher, tok, data, max_length=16).argmax(-1)
     student = make_bilstm_student(teacher, hidden_size=16, dropout=0.0)
@@ -184,8 +183,8 @@ def test_staged_bilstm_recipe_learns_the_teacher(tok):
 
 
 def test_distill_from_a_cache_equals_distill_with_a_live_teacher(tok, tmp_path):
-    data = _toy_data(32, seed=3).without_labels()
-    teacher = _trained_teacher(tok, _toy_data(32, seed=3))
+    data = toy_data(32, seed=3).without_labels()
+    teacher = _trained_teacher(tok, toy_data(32, seed=3))
     objectives = lambda: [SoftKD(temperature=2.0), HiddenMSE(LayerMap.build("last", 1, 2), 32, 32)]  # noqa: E731
     # SGD, not Adam: the attention key bias has an exactly zero gradient (softmax ignores a shift
     # shared by all keys), and Adam would turn its round-off noise, which differs between a
@@ -205,7 +204,7 @@ def test_distill_from_a_cache_equals_distill_with_a_live_teacher(tok, tmp_path):
 
 # ------------------------------------------------------------ augmentation
 def test_augmentation_is_seeded_and_perturbs_at_the_given_rates(tok):
-    data = _toy_data(200, seed=4)
+    data = toy_data(200, seed=4)
     a = augment(data, tok, copies=2, p_mask=0.2, p_replace=0.1, seed=1)
     b = augment(data, tok, copies=2, p_mask=0.2, p_replace=0.1, seed=1)
     assert a.texts == b.texts and a.labels is None and len(a) == 3 * len(data)

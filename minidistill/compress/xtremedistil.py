@@ -62,7 +62,8 @@ def make_bilstm_student(teacher, hidden_size: int = 300, embedding_size: int | N
     config = BiLSTMConfig(vocab_size=cfg_t.vocab_size, embedding_size=width, hidden_size=hidden_size,
                           representation_size=cfg_t.hidden_size, num_labels=cfg_t.num_labels, num_layers=num_layers,
                           dropout=dropout, pad_token_id=cfg_t.pad_token_id,
-                          problem_type=getattr(cfg_t, "problem_type", None))
+                          problem_type=getattr(cfg_t, "problem_type", None),
+                          id2label=dict(getattr(cfg_t, "id2label", None) or {}) or None)
     nn_init.manual_seed(seed)
     with use_backend(teacher.backend):
         student = BiLSTMStudent(config)

@@ -11,7 +11,7 @@ comments at the same indentation::
 
 ``minidistill course build`` replaces the lines between the markers with
 ``raise NotImplementedError("Task 0.4: …")``; one task may own several blocks. Its tests
-carry ``@pytest.mark.task0_4`` (markers are registered in ``pyproject.toml``).
+carry ``@pytest.mark.task0_4`` (``tests/conftest.py`` registers the markers from :data:`TASKS`).
 """
 
 from __future__ import annotations

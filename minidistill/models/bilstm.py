@@ -41,9 +41,17 @@ class BiLSTMConfig:
     dropout: float = 0.2
     pad_token_id: int = 0
     problem_type: str | None = None
+    id2label: dict | None = None  # label names (the teacher's), so predictions print them
     model_type: str = MODEL_TYPE
 
     def __post_init__(self):
+        if self.id2label is not None:
+            try:  # JSON keys are strings: back to class ids
+                self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+            except (AttributeError, TypeError, ValueError):
+                raise ValueError(f"BiLSTMConfig.id2label must map class ids to names, got {self.id2label!r}") from None
+            if sorted(self.id2label) != list(range(self.num_labels)):
+                raise ValueError(f"BiLSTMConfig.id2label must name classes 0..{self.num_labels - 1}, got {self.id2label!r}")
         for name in ("vocab_size", "embedding_size", "hidden_size", "representation_size", "num_labels", "num_layers"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
