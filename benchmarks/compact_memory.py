@@ -103,7 +103,7 @@ def train_rows(ranks, teacher_dir: Path, epochs: int, out: str, done: dict) -> d
         cfg = FinetuneConfig(model=ModelSection(path="minilm-l6", backend="numba"), data=DataSection(task="rotten_tomatoes"),
                              train=TrainConfig(lr=1e-4, epochs=epochs, max_length=64, batch_size=32, warmup_ratio=0.1,
                                                progress=False),
-                             compact=CompActConfig(rank=r), output_dir=f"{out}/{key}")
+                             compressed_activations=CompActConfig(rank=r), output_dir=f"{out}/{key}")
         print(f"== CompAct rank {r}: fine-tuning MiniLM-L6, {epochs} epochs", flush=True)
         res = finetune(cfg)
         done[key] = {"dev": res["dev"]["accuracy"], "test": res["test"]["accuracy"], "wall_s": res["train_seconds"],

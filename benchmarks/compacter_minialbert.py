@@ -31,6 +31,7 @@ import numpy as np
 
 from minidistill.cli import (DataSection, DistillConfig, FinetuneConfig, ModelSection, ObjectivesSection,
                              StudentSection, TransferSection, finetune, load_classifier, load_splits)
+from minidistill.compress.minialbert import MiniAlbertSettings
 from minidistill.data import Tokenizer
 from minidistill.models.stats import model_stats
 from minidistill.train import TrainConfig
@@ -86,8 +87,9 @@ def distill_rows(epochs: int, max_length: int, cache_dir: str) -> dict:
             ("minialbert-e96-task", "dense", 96, with_labels, 0, " + 1 · cross-entropy on the labels"),
             ("minialbert-e96-aug", "dense", 96, recipe, 2, ", transfer set ×3 (2 masked/replaced copies)")):
         out[name] = (f"MiniALBERT E {e}, 6 × shared layer, {kind} adapters /16, original recipe{extra}, {epochs} epochs",
-                     DistillConfig(student=StudentSection(kind="minialbert", embedding_size=e, repeats=6,
-                                                          adapter_reduction=16, adapter_kind=kind),
+                     DistillConfig(student=StudentSection(kind="minialbert"),
+                                   minialbert=MiniAlbertSettings(embedding_size=e, repeats=6, adapter_reduction=16,
+                                                                 adapter_kind=kind),
                                    objectives=objectives, transfer=TransferSection(augment_copies=copies),
                                    train=train, data=DataSection(task="rotten_tomatoes"), cache_dir=cache_dir))
     return out

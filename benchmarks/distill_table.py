@@ -26,6 +26,7 @@ from pathlib import Path
 
 from minidistill.cli import (DataSection, DistillConfig, FinetuneConfig, ModelSection, ObjectivesSection,
                              StudentSection, TransferSection, finetune)
+from minidistill.compress.xtremedistil import BiLSTMSettings
 from minidistill.train import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -65,7 +66,7 @@ def runs(epochs: int, bilstm_epochs: int, max_length: int, cache_dir: str | None
     stage = TrainConfig(lr=2e-3, epochs=bilstm_epochs, max_length=max_length, batch_size=32, warmup_ratio=0.05,
                         progress=False)
     out["bilstm"] = ("BiLSTM XtremeDistil staged", DistillConfig(
-        student=StudentSection(kind="bilstm", lstm_hidden_size=128, embedding_size=64),
+        student=StudentSection(kind="bilstm"), bilstm=BiLSTMSettings(hidden_size=128, embedding_size=64),
         recipe="xtremedistil", transfer=TransferSection(augment_copies=1, p_mask=0.1, p_replace=0.1),
         train=stage, data=DataSection(task="rotten_tomatoes"), cache_dir=cache_dir))
     return out

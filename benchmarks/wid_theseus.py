@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from minidistill.cli import DataSection, DistillConfig, ObjectivesSection, StudentSection
+from minidistill.compress.theseus import TheseusSettings
 from minidistill.train import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,8 +35,9 @@ SIZE_2L = dict(hidden_size=288, num_attention_heads=9, intermediate_size=1152)
 
 def runs(epochs: int, max_length: int, lr: float = 2e-4) -> dict:
     """name → (label, DistillConfig) for every row."""
-    def cfg(**student):
-        return DistillConfig(student=StudentSection(**student), objectives=ObjectivesSection(soft_kd=1.0, temperature=2.0),
+    def cfg(replace="constant", **student):
+        return DistillConfig(student=StudentSection(**student), theseus=TheseusSettings(replace=replace),
+                             objectives=ObjectivesSection(soft_kd=1.0, temperature=2.0),
                              train=TrainConfig(lr=lr, epochs=epochs, max_length=max_length, batch_size=32,
                                                progress=False),
                              data=DataSection(task="rotten_tomatoes"))

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from . import course
-from .config_io import ConfigError, load_config, to_dict
-from .compress.compressed_activations import CompActConfig
-from .compress.compressed_activations import callbacks as compact_callbacks
+from .config_io import ConfigError, help_markdown, help_text, load_config, to_dict
+from .compress import registry
+from .compress.registry import AdapterSpec, DemoContext, StudentSpec
+from .compress.student import layer_spec
 from .course import grading
 from .train.trainer import TrainConfig, merge_callbacks
 
@@ -36,8 +37,8 @@ class ModelSection:
     """Which model to start from and where it runs."""
 
     path: str = "minilm-l6"  # an asset name or a checkpoint folder
-    backend: str = "numba"
-    device: str | None = None
+    backend: str = "numba"  # numpy | numba | torch
+    device: str | None = None  # torch's device, e.g. cuda (default: cpu)
 
 
 @dataclass
@@ -46,85 +47,53 @@ class DataSection:
 
     task: str = "rotten_tomatoes"  # rotten_tomatoes, a GLUE task, or "files"
     data_dir: str | None = None  # GLUE folder
-    train_file: str | None = None
-    dev_file: str | None = None
-    test_file: str | None = None
-    text_column: str = "text"
-    text_pair_column: str | None = None
-    label_column: str = "label"
-    labels: list | None = None
-    max_train_examples: int | None = None
+    train_file: str | None = None  # task = files: CSV, TSV, JSON lines or parquet
+    dev_file: str | None = None  # task = files: the dev split (optional)
+    test_file: str | None = None  # task = files: the test split (optional)
+    text_column: str = "text"  # the column holding the text
+    text_pair_column: str | None = None  # a second text column, for sentence pairs
+    label_column: str = "label"  # the column holding the label
+    labels: list | None = None  # the label names in class order (default: those found in train_file)
+    max_train_examples: int | None = None  # train on the first N training examples only
     max_eval_examples: int | None = None  # evaluate on the first N dev / test examples only
 
 
 @dataclass
-class FinetuneConfig:
+class _FinetuneBase:
     """Everything ``minidistill finetune`` needs."""
 
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     train: TrainConfig = field(default_factory=TrainConfig)
-    output_dir: str = "runs/finetune"
+    output_dir: str = "runs/finetune"  # where the model, its tokenizer and metrics.json are saved
     overwrite: bool = False  # replace a model already saved in output_dir
-    # parameter-efficient fine-tuning: none | houlsby | pfeiffer (dense adapters) |
-    # compacter | compacter++ (PHM adapters); only adapters, LayerNorms and the head train
-    adapters: str = "none"
+    adapters: str = "none"  # parameter-efficient fine-tuning: none, or an adapters method (compacter, houlsby …)
     adapter_reduction: int | None = None  # default: 16 for dense adapters, 32 for Compacter
-    phm_n: int = 4
+    phm_n: int = 4  # PHM adapters: n, the number of Kronecker terms
     phm_rank: int = 1  # compacter: rank of each PHM fast weight (1 = the paper's rank-one s tᵀ)
     train_pooler: bool = False  # adapters: also train BERT's pooler (a two-layer head)
-    # what the pooler reads: cls (BERT's first token) | mean (over real tokens, for
-    # sentence-embedding checkpoints such as minilm-l6); default: the checkpoint's own
-    classifier_pooling: str | None = None
-    # CompAct: train with compressed activations (any key, e.g. --compact.rank=16, turns it on)
-    compact: CompActConfig | None = None
+    classifier_pooling: str | None = None  # what the pooler reads: cls | mean (over real tokens); default: the checkpoint's
 
 
-@dataclass
-class StudentSection:
-    """The student: a smaller BERT made from the teacher, an XtremeDistil BiLSTM, a WID
-    student (the teacher with compactors, pruned to the target widths and folded), a
-    BERT-of-Theseus successor (``num_layers`` layers replacing modules of the teacher) or a
-    MiniALBERT (one shared layer run ``repeats`` times, factorised embeddings, adapters)."""
-
-    kind: str = "transformer"  # transformer | bilstm | wid | theseus | minialbert
-    num_layers: int = 2  # transformer and theseus students
-    hidden_size: int | None = None  # default: the teacher's width (narrower: fresh layers, PCA embeddings)
-    num_attention_heads: int | None = None  # narrower transformer / WID target (default: the teacher's ratio)
-    intermediate_size: int | None = None  # narrower transformer / WID target
-    init: str = "lower"  # lower | upper | uniform | random | teacher layer ids "0,1"
-    lstm_hidden_size: int = 300  # BiLSTM units per direction
-    embedding_size: int | None = None  # BiLSTM / MiniALBERT embedding width (BiLSTM default: the teacher's; MiniALBERT: 128)
-    repeats: int | None = None  # MiniALBERT: runs of the shared layer (default: the teacher's depth)
-    adapter_reduction: int = 16  # MiniALBERT per-repeat adapters (0: none)
-    adapter_kind: str = "dense"  # MiniALBERT adapters: dense | phm
-    shared_init: str = "middle"  # MiniALBERT shared layer: a teacher layer id, first | middle | last | random
-    wid_rounds: int = 16  # WID pruning rounds
-    wid_w_step: int | None = None  # steps between rounds (default: hard masks at 80% of the run)
-    compactor_lr: float = 1e-4  # WID compactors' rate per unit width (a d × d compactor: lr / d)
-    replace: str = "constant"  # theseus schedule: constant | linear
-    replace_rate: float = 0.5  # constant p
-    replace_steps: int | None = None  # steps at constant p before p = 1 (default: half the run)
-    replace_base: float = 0.3  # linear: p = min(1, slope·t + base)
-    replace_slope: float | None = None  # default: p reaches 1 at two thirds of the run
-    seed: int = 0
+#: the student section: its kind (the method that makes it) and its size (``compress.registry``)
+StudentSection = StudentSpec
 
 
 @dataclass
 class ObjectivesSection:
     """Weights of the distillation objectives (0 = off) and their settings."""
 
-    soft_kd: float = 1.0
-    temperature: float = 2.0
-    hard_kd: float = 0.0
-    logit_mse: float = 0.0
-    hidden_mse: float = 0.0
-    hidden_cosine: float = 0.0
-    attention_mse: float = 0.0
-    attention_kl: float = 0.0
-    value_relation: float = 0.0
-    minilm_v2: float = 0.0
-    relation_heads: int = 12
+    soft_kd: float = 1.0  # T² · KL(teacher ‖ student) on logits softened by the temperature
+    temperature: float = 2.0  # T of soft_kd
+    hard_kd: float = 0.0  # cross-entropy on the teacher's argmax labels
+    logit_mse: float = 0.0  # MSE between the logits
+    hidden_mse: float = 0.0  # MSE between mapped hidden states (a projection when widths differ)
+    hidden_cosine: float = 0.0  # 1 − cosine between mapped hidden states
+    attention_mse: float = 0.0  # MSE between mapped attention scores (TinyBERT)
+    attention_kl: float = 0.0  # KL between mapped attention distributions
+    value_relation: float = 0.0  # MiniLM: KL between value relations of the last layers
+    minilm_v2: float = 0.0  # MiniLMv2: Q-Q, K-K and V-V relations of the last layers
+    relation_heads: int = 12  # MiniLMv2: relation heads both models are reshaped to
     hidden_map: str = "uniform"  # uniform | skip | last | combine | teacher states "0,3,6"
     attention_map: str = "uniform"  # uniform | last | teacher layers "2,5"
     task: float = 0.0  # cross-entropy on the labels
@@ -134,14 +103,14 @@ class ObjectivesSection:
 class TransferSection:
     """Unlabelled transfer data: the training texts plus augmented copies."""
 
-    augment_copies: int = 0
-    p_mask: float = 0.1
-    p_replace: float = 0.1
-    seed: int = 0
+    augment_copies: int = 0  # augmented copies of each training text in the transfer set
+    p_mask: float = 0.1  # augmentation: probability of masking a word
+    p_replace: float = 0.1  # augmentation: probability of replacing a word
+    seed: int = 0  # augmentation seed
 
 
 @dataclass
-class DistillConfig:
+class _DistillBase:
     """Everything ``minidistill distill`` needs."""
 
     teacher: ModelSection = field(default_factory=lambda: ModelSection(path="runs/demo/teacher"))
@@ -151,15 +120,36 @@ class DistillConfig:
     transfer: TransferSection = field(default_factory=TransferSection)
     recipe: str = "single"  # single | xtremedistil | xtremedistil-hard | xtremedistil-soft
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3, max_length=64))
-    output_dir: str = "runs/distill"
+    output_dir: str = "runs/distill"  # where the student, its tokenizer and metrics.json are saved
     overwrite: bool = False  # replace a model already saved in output_dir
-    cache_dir: str | None = None
-    compact: CompActConfig | None = None  # CompAct while distilling (e.g. --compact.rank=16)
+    cache_dir: str | None = None  # cache the teacher's outputs here (reused by later runs on the same data)
 
 
-def _layer_spec(spec: str):
-    spec = spec.strip()
-    return [int(x) for x in spec.split(",")] if spec[:1].isdigit() else spec
+def _with_method_sections(base, roles: tuple):
+    """``base`` plus one config section per registered method of ``roles`` with settings: a
+    student method's section is always there (read when ``student.kind`` names it); a training
+    method's is None until one of its keys is given, which turns the method on."""
+    extra = []
+    for m in registry.methods().values():
+        if m.settings is None or m.role not in roles:
+            continue
+        if m.role == "training":
+            extra.append((m.name, m.settings | None, field(default=None)))
+        else:
+            extra.append((m.name, m.settings, field(default_factory=m.settings)))
+    cls = dataclasses.make_dataclass(base.__name__.lstrip("_").replace("Base", "Config"), extra, bases=(base,))
+    cls.__module__, cls.__doc__ = __name__, base.__doc__
+    return cls
+
+
+FinetuneConfig = _with_method_sections(_FinetuneBase, ("training",))
+DistillConfig = _with_method_sections(_DistillBase, ("student", "training"))
+
+
+def _training_callbacks(cfg) -> dict:
+    """The Trainer callbacks of every training method switched on in ``cfg``."""
+    return merge_callbacks(*(m.callbacks(getattr(cfg, m.name)) for m in registry.methods("training").values()
+                             if getattr(cfg, m.name, None) is not None))
 
 
 def build_objectives(o: ObjectivesSection, student, teacher) -> list:
@@ -179,8 +169,8 @@ def build_objectives(o: ObjectivesSection, student, teacher) -> list:
     layered = [o.hidden_mse, o.hidden_cosine, o.attention_mse, o.attention_kl, o.value_relation, o.minilm_v2]
     if any(layered) and ls is None:
         raise ConfigError("layer objectives (hidden_*, attention_*, value_relation, minilm_v2) need a transformer student")
-    hmap = kd.LayerMap.build(_layer_spec(o.hidden_map), ls, lt, "hidden") if ls else None
-    amap = kd.LayerMap.build(_layer_spec(o.attention_map), ls, lt, "attention") if ls else None
+    hmap = kd.LayerMap.build(layer_spec(o.hidden_map), ls, lt, "hidden") if ls else None
+    amap = kd.LayerMap.build(layer_spec(o.attention_map), ls, lt, "attention") if ls else None
     if o.hidden_mse:
         out.append(kd.HiddenMSE(hmap, ds, dt, o.hidden_mse))
     if o.hidden_cosine:
@@ -200,7 +190,7 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
     """Distil a fine-tuned teacher into a student as configured; save the student (HF format
     for transformers) with its tokenizer and ``metrics.json``; return the figures."""
     import minidistill as md
-    from .compress import Stage, distill, make_bilstm_student, make_student, xtremedistil_stages
+    from .compress import Stage, distill, xtremedistil_stages
     from .data import Tokenizer, augment
     from .models import BertForSequenceClassification
 
@@ -215,25 +205,18 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
     st = cfg.student
     train_cfg = cfg.train
     total_steps = train_cfg.max_steps or train_cfg.epochs * train.num_batches(train_cfg.batch_size)
-    if st.kind == "bilstm":
-        student = make_bilstm_student(teacher, st.lstm_hidden_size, st.embedding_size, seed=st.seed)
-    elif st.kind == "transformer":
-        init = _layer_spec(st.init)
-        student = make_student(teacher, st.num_layers, st.hidden_size, init=init, seed=st.seed,
-                               num_attention_heads=st.num_attention_heads, intermediate_size=st.intermediate_size)
-    elif st.kind == "wid":
-        student = _wid_student(teacher, st, total_steps)
-        # the best dev state of a run that is still pruning is not a foldable one: keep the last
+    try:
+        method = registry.get(st.kind, "student")
+    except KeyError as e:
+        raise ConfigError(f"student.kind: {e.args[0]}") from None
+    if cfg.recipe not in method.recipes:
+        raise ConfigError(f"recipe must be one of {', '.join(method.recipes)} for {st.kind} students, got {cfg.recipe!r}")
+    try:
+        student = method.build(teacher, st, getattr(cfg, st.kind, None), total_steps)
+    except ValueError as e:
+        raise ConfigError(f"student ({st.kind}): {e}") from None
+    if method.keep_last:  # its best dev state is not a finished one (WID is still pruning then)
         train_cfg = dataclasses.replace(train_cfg, load_best_at_end=False)
-    elif st.kind == "theseus":
-        student = _theseus_student(teacher, st, total_steps)
-    elif st.kind == "minialbert":
-        student = _minialbert_student(teacher, st)
-    else:
-        raise ConfigError(f"student.kind must be 'transformer', 'bilstm', 'wid', 'theseus' or 'minialbert', got {st.kind!r}")
-    folds = st.kind in ("wid", "theseus")  # trained with compression machinery, saved folded
-    if cfg.recipe != "single" and folds:
-        raise ConfigError(f"recipe {cfg.recipe!r} is for BiLSTM / transformer students; {st.kind} uses 'single'")
     student.train()
     tr = cfg.transfer
     transfer = train.without_labels()
@@ -245,76 +228,34 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
         objectives = build_objectives(cfg.objectives, student, teacher)
         stages = [Stage("distill", objectives, cfg.objectives.task,
                         data="train" if cfg.objectives.task or not tr.augment_copies else "transfer")]
-    elif cfg.recipe in ("xtremedistil", "xtremedistil-hard", "xtremedistil-soft"):
+    else:
         variant = cfg.recipe.partition("-")[2] or "staged"
         stages = xtremedistil_stages(student, teacher, variant, temperature=cfg.objectives.temperature)
-    else:
-        raise ConfigError(f"recipe must be 'single', 'xtremedistil', 'xtremedistil-hard' or 'xtremedistil-soft', "
-                          f"got {cfg.recipe!r}")
     announce(f"distilling {cfg.teacher.path} ({teacher.num_parameters() / 1e6:.1f}M) into a {st.kind} student "
              f"({student.num_parameters() / 1e6:.1f}M) on {train.task.name}: stages "
              f"{', '.join(s.name for s in stages)}; transfer set {len(transfer)} texts")
-    callbacks = merge_callbacks(student.callbacks() if folds else None,
-                                compact_callbacks(cfg.compact) if cfg.compact else None)
+    own = student.callbacks() if callable(getattr(student, "callbacks", None)) else None  # WID's, Theseus's schedules
+    callbacks = merge_callbacks(own, _training_callbacks(cfg))
     trainer = distill(teacher, student, tok, train, dev, stages=stages, transfer_data=transfer, config=train_cfg,
                       cache_dir=cfg.cache_dir, callbacks=callbacks)
     result = {"task": train.task.name, "teacher_parameters": teacher.num_parameters(),
               "train_seconds": time.perf_counter() - start,
               "steps": sum(r["steps"] for r in trainer.stage_log), "stages": trainer.stage_log}
-    if folds:
+    if method.folds:
         student, result["fold"] = _fold_student(student, announce)
     result["parameters"] = student.num_parameters()
     return _evaluate_and_save(student, tok, dev, test, cfg, result)
 
 
-def _wid_student(teacher, st: StudentSection, total_steps: int):
-    from .compress import WIDConfig, WIDModel
-
-    w_step = st.wid_w_step or max(1, int(0.8 * total_steps / (st.wid_rounds + 1)))
-    try:
-        return WIDModel(teacher, WIDConfig(hidden_size=st.hidden_size, intermediate_size=st.intermediate_size,
-                                           num_attention_heads=st.num_attention_heads, w_step=w_step,
-                                           rounds=st.wid_rounds, compactor_lr=st.compactor_lr))
-    except ValueError as e:
-        raise ConfigError(f"student: {e}") from None
-
-
-def _minialbert_student(teacher, st: StudentSection):
-    from .compress import make_minialbert
-
-    init = int(st.shared_init) if st.shared_init.isdigit() else st.shared_init
-    try:
-        return make_minialbert(teacher, st.embedding_size or 128, st.repeats, st.adapter_reduction, st.adapter_kind,
-                               init, seed=st.seed)
-    except ValueError as e:
-        raise ConfigError(f"student: {e}") from None
-
-
-def _theseus_student(teacher, st: StudentSection, total_steps: int):
-    from .compress import ConstantReplacement, LinearReplacement, TheseusModel
-
-    if st.replace == "constant":
-        schedule = ConstantReplacement(st.replace_rate, st.replace_steps if st.replace_steps is not None
-                                       else total_steps // 2)
-    elif st.replace == "linear":
-        slope = st.replace_slope if st.replace_slope is not None else (1 - st.replace_base) / max(1, 2 * total_steps / 3)
-        schedule = LinearReplacement(st.replace_base, slope)
-    else:
-        raise ConfigError(f"student.replace must be 'constant' or 'linear', got {st.replace!r}")
-    try:
-        return TheseusModel(teacher, st.num_layers, init=_layer_spec(st.init), schedule=schedule, seed=st.seed)
-    except ValueError as e:
-        raise ConfigError(f"student: {e}") from None
-
-
 def _fold_student(student, announce) -> tuple:
-    """Fold a WID / Theseus student into a plain BERT (finishing WID's schedule if the run was
-    too short to reach the targets); returns it and the fold report as a dict."""
-    from .compress import WIDModel, fold
+    """Fold a student into a plain model (a student whose schedule the run did not finish, as a
+    WID run too short for its last pruning round, completes it first: ``finish_schedule()``);
+    returns it and the fold report as a dict."""
+    from .compress import fold
 
-    if isinstance(student, WIDModel) and not student.state.hard:
-        announce("WID: the run ended before the last pruning round; masking to the targets now")
-        student.prune_to_target()
+    finish = getattr(student, "finish_schedule", None)
+    if callable(finish) and (note := finish()):
+        announce(note)
     folded, report = fold(student, return_report=True)
     announce(str(report))
     return folded, {"params_before": report.params_before, "params_after": report.params_after,
@@ -398,8 +339,7 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
              f"{len(train)} examples, {steps} steps of {cfg.train.batch_size}, max length {cfg.train.max_length}, "
              f"backend {cfg.model.backend}")
     start = time.perf_counter()
-    trainer = Trainer(model, tok, train, dev, cfg.train,
-                      callbacks=compact_callbacks(cfg.compact) if cfg.compact else None)
+    trainer = Trainer(model, tok, train, dev, cfg.train, callbacks=_training_callbacks(cfg))
     trainer.train()
     train_seconds = time.perf_counter() - start
     result = {"task": task.name, "parameters": model.num_parameters(), "train_seconds": train_seconds,
@@ -410,19 +350,13 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
 
 def _add_finetune_adapters(model, cfg: FinetuneConfig, announce) -> None:
     """Insert and freeze for the configured parameter-efficient method (in place)."""
-    from .compress import compacter
-    from .nn.adapters import AdapterConfig, add_adapters, train_adapters_only
-
     kind = cfg.adapters
-    if kind not in ("none", "houlsby", "pfeiffer", "compacter", "compacter++"):
-        raise ConfigError(f"adapters must be none, houlsby, pfeiffer, compacter or compacter++, got {kind!r}")
+    known = registry.methods("adapters")
+    if kind != "none" and kind not in known:
+        raise ConfigError(f"adapters must be none or one of {', '.join(known)}, got {kind!r}")
     try:
-        if kind in ("compacter", "compacter++"):
-            compacter(model, plus=kind == "compacter++", n=cfg.phm_n, reduction=cfg.adapter_reduction or 32,
-                      pooler=cfg.train_pooler, rank=cfg.phm_rank)
-        elif kind in ("houlsby", "pfeiffer"):
-            add_adapters(model, AdapterConfig(reduction=cfg.adapter_reduction or 16, placement=kind))
-            train_adapters_only(model, pooler=cfg.train_pooler)
+        if kind != "none":
+            known[kind].build(model, AdapterSpec(cfg.adapter_reduction, cfg.phm_n, cfg.phm_rank, cfg.train_pooler))
         elif cfg.train_pooler:
             raise ValueError("train_pooler is for adapter fine-tuning (full fine-tuning trains the pooler anyway)")
     except ValueError as e:
@@ -472,14 +406,14 @@ def print_table(rows: list[dict], metric: str = "accuracy") -> None:
 # (CI) well under one; --full trains every model for 2-3 epochs at length 128.
 DEMO_PRESETS = {
     "default": {"train": {"epochs": 1, "max_length": 64, "lr": 1e-4, "batch_size": 32}, "student_steps": 160,
-                "wid_steps": 120, "data": {}, "rounds": 3},
+                "data": {}, "rounds": 3},
     # quick: a 2,048-text training slice, so caching the teacher's logits is not the longest step
     "quick": {"train": {"max_steps": 60, "max_length": 48, "lr": 1e-4, "batch_size": 32}, "student_steps": 24,
-              "wid_steps": 16, "data": {"max_train_examples": 2048, "max_eval_examples": 256}, "rounds": 1},
+              "data": {"max_train_examples": 2048, "max_eval_examples": 256}, "rounds": 1},
     "tiny": {"train": {"max_steps": 6, "max_length": 32, "lr": 1e-4, "batch_size": 16, "eval_batch_size": 32},
-             "student_steps": 4, "wid_steps": 4, "data": {"max_train_examples": 128, "max_eval_examples": 48}, "rounds": 1},
+             "student_steps": 4, "data": {"max_train_examples": 128, "max_eval_examples": 48}, "rounds": 1},
     "full": {"train": {"epochs": 3, "max_length": 128, "lr": 5e-5, "batch_size": 32}, "student_steps": None,
-             "wid_steps": None, "data": {}, "rounds": 3},
+             "data": {}, "rounds": 3},
 }
 
 
@@ -488,7 +422,7 @@ def demo_plan(preset: str, backend: str, output_dir: str) -> list:
 
     Every step writes a folder under ``output_dir``; its ``metrics.json`` is written last, so a
     folder with one is a finished artefact and a re-run skips it (if its config is unchanged)."""
-    from .config_io import from_dict
+    from .config_io import from_dict, merge
 
     p = DEMO_PRESETS[preset]
     base = dict(p["train"])
@@ -497,36 +431,20 @@ def demo_plan(preset: str, backend: str, output_dir: str) -> list:
     steps = p["student_steps"]
     student_train = {**{k: v for k, v in base.items() if k not in ("epochs", "max_steps")}, "lr": 2e-4,
                      **({"max_steps": steps} if steps else {"epochs": 2})}
-    wid_train = {**student_train, **({"max_steps": p["wid_steps"]} if p["wid_steps"] else {})}
+    model = {"path": "minilm-l6", "backend": backend}
     plan = [("teacher", "MiniLM-L6 teacher (fine-tuned)", "finetune", from_dict(FinetuneConfig, {
-        "train": base, "model": {"path": "minilm-l6", "backend": backend}, "data": data, "output_dir": teacher_dir,
-        "overwrite": True}))]
-
-    def distill_cfg(name, student, objectives, train=None, recipe="single", cache=False):
-        return from_dict(DistillConfig, {
-            "teacher": {"path": teacher_dir, "backend": backend}, "student": student, "objectives": objectives,
-            "data": data, "train": train or student_train, "recipe": recipe, "output_dir": f"{output_dir}/{name}",
-            "cache_dir": f"{output_dir}/cache/logits" if cache else None, "overwrite": True})
-
-    plan += [
-        ("kd-attention-2l", "2-layer KD + attention KL", "distill", distill_cfg(
-            "kd-attention-2l", {"kind": "transformer", "num_layers": 2, "init": "lower"},
-            {"soft_kd": 1.0, "temperature": 2.0, "attention_kl": 1.0})),
-        ("bilstm", "XtremeDistil BiLSTM (staged)", "distill", distill_cfg(
-            "bilstm", {"kind": "bilstm", "lstm_hidden_size": 128, "embedding_size": 64},
-            {"soft_kd": 1.0, "temperature": 2.0}, train={**student_train, "lr": 2e-3}, recipe="xtremedistil")),
-        ("wid-192", "WID half width, folded", "distill", distill_cfg(
-            "wid-192", {"kind": "wid", "hidden_size": 192, "num_attention_heads": 6, "intermediate_size": 768},
-            {"soft_kd": 1.0, "temperature": 2.0}, train=wid_train, cache=True)),
-        ("theseus-2l", "BERT-of-Theseus 2 layers, folded", "distill", distill_cfg(
-            "theseus-2l", {"kind": "theseus", "num_layers": 2}, {"soft_kd": 1.0, "temperature": 2.0}, cache=True)),
-        ("minialbert", "MiniALBERT E 128, 6 repeats", "distill", distill_cfg(
-            "minialbert", {"kind": "minialbert", "embedding_size": 128},
-            {"soft_kd": 5.0, "temperature": 1.0, "attention_kl": 3.0, "hidden_cosine": 3.0})),
-        ("compacter", "Compacter-tuned MiniLM-L6", "finetune", from_dict(FinetuneConfig, {
-            "train": {**student_train, "lr": 3e-3}, "model": {"path": "minilm-l6", "backend": backend}, "data": data,
-            "adapters": "compacter", "output_dir": f"{output_dir}/compacter", "overwrite": True})),
-    ]
+        "train": base, "model": model, "data": data, "output_dir": teacher_dir, "overwrite": True}))]
+    ctx = DemoContext(preset, student_train, steps)
+    for method in registry.methods().values():  # every method's own steps, in the registry's order
+        for step in (method.demo(ctx) if method.demo else ()):
+            common = {"data": data, "train": student_train, "output_dir": f"{output_dir}/{step.name}", "overwrite": True}
+            if step.command == "distill":
+                common.update(teacher={"path": teacher_dir, "backend": backend},
+                              cache_dir=f"{output_dir}/cache/logits" if step.cache else None)
+                cfg = from_dict(DistillConfig, merge(common, step.config))
+            else:
+                cfg = from_dict(FinetuneConfig, merge({**common, "model": model}, step.config))
+            plan.append((step.name, step.label, step.command, cfg))
     return plan
 
 
@@ -754,6 +672,19 @@ def course_cmd(args) -> int:
     return 0
 
 
+def config_reference(what: str, markdown: bool = False) -> str:
+    """``minidistill config finetune|distill|methods``: every config key with its default and
+    meaning, or the registered methods, as text or Markdown (``docs/configuration.md``)."""
+    if what == "methods":
+        rows = [(m.name, m.role, m.summary) for m in registry.methods().values()]
+        if markdown:
+            return "\n".join(["| method | role | what it does |", "| --- | --- | --- |"] +
+                              [f"| `{n}` | {r} | {s} |" for n, r, s in rows])
+        return "\n".join(f"{n:24s} {r:9s} {s}" for n, r, s in rows)
+    cls = FinetuneConfig if what == "finetune" else DistillConfig
+    return help_markdown(cls, f"minidistill {what}") if markdown else help_text(cls)
+
+
 def main(argv=None) -> int:
     """Entry point of the ``minidistill`` console script."""
     parser = argparse.ArgumentParser(prog="minidistill", description="Compress BERT-style transformers.")
@@ -766,10 +697,18 @@ def main(argv=None) -> int:
     p_demo.add_argument("--fresh", action="store_true", help="redo every step, even finished ones")
     p_demo.add_argument("--backend", default="numba", help="numpy, numba, torch or torch:cuda")
     p_demo.add_argument("--output-dir", default="runs/demo")
-    p_ft = sub.add_parser("finetune", help="fine-tune a BERT on a task (config + --section.key=value overrides)")
+    keys = "every key, its default and meaning (also: minidistill config {0}):\n\n{1}"
+    p_ft = sub.add_parser("finetune", help="fine-tune a BERT on a task (config + --section.key=value overrides)",
+                          formatter_class=argparse.RawDescriptionHelpFormatter,
+                          epilog=keys.format("finetune", help_text(FinetuneConfig)))
     p_ft.add_argument("--config", default=None, help="a TOML file")
-    p_di = sub.add_parser("distill", help="distil a fine-tuned teacher into a student (config + overrides)")
+    p_di = sub.add_parser("distill", help="distil a fine-tuned teacher into a student (config + overrides)",
+                          formatter_class=argparse.RawDescriptionHelpFormatter,
+                          epilog=keys.format("distill", help_text(DistillConfig)))
     p_di.add_argument("--config", default=None, help="a TOML file")
+    p_cfg = sub.add_parser("config", help="list the keys of finetune / distill, or the registered methods")
+    p_cfg.add_argument("what", choices=["finetune", "distill", "methods"])
+    p_cfg.add_argument("--markdown", action="store_true", help="a Markdown table (the docs page is made this way)")
     p_ev = sub.add_parser("evaluate", help="evaluate a saved classifier")
     p_ev.add_argument("model_dir")
     p_ev.add_argument("--split", default="dev", choices=["train", "dev", "test"])
@@ -815,7 +754,7 @@ def main(argv=None) -> int:
         if args.command == "distill":
             cfg = load_config(DistillConfig, args.config, rest)
             result = distill_run(cfg)
-            print_table([{**result, "name": f"{cfg.student.kind} student"}])
+            print_table([{**result, "name": Path(cfg.output_dir).name}])
             print(f"saved to {result['output_dir']}")
             return 0
         if args.command == "evaluate":
@@ -832,6 +771,9 @@ def main(argv=None) -> int:
             return course_cmd(args)
         if args.command == "report":
             return report_cmd(args)
+        if args.command == "config":
+            print(config_reference(args.what, args.markdown))
+            return 0
         return info(args.model_dir, args.seq_len)
     except (ConfigError, course.CourseError, FloatingPointError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as e:
         print(f"minidistill: error: {e}", file=sys.stderr)

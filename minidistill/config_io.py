@@ -140,10 +140,11 @@ def parse_overrides(args) -> dict:
     return out
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge(base: dict, extra: dict) -> dict:
+    """``base`` updated by ``extra``, tables merged key by key (neither is changed)."""
     out = dict(base)
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -158,5 +159,96 @@ def load_config(cls, path=None, overrides=()):
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    data = _merge(data, parse_overrides(overrides))
+    data = merge(data, parse_overrides(overrides))
     return from_dict(cls, data)
+
+
+# ---------------------------------------------------------------- help
+def _comments(cls) -> dict:
+    """``{field: help}`` of a dataclass, from the trailing comment on each field's line, else from
+    the ``Args:`` section of its docstring (``name: text``)."""
+    import inspect
+    import io
+    import tokenize
+
+    out: dict = {}
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # made at run time: no source
+        source = ""
+    pending = None
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.NAME and tok.start[1] == 4 and pending is None:
+            pending = (tok.string, tok.start[0])
+        elif tok.type == tokenize.COMMENT and pending and tok.start[0] == pending[1]:
+            out.setdefault(pending[0], tok.string.lstrip("# ").strip())
+        if tok.type in (tokenize.NEWLINE, tokenize.NL):
+            pending = None
+    doc = inspect.getdoc(cls) or ""
+    if "Args:" in doc:
+        current = None
+        for line in doc.split("Args:", 1)[1].splitlines():
+            head, sep, text = line.strip().partition(": ")
+            if sep and line.startswith("    ") and not line.startswith("        ") and head.isidentifier():
+                current = head
+                out.setdefault(current, text.strip())
+            elif current and line.startswith("        "):
+                if current in out and out[current] is not None:
+                    out[current] += " " + line.strip()
+    return out
+
+
+def _type_name(typ) -> str:
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(t) for t in typing.get_args(typ) if t is not type(None)) + " | none"
+    return getattr(typ, "__name__", str(typ))
+
+
+def describe(cls, prefix: str = "", default=None) -> list[dict]:
+    """Every key of config dataclass ``cls``: ``{"key", "type", "default", "help", "section"}``,
+    sections (nested dataclasses) first named by a row of their own, generated from the class
+    itself so the listing cannot drift from what the loader accepts."""
+    rows = []
+    obj = default if default is not None else cls()
+    hints, notes = _field_types(cls), {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            notes.update(_comments(klass))
+    scalars, sections = [], []
+    for f in dataclasses.fields(cls):
+        typ, key, value = hints[f.name], prefix + f.name, getattr(obj, f.name)
+        section = _section_type(typ)
+        if dataclasses.is_dataclass(section):
+            doc = " ".join((section.__doc__ or "").strip().split("\n\n")[0].split())
+            off = " (off until one of its keys is given)" if value is None else ""
+            sections.append({"key": key, "section": True, "type": section.__name__, "default": None,
+                             "help": (notes.get(f.name) or doc) + off})
+            sections += describe(section, key + ".", value if value is not None else section())
+        else:
+            scalars.append({"key": key, "section": False, "type": _type_name(typ), "default": value,
+                            "help": notes.get(f.name, "")})
+    return rows + scalars + sections
+
+
+def help_text(cls) -> str:
+    """:func:`describe` as text for a terminal: one line per key, sections as headings."""
+    lines = []
+    for r in describe(cls):
+        if r["section"]:
+            lines.append(f"\n[{r['key']}]  {r['help']}")
+        else:
+            default = "none" if r["default"] is None else repr(r["default"])
+            lines.append(f"  --{r['key']}={default}  ({r['type']})  {r['help']}".rstrip())
+    return "\n".join(lines).lstrip("\n")
+
+
+def help_markdown(cls, title: str) -> str:
+    """:func:`describe` as a Markdown table for the docs."""
+    out = [f"## {title}", "", "| key | default | meaning |", "| --- | --- | --- |"]
+    for r in describe(cls):
+        if r["section"]:
+            out.append(f"| **`{r['key']}`** | | {r['help']} |")
+        else:
+            default = "none" if r["default"] is None else repr(r["default"])
+            out.append(f"| `{r['key']}` | `{default}` | {r['help'].replace('|', '/')} |")
+    return "\n".join(out) + "\n"

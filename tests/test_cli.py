@@ -87,16 +87,16 @@ def test_distill_command_trains_and_saves_every_student_kind(tmp_path, capsys, m
     assert main(["finetune", "--model.path=minilm-l6", f"--output_dir={teacher}", *common]) == 0
     assert main(["distill", f"--teacher.path={teacher}", "--objectives.attention_kl=1", "--objectives.hidden_map=combine",
                  "--objectives.hidden_mse=1", f"--output_dir={tmp_path / 'tf'}", *common]) == 0
-    assert main(["distill", f"--teacher.path={teacher}", "--student.kind=bilstm", "--student.lstm_hidden_size=16",
+    assert main(["distill", f"--teacher.path={teacher}", "--student.kind=bilstm", "--bilstm.hidden_size=16",
                  "--recipe=xtremedistil", "--transfer.augment_copies=1", f"--cache_dir={tmp_path / 'cache'}",
                  f"--output_dir={tmp_path / 'lstm'}", *common]) == 0
     assert main(["distill", f"--teacher.path={teacher}", "--student.kind=wid", "--student.hidden_size=192",
-                 "--student.num_attention_heads=6", "--student.intermediate_size=768", "--student.wid_rounds=1",
+                 "--student.num_attention_heads=6", "--student.intermediate_size=768", "--wid.rounds=1",
                  f"--output_dir={tmp_path / 'wid'}", *common]) == 0
     assert main(["distill", f"--teacher.path={teacher}", "--student.kind=theseus", "--student.num_layers=3",
-                 "--student.replace=linear", f"--output_dir={tmp_path / 'theseus'}", *common]) == 0
-    assert main(["distill", f"--teacher.path={teacher}", "--student.kind=minialbert", "--student.embedding_size=64",
-                 "--student.repeats=3", "--objectives.soft_kd=5", "--objectives.temperature=1",
+                 "--theseus.replace=linear", f"--output_dir={tmp_path / 'theseus'}", *common]) == 0
+    assert main(["distill", f"--teacher.path={teacher}", "--student.kind=minialbert", "--minialbert.embedding_size=64",
+                 "--minialbert.repeats=3", "--objectives.soft_kd=5", "--objectives.temperature=1",
                  "--objectives.attention_kl=3", "--objectives.hidden_cosine=3", f"--output_dir={tmp_path / 'albert'}",
                  *common]) == 0
     assert main(["finetune", "--model.path=minilm-l6", "--adapters=compacter++", "--classifier_pooling=mean",
@@ -188,3 +188,27 @@ def test_a_missing_teacher_and_a_backend_typo_are_named_before_any_work(tmp_path
     captured = capsys.readouterr()
     assert "unknown backend 'numbaa'" in captured.err and "minidistill demo (" not in captured.out
     assert not (tmp_path / "demo").exists() and not (tmp_path / "d").exists()
+
+
+def test_the_configuration_page_and_help_list_every_key(capsys):
+    """docs/configuration.md is what ``minidistill config … --markdown`` generates (regenerate it
+    after changing a config), and ``--help`` lists every key the loader accepts."""
+    from pathlib import Path
+
+    from minidistill.cli import DistillConfig, FinetuneConfig, config_reference
+    from minidistill.config_io import describe, load_config
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    for what in ("methods", "finetune", "distill"):
+        assert config_reference(what, True) in page, f"docs/configuration.md is stale for {what}"
+    for cls, cmd in ((FinetuneConfig, "finetune"), (DistillConfig, "distill")):
+        keys = [r["key"] for r in describe(cls) if not r["section"]]
+        with pytest.raises(SystemExit):
+            main([cmd, "--help"])
+        out = capsys.readouterr().out
+        for key in keys:
+            assert f"--{key}=" in out, key
+            value = "1" if key.endswith(("steps", "size", "epochs", "rounds")) else None
+            if value:  # a listed key is one the loader takes
+                load_config(cls, None, [f"--{key}={value}"])
+        assert all(r["help"] for r in describe(cls)), [r["key"] for r in describe(cls) if not r["help"]]

@@ -137,7 +137,7 @@ def test_data_files_load_or_fail_with_a_data_error(tmp_path_factory, fmt, text):
         assert len(ds.labels) == len(ds.texts)
 
 
-override_keys = st.sampled_from(["train.lr", "train.epochs", "train.batch_size", "train.optimizer", "compact.rank",
+override_keys = st.sampled_from(["train.lr", "train.epochs", "train.batch_size", "train.optimizer", "compressed_activations.rank",
                                  "train.warmup_ratio", "data.task", "student.kind", "objectives.temperature", "nope",
                                  "train", "train.lr.x", "student.num_layers", "train.max_steps"])
 override_values = st.one_of(st.text(max_size=6), st.integers(-5, 5).map(str), st.sampled_from(["nan", "inf", "-1", "1e9"]))

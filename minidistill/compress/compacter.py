@@ -37,6 +37,7 @@ from ..nn.adapters import AdapterConfig, PHMLinear, add_adapters, pooler_of, tra
 from ..nn.layers import Linear
 from ..nn.module import Module
 from .fold import register_fold
+from .registry import AdapterSpec, DemoStep, Method, register
 
 #: the original's defaults
 DEFAULT_N = 4
@@ -89,3 +90,22 @@ def _fold_phm(layer: PHMLinear, report) -> Linear:
     for p in out.parameters():
         p.requires_grad = layer.in_factor.requires_grad
     return out
+
+
+# ------------------------------------------------------------------- registry
+def _builder(plus: bool):
+    def build(model, spec: AdapterSpec):
+        compacter(model, plus=plus, n=spec.phm_n, reduction=spec.reduction or DEFAULT_REDUCTION,
+                  pooler=spec.train_pooler, rank=spec.phm_rank)
+    return build
+
+
+def _demo(ctx):
+    return [DemoStep("compacter", "Compacter-tuned MiniLM-L6", "finetune",
+                     {"adapters": "compacter", "train": {"lr": 3e-3}})]
+
+
+register(Method("compacter", "Compacter: PHM adapters after attention and FFN, only they (and LayerNorms, head) train",
+                role="adapters", build=_builder(False), demo=_demo, order=60))
+register(Method("compacter++", "Compacter++: PHM adapters after the FFN only",
+                role="adapters", build=_builder(True), order=61))

@@ -49,6 +49,7 @@ from ..core import functions as F
 from ..core.tensor import Tensor, is_grad_enabled
 from ..nn.layers import LinearMap
 from ..nn.module import Parameter
+from .registry import DemoStep, Method, register
 
 VARIANTS = ("compressed", "unbiased")
 PROJECTIONS = ("gaussian", "orthogonal")
@@ -255,7 +256,7 @@ def callbacks(config: CompActConfig | dict | None = None, **kwargs) -> dict:
     when training ends, also after an error.
     """
     if isinstance(config, dict):
-        config = from_dict(CompActConfig, config, "compact.")
+        config = from_dict(CompActConfig, config, "compressed_activations.")
     config = config or CompActConfig(**kwargs)
     mine = []
 
@@ -325,3 +326,14 @@ def _buffer_bytes(a, itemsize) -> int:
         return int(a.untyped_storage().nbytes())
     root = _root(a)
     return int(getattr(root, "nbytes", int(np.prod(a.shape)) * itemsize(a)))
+
+
+# ------------------------------------------------------------------- registry
+def _demo(ctx):
+    return [DemoStep("kd-2l-compact", "2-layer KD, compressed activations r 16", "distill",
+                     {"student": {"kind": "transformer", "num_layers": 2, "init": "lower"},
+                      "objectives": {"soft_kd": 1.0, "temperature": 2.0}, "compressed_activations": {"rank": 16}})]
+
+
+register(Method("compressed_activations", "CompAct: train with random projections of the Linear inputs saved for backward",
+                role="training", settings=CompActConfig, callbacks=callbacks, demo=_demo, order=70))

@@ -31,6 +31,8 @@ the same function, exactly.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..backends import use_backend
@@ -41,6 +43,7 @@ from ..nn import init as nn_init
 from ..nn.adapters import add_adapters
 from . import kd
 from .fold import register_fold
+from .registry import DemoStep, Method, register
 
 
 def make_minialbert(teacher, embedding_size: int = 128, num_repeats: int | None = None,
@@ -153,3 +156,31 @@ def _fold_minialbert(model: MiniAlbertForSequenceClassification, report):
     out.load_state_dict(state)
     out.train(model.training)
     return out
+
+
+# ------------------------------------------------------------------- registry
+@dataclass
+class MiniAlbertSettings:
+    """The MiniALBERT student's shape and adapters."""
+
+    embedding_size: int = 128  # E, the factorised embeddings' width
+    repeats: int | None = None  # runs of the shared layer (default: the teacher's depth)
+    adapter_reduction: int = 16  # per-repeat bottleneck adapters (0: none)
+    adapter_kind: str = "dense"  # dense | phm
+    shared_init: str = "middle"  # the teacher layer the shared layer copies: an id, first | middle | last | random
+
+
+def _build(teacher, student, settings: MiniAlbertSettings, total_steps):
+    init = int(settings.shared_init) if str(settings.shared_init).isdigit() else settings.shared_init
+    return make_minialbert(teacher, settings.embedding_size, settings.repeats, settings.adapter_reduction,
+                           settings.adapter_kind, init, seed=student.seed)
+
+
+def _demo(ctx):
+    return [DemoStep("minialbert", "MiniALBERT E 128, 6 repeats", "distill",
+                     {"student": {"kind": "minialbert"}, "minialbert": {"embedding_size": 128},
+                      "objectives": {"soft_kd": 5.0, "temperature": 1.0, "attention_kl": 3.0, "hidden_cosine": 3.0}})]
+
+
+register(Method("minialbert", "MiniALBERT: one shared layer run repeatedly, factorised embeddings, adapters",
+                settings=MiniAlbertSettings, build=_build, demo=_demo, order=50))

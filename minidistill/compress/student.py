@@ -20,6 +20,7 @@ from ..backends import use_backend
 from ..models.bert import BertForSequenceClassification, BertForTokenClassification
 from ..nn import init as nn_init
 from ..nn.init import pca_projection
+from .registry import DemoStep, Method, register
 
 INITS = ("lower", "upper", "uniform", "random")
 
@@ -104,3 +105,27 @@ def make_student(teacher, num_layers: int, hidden_size: int | None = None, init=
     student.train(teacher.training)  # same mode as the teacher (a loaded teacher is in eval mode)
     student.init_layers = layers
     return student
+
+
+# ------------------------------------------------------------------- registry
+def layer_spec(spec: str):
+    """A config's layer choice: ``"lower"`` (a name) or ``"0,3"`` (teacher layer indices)."""
+    spec = str(spec).strip()
+    return [int(x) for x in spec.split(",")] if spec[:1].isdigit() else spec
+
+
+def _build(teacher, student, settings, total_steps):
+    return make_student(teacher, student.num_layers, student.hidden_size, init=layer_spec(student.init),
+                        seed=student.seed, num_attention_heads=student.num_attention_heads,
+                        intermediate_size=student.intermediate_size)
+
+
+def _demo(ctx):
+    return [DemoStep("kd-attention-2l", "2-layer KD + attention KL", "distill",
+                     {"student": {"kind": "transformer", "num_layers": 2, "init": "lower"},
+                      "objectives": {"soft_kd": 1.0, "temperature": 2.0, "attention_kl": 1.0}})]
+
+
+register(Method("transformer", "a smaller BERT initialised from teacher layers (How to Distill your BERT)",
+                build=_build, recipes=("single", "xtremedistil", "xtremedistil-hard", "xtremedistil-soft"),
+                demo=_demo, order=10))

@@ -33,7 +33,8 @@ from ..models.bert import (BertForSequenceClassification, ModelOutput, _classifi
                            keep_mask_from_attention_mask)
 from ..nn.module import Module
 from .fold import clone, register_fold
-from .student import make_student
+from .student import layer_spec, make_student
+from .registry import DemoStep, Method, register
 
 
 @dataclass
@@ -188,3 +189,37 @@ def _fold_theseus(model: TheseusModel, report) -> Module:
     out = clone(model.successor)
     out.requires_grad_(True)
     return out
+
+
+# ------------------------------------------------------------------- registry
+@dataclass
+class TheseusSettings:
+    """BERT-of-Theseus's replacement schedule."""
+
+    replace: str = "constant"  # constant | linear
+    rate: float = 0.5  # constant: the replacement probability p
+    steps: int | None = None  # constant: steps at p before p = 1 (default: half the run)
+    base: float = 0.3  # linear: p = min(1, slope·t + base)
+    slope: float | None = None  # linear: default: p reaches 1 at two thirds of the run
+
+
+def _build(teacher, student, settings: TheseusSettings, total_steps):
+    if settings.replace == "constant":
+        schedule = ConstantReplacement(settings.rate, settings.steps if settings.steps is not None else total_steps // 2)
+    elif settings.replace == "linear":
+        slope = settings.slope if settings.slope is not None else (1 - settings.base) / max(1, 2 * total_steps / 3)
+        schedule = LinearReplacement(settings.base, slope)
+    else:
+        raise ValueError(f"theseus.replace must be 'constant' or 'linear', got {settings.replace!r}")
+    return TheseusModel(teacher, student.num_layers, init=layer_spec(student.init), schedule=schedule,
+                        seed=student.seed)
+
+
+def _demo(ctx):
+    return [DemoStep("theseus-2l", "BERT-of-Theseus 2 layers, folded", "distill",
+                     {"student": {"kind": "theseus", "num_layers": 2},
+                      "objectives": {"soft_kd": 1.0, "temperature": 2.0}}, cache=True)]
+
+
+register(Method("theseus", "BERT-of-Theseus: successor layers replace teacher modules progressively, folded",
+                settings=TheseusSettings, build=_build, folds=True, demo=_demo, order=40))

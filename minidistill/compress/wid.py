@@ -61,6 +61,7 @@ from ..nn.layers import LayerNorm, Linear, LinearMap
 from ..nn.module import Module, Parameter
 from ..train.optim import decay_groups
 from .fold import build_like, clone, register_fold
+from .registry import DemoStep, Method, register
 
 
 # --------------------------------------------------------------------- config
@@ -394,6 +395,14 @@ class WIDModel(Module):
         """Mask straight to the target widths by the current compactor norms."""
         self.prune_round(self.wid_config.rounds)
 
+    def finish_schedule(self) -> str | None:
+        """Before folding: if training ended before the last pruning round, mask to the targets
+        now (and say so); None when the schedule was finished."""
+        if self.state.hard:
+            return None
+        self.prune_to_target()
+        return "WID: the run ended before the last pruning round; masked to the targets now"
+
     def shrink_masked(self, factor: float | None = None) -> None:
         """One penalty step: masked entries times ``factor`` (default: the config's decay)."""
         factor = self.wid_config.step_decay if factor is None else factor
@@ -508,3 +517,33 @@ def _fold_wid(wid: WIDModel, report) -> Module:
     cfg = model.config.replace(hidden_size=hidden, intermediate_size=ffn, num_attention_heads=heads,
                                extra=dict(model.config.extra))
     return build_like(model, cfg, state)
+
+
+# ------------------------------------------------------------------- registry
+@dataclass
+class WIDSettings:
+    """WID's pruning schedule (the target widths are the student's ``hidden_size``,
+    ``num_attention_heads`` and ``intermediate_size``)."""
+
+    rounds: int = 16  # pruning rounds
+    w_step: int | None = None  # steps between rounds (default: hard masks at 80% of the run)
+    compactor_lr: float = 1e-4  # the compactors' rate per unit width (a d × d compactor: lr / d)
+
+
+def _build(teacher, student, settings: WIDSettings, total_steps):
+    w_step = settings.w_step or max(1, int(0.8 * total_steps / (settings.rounds + 1)))
+    return WIDModel(teacher, WIDConfig(hidden_size=student.hidden_size, intermediate_size=student.intermediate_size,
+                                       num_attention_heads=student.num_attention_heads, w_step=w_step,
+                                       rounds=settings.rounds, compactor_lr=settings.compactor_lr))
+
+
+def _demo(ctx):
+    steps = {"tiny": 4, "quick": 16, "default": 120}.get(ctx.preset)  # full: the students' epochs
+    return [DemoStep("wid-192", "WID half width, folded", "distill",
+                     {"student": {"kind": "wid", "hidden_size": 192, "num_attention_heads": 6, "intermediate_size": 768},
+                      "objectives": {"soft_kd": 1.0, "temperature": 2.0},
+                      "train": {"max_steps": steps} if steps else {}}, cache=True)]
+
+
+register(Method("wid", "Weight-Inherited Distillation: compactors pruned to the target widths, folded",
+                settings=WIDSettings, build=_build, folds=True, keep_last=True, demo=_demo, order=30))

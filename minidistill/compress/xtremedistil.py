@@ -27,6 +27,8 @@ distillation, described in the paper but absent from the released v1 code, is of
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..backends import use_backend
@@ -35,6 +37,7 @@ from ..nn import init as nn_init
 from .distill import Stage
 from .kd import AttentionScoreMSE, HardKD, HiddenMSE, LayerMap, LogitMSE, PooledMSE, SoftKD
 from .student import pca_projection
+from .registry import DemoStep, Method, register
 
 
 def _word_embeddings(teacher) -> np.ndarray:
@@ -105,3 +108,28 @@ def xtremedistil_stages(student, teacher, variant: str = "staged", representatio
         Stage("logits", [LogitMSE()], data="transfer", unfreeze=True, config=logits),
         Stage("labels", task_weight=1.0, data="train", unfreeze=True, config=labels),
     ]
+
+
+# ------------------------------------------------------------------- registry
+@dataclass
+class BiLSTMSettings:
+    """The BiLSTM student's sizes."""
+
+    hidden_size: int = 300  # LSTM units per direction
+    embedding_size: int | None = None  # word-embedding width (default: the teacher's; narrower: PCA of its embeddings)
+
+
+def _build(teacher, student, settings: BiLSTMSettings, total_steps):
+    return make_bilstm_student(teacher, settings.hidden_size, settings.embedding_size, seed=student.seed)
+
+
+def _demo(ctx):
+    return [DemoStep("bilstm", "XtremeDistil BiLSTM (staged)", "distill",
+                     {"student": {"kind": "bilstm"}, "bilstm": {"hidden_size": 128, "embedding_size": 64},
+                      "objectives": {"soft_kd": 1.0, "temperature": 2.0}, "train": {"lr": 2e-3},
+                      "recipe": "xtremedistil"})]
+
+
+register(Method("bilstm", "an XtremeDistil BiLSTM student (word embeddings, BiLSTM, max-pool)", settings=BiLSTMSettings,
+                build=_build, recipes=("single", "xtremedistil", "xtremedistil-hard", "xtremedistil-soft"),
+                demo=_demo, order=20))

@@ -39,31 +39,31 @@ from .schedules import Schedule, clip_grad_norm
 class TrainConfig:
     """Hyper-parameters of a training run (defaults: BERT fine-tuning practice)."""
 
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    optimizer: str = "adamw"
-    betas: tuple = (0.9, 0.999)
-    eps: float = 1e-8
-    momentum: float = 0.0
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    epochs: int = 1
-    max_steps: int | None = None
-    warmup_ratio: float = 0.1
-    schedule: str = "linear"
-    max_grad_norm: float | None = 1.0
-    max_length: int = 128
-    seed: int = 0
-    eval_every: int | None = None
-    metric: str | None = None
-    early_stopping_patience: int | None = None
-    load_best_at_end: bool = True
-    log_file: str | None = None
-    checkpoint_dir: str | None = None
-    checkpoint_every: int | None = None
-    keep_checkpoints: int = 2
-    progress: bool | None = None
-    bucket: bool = True
+    lr: float = 5e-5  # peak learning rate (the schedule scales it)
+    weight_decay: float = 0.01  # decoupled weight decay (biases and LayerNorms get none)
+    optimizer: str = "adamw"  # adamw | sgd
+    betas: tuple = (0.9, 0.999)  # AdamW's moment decay rates
+    eps: float = 1e-8  # AdamW's denominator term
+    momentum: float = 0.0  # SGD's momentum
+    batch_size: int = 32  # examples per optimiser step
+    eval_batch_size: int = 64  # examples per evaluation batch
+    epochs: int = 1  # passes over the training set (unless max_steps is set)
+    max_steps: int | None = None  # optimiser steps to run (overrides epochs)
+    warmup_ratio: float = 0.1  # share of the steps that warm the learning rate up from 0
+    schedule: str = "linear"  # linear | cosine | constant, after the warmup
+    max_grad_norm: float | None = 1.0  # clip the global gradient norm to this (none: no clipping)
+    max_length: int = 128  # tokens per sequence (longer texts are cut)
+    seed: int = 0  # shuffling, dropout and initialisation seed
+    eval_every: int | None = None  # evaluate on dev every N steps (and at the end)
+    metric: str | None = None  # the dev metric that picks the best state (default: the task's first)
+    early_stopping_patience: int | None = None  # stop after N evaluations without improvement
+    load_best_at_end: bool = True  # end with the best dev state, not the last
+    log_file: str | None = None  # append one JSON line per step and evaluation here
+    checkpoint_dir: str | None = None  # write resumable training checkpoints here
+    checkpoint_every: int | None = None  # steps between checkpoints (needs checkpoint_dir)
+    keep_checkpoints: int = 2  # checkpoints kept (older ones are deleted)
+    progress: bool | None = None  # show a progress bar (default: when the output is a terminal)
+    bucket: bool = True  # batch texts of similar length together (less padding)
 
     def __post_init__(self):
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr >= 0):
