@@ -672,9 +672,30 @@ def course_cmd(args) -> int:
     return 0
 
 
+_CONFIG_PAGE = """# Configuration reference
+
+Generated from the config dataclasses and the registry of methods by
+`minidistill config all --markdown > docs/configuration.md` (a test checks that this page is
+current). On the command line every key is written `--section.key=value`; in a TOML file
+(`--config run.toml`) as `key = value` under `[section]`. `minidistill finetune --help` and
+`minidistill distill --help` print the same lists.
+
+## Methods
+
+Each registered method (see [Architecture](architecture.md)): student methods are chosen with
+`distill --student.kind=NAME` and read their own section; adapter methods with
+`finetune --adapters=NAME`; a training method is switched on by giving any key of its section.
+
+"""
+
+
 def config_reference(what: str, markdown: bool = False) -> str:
-    """``minidistill config finetune|distill|methods``: every config key with its default and
-    meaning, or the registered methods, as text or Markdown (``docs/configuration.md``)."""
+    """``minidistill config finetune|distill|methods|all``: every config key with its default and
+    meaning, or the registered methods, as text or Markdown (``all``: the page
+    ``docs/configuration.md``, Markdown only)."""
+    if what == "all":  # the whole of docs/configuration.md
+        return _CONFIG_PAGE + "\n".join([config_reference("methods", True), "", config_reference("finetune", True),
+                                          config_reference("distill", True)])
     if what == "methods":
         rows = [(m.name, m.role, m.summary) for m in registry.methods().values()]
         if markdown:
@@ -707,7 +728,7 @@ def main(argv=None) -> int:
                           epilog=keys.format("distill", help_text(DistillConfig)))
     p_di.add_argument("--config", default=None, help="a TOML file")
     p_cfg = sub.add_parser("config", help="list the keys of finetune / distill, or the registered methods")
-    p_cfg.add_argument("what", choices=["finetune", "distill", "methods"])
+    p_cfg.add_argument("what", choices=["finetune", "distill", "methods", "all"])
     p_cfg.add_argument("--markdown", action="store_true", help="a Markdown table (the docs page is made this way)")
     p_ev = sub.add_parser("evaluate", help="evaluate a saved classifier")
     p_ev.add_argument("model_dir")
@@ -772,7 +793,7 @@ def main(argv=None) -> int:
         if args.command == "report":
             return report_cmd(args)
         if args.command == "config":
-            print(config_reference(args.what, args.markdown))
+            print(config_reference(args.what, args.markdown or args.what == "all"), end="\n" if args.what != "all" else "")
             return 0
         return info(args.model_dir, args.seq_len)
     except (ConfigError, course.CourseError, FloatingPointError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as e:
