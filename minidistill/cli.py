@@ -67,6 +67,7 @@ class _FinetuneBase:
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str = "runs/finetune"  # where the model, its tokenizer and metrics.json are saved
     overwrite: bool = False  # replace a model already saved in output_dir
+    resume: bool | None = None  # continue a killed run from its checkpoints (default: when there are some of this run)
     adapters: str = "none"  # parameter-efficient fine-tuning: none, or an adapters method (compacter, houlsby …)
     adapter_reduction: int | None = None  # default: 16 for dense adapters, 32 for Compacter
     phm_n: int = 4  # PHM adapters: n, the number of Kronecker terms
@@ -122,6 +123,7 @@ class _DistillBase:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3, max_length=64))
     output_dir: str = "runs/distill"  # where the student, its tokenizer and metrics.json are saved
     overwrite: bool = False  # replace a model already saved in output_dir
+    resume: bool | None = None  # continue a killed run from its checkpoints (default: when there are some of this run)
     cache_dir: str | None = None  # cache the teacher's outputs here (reused by later runs on the same data)
 
 
@@ -217,6 +219,7 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
         raise ConfigError(f"student ({st.kind}): {e}") from None
     if method.keep_last:  # its best dev state is not a finished one (WID is still pruning then)
         train_cfg = dataclasses.replace(train_cfg, load_best_at_end=False)
+    train_cfg, resume = _checkpointing(dataclasses.replace(cfg, train=train_cfg), total_steps)
     student.train()
     tr = cfg.transfer
     transfer = train.without_labels()
@@ -236,8 +239,10 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
              f"{', '.join(s.name for s in stages)}; transfer set {len(transfer)} texts")
     own = student.callbacks() if callable(getattr(student, "callbacks", None)) else None  # WID's, Theseus's schedules
     callbacks = merge_callbacks(own, _training_callbacks(cfg))
+    if resume:
+        announce(f"continuing the killed run from its checkpoints in {train_cfg.checkpoint_dir}")
     trainer = distill(teacher, student, tok, train, dev, stages=stages, transfer_data=transfer, config=train_cfg,
-                      cache_dir=cfg.cache_dir, callbacks=callbacks)
+                      cache_dir=cfg.cache_dir, callbacks=callbacks, resume=resume)
     result = {"task": train.task.name, "teacher_parameters": teacher.num_parameters(),
               "train_seconds": time.perf_counter() - start,
               "steps": sum(r["steps"] for r in trainer.stage_log), "stages": trainer.stage_log}
@@ -275,6 +280,64 @@ def _model_path(spec: str, role: str = "model") -> Path:
         raise ConfigError(f"{role}.path {spec!r} {what}; give a checkpoint folder or an asset name "
                           f"({', '.join(sorted(assets.ASSETS))})")
     return path
+
+
+#: runs of this many optimiser steps or more write checkpoints unless told otherwise (a few
+#: minutes on 2 cores at the demo's sizes)
+AUTO_CHECKPOINT_STEPS = 200
+_NOT_THE_RUN = ("overwrite", "resume")  # keys that do not change what a run computes
+
+
+def _run_identity(cfg) -> dict:
+    """What identifies a run for resuming: its config without the keys that change nothing."""
+    d = json.loads(json.dumps(to_dict(cfg), default=str))
+    for key in _NOT_THE_RUN:
+        d.pop(key, None)
+    for key in ("progress", "checkpoint_every", "checkpoint_dir", "keep_checkpoints", "log_file"):
+        d["train"].pop(key, None)
+    return d
+
+
+def _checkpointing(cfg, total_steps: int) -> tuple:
+    """``(train config, resume)``: checkpoints go to ``train.checkpoint_dir`` (default
+    ``OUTPUT_DIR/checkpoints``), every ``train.checkpoint_every`` steps (default: a tenth of a
+    run of at least ``AUTO_CHECKPOINT_STEPS`` steps; 0: none). A folder holding checkpoints of
+    this very run means the run was killed: it continues (``resume`` unset or true); checkpoints of
+    another run are an error, unless ``--resume=false`` starts afresh."""
+    import shutil
+
+    from .fileio import write_json
+
+    t = cfg.train
+    folder = Path(t.checkpoint_dir) if t.checkpoint_dir else Path(cfg.output_dir) / "checkpoints"
+    every = t.checkpoint_every
+    if every is None:
+        every = max(1, total_steps // 10) if total_steps >= AUTO_CHECKPOINT_STEPS else 0
+    run, record, resume = _run_identity(cfg), folder / "run.json", False
+    if record.is_file():
+        saved = json.loads(record.read_text())
+        if cfg.resume is False:
+            shutil.rmtree(folder)
+        elif saved != run:
+            changed = sorted(k for k in set(saved) | set(run) if saved.get(k) != run.get(k))
+            raise ConfigError(f"{folder} holds checkpoints of another run (its {', '.join(changed)} differ); run "
+                              "that command again to continue it, or pass --resume=false to start this one afresh")
+        else:
+            resume = True
+    elif cfg.resume:
+        raise ConfigError(f"--resume: {folder} holds no checkpoints of this run")
+    if not every and not resume:
+        return dataclasses.replace(t, checkpoint_every=0), False
+    write_json(record, run)
+    return dataclasses.replace(t, checkpoint_dir=str(folder), checkpoint_every=every), resume
+
+
+def _drop_checkpoints(cfg) -> None:
+    """After the model is saved: the default checkpoint folder inside the output goes."""
+    import shutil
+
+    if not cfg.train.checkpoint_dir:
+        shutil.rmtree(Path(cfg.output_dir) / "checkpoints", ignore_errors=True)
 
 
 def _check_output_dir(cfg) -> None:
@@ -316,6 +379,7 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
     from .data import Tokenizer
     from .models import BertConfig, BertForSequenceClassification
     from .train import Trainer
+    from .train.trainer import has_checkpoint, latest_checkpoint
 
     if cfg.classifier_pooling is not None and cfg.classifier_pooling not in BertConfig.SUPPORTED_POOLING:
         raise ConfigError(f"classifier_pooling must be one of {', '.join(BertConfig.SUPPORTED_POOLING)} "
@@ -339,7 +403,11 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
              f"{len(train)} examples, {steps} steps of {cfg.train.batch_size}, max length {cfg.train.max_length}, "
              f"backend {cfg.model.backend}")
     start = time.perf_counter()
-    trainer = Trainer(model, tok, train, dev, cfg.train, callbacks=_training_callbacks(cfg))
+    train_cfg, resume = _checkpointing(cfg, steps)
+    trainer = Trainer(model, tok, train, dev, train_cfg, callbacks=_training_callbacks(cfg))
+    if resume and has_checkpoint(train_cfg.checkpoint_dir):
+        announce(f"continuing the killed run from {latest_checkpoint(train_cfg.checkpoint_dir)}")
+        trainer.resume()
     trainer.train()
     train_seconds = time.perf_counter() - start
     result = {"task": task.name, "parameters": model.num_parameters(), "train_seconds": train_seconds,
@@ -385,6 +453,7 @@ def _evaluate_and_save(model, tok, dev, test, cfg, result: dict) -> dict:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     write_json(out / "metrics.json", {**result, "config": to_dict(cfg)})
+    _drop_checkpoints(cfg)
     result["output_dir"] = str(out)
     return result
 

@@ -26,16 +26,22 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.tensor import Tensor, no_grad
+from ..fileio import write_json
 from ..data.cache import TeacherCache, data_fingerprint
 from ..data.datasets import model_inputs
 from ..models.bert import ModelOutput
 from ..train.optim import param_groups
-from ..train.trainer import TrainConfig, Trainer
+from ..train.trainer import TrainConfig, Trainer, has_checkpoint, restore_model
 from .kd import needed_outputs, total_loss
+
+
+#: written into a phase's checkpoint folder when the phase is done (its log entry)
+FINISHED = "finished.json"
 
 
 @dataclass
@@ -73,7 +79,7 @@ class Stage:
 
 def distill(teacher, student, tokenizer, train_data, eval_data=None, objectives=(), task_weight: float = 0.0,
             config: TrainConfig | None = None, callbacks=None, stages=None, transfer_data=None,
-            cache_dir=None) -> Trainer:
+            cache_dir=None, resume: bool = False) -> Trainer:
     """Distil ``teacher`` into ``student``; returns the last :class:`Trainer`, whose
     ``stage_log`` lists every stage and phase run (steps, trained groups, dev metrics).
 
@@ -89,6 +95,9 @@ def distill(teacher, student, tokenizer, train_data, eval_data=None, objectives=
         stages: a list of :class:`Stage` for a staged run.
         transfer_data: unlabelled texts for ``"transfer"`` stages (default: ``train_data``'s texts).
         cache_dir: folder for teacher-output caches (None: run the teacher every step).
+        resume: continue a killed run from ``config.checkpoint_dir``: phases it finished are
+            skipped (each ends with a checkpoint and a ``finished.json``), the phase in progress
+            continues from its latest checkpoint, and the result is the uninterrupted run's.
     """
     config = config or TrainConfig()
     if teacher.backend is not student.backend:
@@ -107,8 +116,10 @@ def distill(teacher, student, tokenizer, train_data, eval_data=None, objectives=
             raise ValueError("a stage on data='train' needs labelled training data")
         datasets = {"train": train_data,
                     "transfer": transfer_data if transfer_data is not None else train_data.without_labels()}
+    if resume and config.checkpoint_dir is None:
+        raise ValueError("resume needs config.checkpoint_dir (where the killed run wrote its checkpoints)")
     teacher.eval()
-    log, trainer = [], None
+    log, trainer, finished = [], None, None
     for stage in stages:
         cfg = stage.config or config
         data = datasets[stage.data]
@@ -126,18 +137,34 @@ def distill(teacher, student, tokenizer, train_data, eval_data=None, objectives=
             if not stage.evaluate:
                 phase_cfg = dataclasses.replace(phase_cfg, load_best_at_end=False, eval_every=None,
                                                 early_stopping_patience=None)
+            where = Path(phase_cfg.checkpoint_dir) if phase_cfg.checkpoint_dir is not None else None
+            if resume and where is not None and (where / FINISHED).is_file():  # done before the run was killed
+                log.append(json.loads((where / FINISHED).read_text()))
+                finished = where
+                continue
+            if resume and finished is not None and not (where is not None and has_checkpoint(where)):
+                restore_model(student, finished)  # a new phase starts where the finished one ended
             trainer = _run(teacher, student, tokenizer, data, eval_data if stage.evaluate else None, stage,
-                           phase_cfg, callbacks, lookup)
-            log.append({"stage": stage.name, "phase": phase, "trained": [n for n, _ in groups[:phase]],
-                        "steps": trainer.state.step,
-                        "eval": trainer.state.history[-1] if trainer.state.history else None,
-                        "best": trainer.state.best_metric})
+                           phase_cfg, callbacks, lookup, resume=resume and where is not None and has_checkpoint(where))
+            entry = {"stage": stage.name, "phase": phase, "trained": [n for n, _ in groups[:phase]],
+                     "steps": trainer.state.step,
+                     "eval": trainer.state.history[-1] if trainer.state.history else None,
+                     "best": trainer.state.best_metric}
+            log.append(entry)
+            if where is not None:  # the phase's end: its final state, and a mark that it is done
+                trainer.save_checkpoint()
+                write_json(where / FINISHED, entry)
+                finished = where
         student.requires_grad_(True)
+    if trainer is None:  # every phase had finished before: the student as the last one left it
+        restore_model(student, finished)
+        trainer = Trainer(student, tokenizer, datasets[stages[-1].data], eval_data, stages[-1].config or config)
     trainer.stage_log = log
     return trainer
 
 
-def _run(teacher, student, tokenizer, data, eval_data, stage: Stage, cfg: TrainConfig, callbacks, lookup) -> Trainer:
+def _run(teacher, student, tokenizer, data, eval_data, stage: Stage, cfg: TrainConfig, callbacks, lookup,
+         resume: bool = False) -> Trainer:
     objectives = list(stage.objectives)
     flags = needed_outputs(objectives)
     for obj in objectives:  # learned parts live where the student lives
@@ -164,6 +191,8 @@ def _run(teacher, student, tokenizer, data, eval_data, stage: Stage, cfg: TrainC
     params = [g for g in params if g["params"]]
     trainer = Trainer(student, tokenizer, data, eval_data, cfg, compute_loss=compute_loss,
                       parameters=params if cfg.optimizer == "adamw" else None, callbacks=callbacks)
+    if resume:
+        trainer.resume()
     trainer.train()
     return trainer
 

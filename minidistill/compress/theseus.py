@@ -168,6 +168,16 @@ class TheseusModel(Module):
         """Set ``p`` for the next step from the schedule."""
         self.p = float(self.schedule(step))
 
+    def training_state(self) -> dict:
+        """What a training checkpoint needs beyond the parameters: the replacement rate and the
+        gates' generator, so a resumed run draws the same gates (JSON)."""
+        return {"p": self.p, "rng": self.rng.bit_generator.state}
+
+    def load_training_state(self, state: dict) -> None:
+        """Restore :meth:`training_state`."""
+        self.p = float(state["p"])
+        self.rng.bit_generator.state = state["rng"]
+
     def callbacks(self) -> dict:
         """Trainer callbacks that follow the schedule: ``Trainer(..., callbacks=m.callbacks())``."""
         return {"on_step_end": [lambda trainer: self.on_step(trainer.state.step)]}

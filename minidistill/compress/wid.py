@@ -452,6 +452,19 @@ class WIDModel(Module):
             elif r == cfg.rounds + 1 and not self.state.hard:
                 self.harden()
 
+    def training_state(self) -> dict:
+        """What a training checkpoint needs beyond the parameters: the masks, whether they are
+        hard, and the pruning history (JSON)."""
+        return {"keep": {k: g.keep.tolist() for k, g in self.groups.items()}, "hard": self.state.hard,
+                "history": self.history}
+
+    def load_training_state(self, state: dict) -> None:
+        """Restore :meth:`training_state`."""
+        for k, g in self.groups.items():
+            g.keep = np.asarray(state["keep"][k], dtype=np.float64)
+        self.state.hard = bool(state["hard"])
+        self.history = list(state["history"])
+
     def callbacks(self) -> dict:
         """Trainer callbacks that run the schedule: ``Trainer(..., callbacks=wid.callbacks())``."""
         return {"on_step_end": [lambda trainer: self.on_step(trainer.state.step)]}

@@ -29,7 +29,8 @@ import numpy as np
 
 from ..core.tensor import no_grad
 from ..data.datasets import model_inputs
-from ..fileio import CheckpointError, atomic_path, load_weights, save_weights, write_json
+from ..fileio import (CheckpointError, alias_metadata, atomic_path, load_weights, save_weights, unique_tensors,
+                      write_json)
 from . import metrics as metrics_mod
 from .optim import SGD, AdamW, param_groups
 from .schedules import Schedule, clip_grad_norm
@@ -60,7 +61,7 @@ class TrainConfig:
     load_best_at_end: bool = True  # end with the best dev state, not the last
     log_file: str | None = None  # append one JSON line per step and evaluation here
     checkpoint_dir: str | None = None  # write resumable training checkpoints here
-    checkpoint_every: int | None = None  # steps between checkpoints (needs checkpoint_dir)
+    checkpoint_every: int | None = None  # steps between checkpoints (needs checkpoint_dir; 0 or none: no checkpoints)
     keep_checkpoints: int = 2  # checkpoints kept (older ones are deleted)
     progress: bool | None = None  # show a progress bar (default: when the output is a terminal)
     bucket: bool = True  # batch texts of similar length together (less padding)
@@ -76,8 +77,6 @@ class TrainConfig:
             raise ValueError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"train.max_steps must be positive, got {self.max_steps}")
-        if self.checkpoint_every is not None and self.checkpoint_dir is None:
-            raise ValueError("train.checkpoint_every needs train.checkpoint_dir")
 
 
 @dataclass
@@ -126,6 +125,8 @@ class Trainer:
                 self.add_callback(event, fn)
         self.state = TrainState()
         cfg = self.config
+        if cfg.checkpoint_every and cfg.checkpoint_dir is None:  # (the CLI picks a folder itself)
+            raise ValueError("train.checkpoint_every needs train.checkpoint_dir")
         steps_per_epoch = train_data.num_batches(cfg.batch_size)
         self.total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
         if parameters is None:
@@ -270,10 +271,20 @@ class Trainer:
         name = f"step-{self.state.step:08d}"
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
         try:
-            self.model.save_pretrained(staging)
+            # every parameter of the training model (frozen ones and method parts too: a Theseus
+            # predecessor, WID's compactors), shared ones once
+            tensors, aliases = unique_tensors(self.model.named_parameters())
+            save_weights(staging / "model.safetensors", tensors, alias_metadata(aliases))
             opt = self.optimizer.state_dict()
             arrays = {f"{i}.{k}": v for i, st in opt["state"].items() for k, v in st.items()}
             save_weights(staging / "optimizer.safetensors", arrays, {"kind": "minidistill-optimizer"})
+            own = {id(q) for q in self.model.parameters()}
+            extra = {str(i): q.numpy() for i, q in enumerate(self.optimizer.parameters()) if id(q) not in own}
+            if extra:  # trained parameters outside the model (a distillation objective's projection)
+                save_weights(staging / "extra_parameters.safetensors", extra, {"kind": "minidistill-extra"})
+            if self._best_state is not None:  # so that a resumed run ends on the same best state
+                save_weights(staging / "best.safetensors", {k: self.model.backend.to_numpy(v)
+                                                           for k, v in self._best_state.items()})
             ops = self.model.backend
             trainer_state = {
                 "format": "minidistill-training-checkpoint-1",
@@ -284,6 +295,8 @@ class Trainer:
                 "config": _jsonable(asdict(self.config)),
                 "model_config": self.model.config.to_dict(),
                 "model_class": type(self.model).__name__,
+                # what the model keeps outside its parameters (WID's masks, Theseus's gate generator)
+                "model_state": self.model.training_state() if hasattr(self.model, "training_state") else None,
             }
             write_json(staging / "trainer_state.json", trainer_state)
             final = root / name
@@ -323,7 +336,15 @@ class Trainer:
                 raise CheckpointError(
                     f"{path} comes from another architecture: {key} is {meta['model_config'].get(key)} "
                     f"there and {mine.get(key)} here")
-        self.model.load_state_dict({k: v for k, v in load_weights(path).items()})
+        restore_model(self.model, path, meta)
+        params = list(self.optimizer.parameters())
+        if (path / "extra_parameters.safetensors").is_file():
+            for i, arr in load_weights_file(path / "extra_parameters.safetensors").items():
+                q = params[int(i)]
+                q.data = q.backend.copy(q.backend.asarray(arr, dtype=q.dtype.name))
+        if (path / "best.safetensors").is_file():
+            ops = self.model.backend
+            self._best_state = {k: ops.asarray(v) for k, v in load_weights_file(path / "best.safetensors").items()}
         state: dict = {}
         for name, arr in load_weights_file(path / "optimizer.safetensors").items():
             index, slot = name.split(".", 1)  # "<parameter position>.<m|v|buf>"
@@ -341,6 +362,30 @@ class Trainer:
             with atomic_path(log) as tmp:
                 tmp.write_text("".join(line + "\n" for line in kept))
         return self
+
+
+def restore_model(model, directory, meta: dict | None = None) -> Path:
+    """Load the model of the latest training checkpoint in ``directory`` into ``model``: its
+    parameters and what it keeps beside them (``load_training_state``); returns the checkpoint."""
+    path = latest_checkpoint(directory)
+    if meta is None:
+        try:
+            meta = json.loads((path / "trainer_state.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{path / 'trainer_state.json'}: unreadable training state ({e})") from None
+    model.load_state_dict({k: v for k, v in load_weights(path).items()})
+    if meta.get("model_state") is not None:
+        model.load_training_state(meta["model_state"])
+    return path
+
+
+def has_checkpoint(directory) -> bool:
+    """Whether ``directory`` holds a training checkpoint."""
+    try:
+        latest_checkpoint(directory)
+        return True
+    except CheckpointError:
+        return False
 
 
 def load_weights_file(path: Path) -> dict:
