@@ -198,7 +198,7 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
 
     _check_output_dir(cfg)
     path = _model_path(cfg.teacher.path, "teacher")
-    train, dev, test = load_splits(cfg.data)
+    train, dev, test = load_splits(cfg.data, announce)
     tok = Tokenizer.from_pretrained(path)
     teacher = BertForSequenceClassification.from_pretrained(path, backend=cfg.teacher.backend, device=cfg.teacher.device)
     if teacher.config.num_labels != train.task.num_labels:
@@ -349,8 +349,10 @@ def _check_output_dir(cfg) -> None:
                           f"or choose another --output_dir")
 
 
-def load_splits(cfg: DataSection):
-    """(train, dev, test) datasets of the configured task (test may be None)."""
+def load_splits(cfg: DataSection, announce=None):
+    """(train, dev, test) datasets of the configured task (dev and test may be None). With
+    user files and no ``labels`` given, ``announce`` (if given) hears the label set found, and
+    about classes seen once or missing from dev."""
     from .data import load_dataset, load_file
 
     if cfg.task == "files":
@@ -362,6 +364,8 @@ def load_splits(cfg: DataSection):
         kw["labels"] = train.task.labels
         dev = load_file(cfg.dev_file, **kw) if cfg.dev_file else None
         test = load_file(cfg.test_file, **kw) if cfg.test_file else None
+        if announce is not None and cfg.labels is None and train.labels is not None:
+            _announce_labels(train, dev, announce)
     else:
         train = load_dataset(cfg.task, "train", cfg.data_dir)
         dev = load_dataset(cfg.task, "dev", cfg.data_dir)
@@ -371,6 +375,21 @@ def load_splits(cfg: DataSection):
     if cfg.max_eval_examples:
         dev, test = (None if d is None else d.select(range(min(cfg.max_eval_examples, len(d)))) for d in (dev, test))
     return train, dev, test
+
+
+def _announce_labels(train, dev, announce) -> None:
+    """The label set found in the training file, and what looks wrong with it."""
+    names = train.task.labels
+    counts = np.bincount(train.labels, minlength=len(names))
+    announce(f"labels found in {train.task.name} (none given): "
+             + ", ".join(f"{n!r} ×{c}" for n, c in zip(names, counts)))
+    once = [n for n, c in zip(names, counts) if c == 1]
+    if once:
+        announce(f"warning: label(s) {once} occur once in the training file: a typo, or a class too rare to learn")
+    if dev is not None and dev.labels is not None:
+        missing = [n for i, n in enumerate(names) if not (dev.labels == i).any()]
+        if missing:
+            announce(f"warning: label(s) {missing} of the training file never occur in the dev file")
 
 
 def finetune(cfg: FinetuneConfig, announce=print) -> dict:
@@ -386,7 +405,7 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
                           f"(or unset: the checkpoint's own), got {cfg.classifier_pooling!r}")
     _check_output_dir(cfg)
     path = _model_path(cfg.model.path)
-    train, dev, test = load_splits(cfg.data)
+    train, dev, test = load_splits(cfg.data, announce)
     task = train.task
     tok = Tokenizer.from_pretrained(path)
     md.manual_seed(cfg.train.seed)
@@ -397,6 +416,9 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
     if cfg.classifier_pooling is not None:
         labels["classifier_pooling"] = cfg.classifier_pooling
     model = BertForSequenceClassification.from_pretrained(path, backend=cfg.model.backend, device=cfg.model.device, **labels)
+    fresh = model.loading_info.get("newly_initialized", [])
+    if any(k.startswith("classifier.") for k in fresh):
+        announce(f"a fresh classification head for {task.num_labels} labels ({cfg.model.path} has none of that size)")
     _add_finetune_adapters(model, cfg, announce)
     steps = cfg.train.max_steps or cfg.train.epochs * train.num_batches(cfg.train.batch_size)
     announce(f"fine-tuning {cfg.model.path} ({model.num_parameters() / 1e6:.1f}M parameters) on {task.name}: "
@@ -463,11 +485,13 @@ def print_table(rows: list[dict], metric: str = "accuracy") -> None:
     head = f"{'model':28s} {'params':>8s} {'dev ' + metric[:3]:>8s} {'test ' + metric[:3]:>9s} {'seq/s':>7s} {'train':>8s}"
     print(head)
     print("-" * len(head))
+    def cell(value, width, fmt):  # a split that was not given shows as "—", not nan
+        return f"{'—':>{width}s}" if value is None else f"{value:{width}{fmt}}"
+
     for r in rows:
-        dev = r.get("dev", {}).get(metric, float("nan"))
-        test = r.get("test", {}).get(metric, float("nan"))
-        print(f"{r['name']:28s} {r['parameters'] / 1e6:7.1f}M {dev:8.3f} {test:9.3f} "
-              f"{r.get('dev_seq_per_s', float('nan')):7.1f} {r['train_seconds']:7.0f}s")
+        dev, test = (r.get(split, {}).get(metric) if r.get(split) else None for split in ("dev", "test"))
+        print(f"{r['name']:28s} {r['parameters'] / 1e6:7.1f}M {cell(dev, 8, '.3f')} {cell(test, 9, '.3f')} "
+              f"{cell(r.get('dev_seq_per_s'), 7, '.1f')} {r['train_seconds']:7.0f}s")
 
 
 # One student per method. Times for 2 CPU cores, numba backend (see benchmarks/RESULTS.md for
@@ -683,7 +707,21 @@ def info(model_dir: str, seq_len: int = 128) -> int:
     return 0
 
 
-def report_cmd(args) -> int:
+def _recorded_data(model_dir, task: str | None, overrides=()) -> DataSection:
+    """The data section a saved model was trained with (its ``metrics.json``; every source,
+    user files included), then ``--task`` and ``--data.key=value`` overrides."""
+    from .config_io import from_dict, merge, parse_overrides
+
+    try:
+        recorded = json.loads((Path(model_dir) / "metrics.json").read_text())["config"]["data"]
+    except (OSError, KeyError, ValueError, TypeError):
+        recorded = {}
+    table = merge(recorded, {"task": task} if task else {})
+    table = merge(table, parse_overrides(overrides).get("data", {}))
+    return from_dict(DataSection, table, "data.")
+
+
+def report_cmd(args, overrides=()) -> int:
     """``minidistill report``: every saved model found, measured beside the teacher."""
     from .data import Tokenizer
     from .report import report, saved_models
@@ -695,16 +733,12 @@ def report_cmd(args) -> int:
     if not found:
         raise FileNotFoundError("no student to report (only the teacher was found)")
     ref = teacher_dir or next(iter(found.values()))
-    task = args.task
-    if task is None:
-        try:
-            task = json.loads((Path(ref) / "metrics.json").read_text())["config"]["data"]["task"]
-        except (OSError, KeyError, ValueError, TypeError):
-            task = "rotten_tomatoes"
-    _, dev, test = load_splits(DataSection(task=task))
+    data_cfg = _recorded_data(ref, args.task, overrides)
+    _, dev, test = load_splits(data_cfg)
     data = test if args.split == "test" else dev
     if data is None:
-        raise ConfigError(f"task {task!r} has no {args.split} split")
+        raise ConfigError(f"the data of {ref} ({data_cfg.task}) has no {args.split} split; give it with "
+                          f"--data.{args.split}_file=… or --data.task=…")
     if args.limit:
         data = data.select(range(min(args.limit, len(data))))
     tok = Tokenizer.from_pretrained(ref)
@@ -812,7 +846,8 @@ def main(argv=None) -> int:
     p_rep = sub.add_parser("report", help="the compression report of saved models against their teacher")
     p_rep.add_argument("paths", nargs="+", help="model folders, or folders of model folders (e.g. runs/demo)")
     p_rep.add_argument("--teacher", default=None, help="the teacher's folder (default: a model named 'teacher')")
-    p_rep.add_argument("--task", default=None, help="data task (default: the teacher's, else rotten_tomatoes)")
+    p_rep.add_argument("--task", default=None, help="data task (default: the data the teacher was trained on; "
+                                                    "--data.key=value changes any of it)")
     p_rep.add_argument("--split", default="test", choices=["dev", "test"])
     p_rep.add_argument("--max-length", type=int, default=None, help="default: the length the teacher was trained with")
     p_rep.add_argument("--limit", type=int, default=None, help="evaluate on the first N examples only")
@@ -838,7 +873,8 @@ def main(argv=None) -> int:
         if args.command == "finetune":
             cfg = load_config(FinetuneConfig, args.config, rest)
             result = finetune(cfg)
-            print_table([{**result, "name": cfg.model.path}], (result.get("dev") and next(iter(result["dev"]))) or "accuracy")
+            print_table([{**result, "name": Path(cfg.output_dir).name}],
+                        (result.get("dev") and next(iter(result["dev"]))) or "accuracy")
             print(f"saved to {result['output_dir']}")
             return 0
         if args.command == "distill":
@@ -850,6 +886,10 @@ def main(argv=None) -> int:
         if args.command == "evaluate":
             overrides = [a.replace("--data.", "--", 1) for a in rest]
             return evaluate_cmd(args.model_dir, args.split, overrides, args.max_length)
+        if args.command == "report":
+            if any(not a.startswith("--data.") for a in rest):
+                parser.error(f"report takes --data.key=value overrides only, got {' '.join(rest)}")
+            return report_cmd(args, rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "demo":
@@ -859,8 +899,6 @@ def main(argv=None) -> int:
             return predict_cmd(args.model_dir, args.text)
         if args.command == "course":
             return course_cmd(args)
-        if args.command == "report":
-            return report_cmd(args)
         if args.command == "config":
             print(config_reference(args.what, args.markdown or args.what == "all"), end="\n" if args.what != "all" else "")
             return 0

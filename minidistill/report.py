@@ -230,6 +230,12 @@ def report(students, teacher=None, data=None, tokenizer=None, split: str = "test
         models = {"teacher": teacher, **{k: v for k, v in models.items() if k != "teacher"}}
     if data is not None and tokenizer is None:
         raise ValueError("report: accuracy needs the tokenizer of the data")
+    wanted = getattr(getattr(data, "task", None), "num_labels", None)
+    for name, m in models.items():
+        have = getattr(m.config, "num_labels", None)
+        if data is not None and data.labels is not None and wanted and have and have != wanted:
+            raise ValueError(f"report: {name} predicts {have} labels but the data ({data.task.name}) has {wanted}; "
+                             "report models of one task together, on that task's data")
     folders = folders or {}
     rows = []
     from .data import TextDataset

@@ -54,6 +54,20 @@ def minilm_path():
     return md.assets.path("minilm-l6")
 
 
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory, minilm_path):
+    """A saved 4-layer, 32-wide BERT classifier (rotten / fresh) over the real vocabulary, with
+    the real tokenizer: a teacher the CLI trains from in seconds."""
+    from minidistill.data import Tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-teacher")
+    model = tiny_bert(0, layers=4)
+    model.config.id2label, model.config.label2id = {0: "rotten", 1: "fresh"}, {"rotten": 0, "fresh": 1}
+    model.save_pretrained(folder)
+    Tokenizer.from_pretrained(minilm_path).save_pretrained(folder)
+    return folder
+
+
 SENTENCES = [
     "The film is a quiet triumph of patient storytelling.",
     "Dull, overlong and predictable.",

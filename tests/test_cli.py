@@ -213,3 +213,40 @@ def test_the_configuration_page_and_help_list_every_key(capsys):
             if value:  # a listed key is one the loader takes
                 load_config(cls, None, [f"--{key}={value}"])
         assert all(r["help"] for r in describe(cls)), [r["key"] for r in describe(cls) if not r["help"]]
+
+
+def test_user_files_labels_are_announced_and_report_reads_the_teachers_data(tmp_path, capsys, tiny_teacher_dir):
+    """A run on user files (no label set given) prints the labels it found and flags a class
+    seen once or absent from dev; the table names the run by its folder; ``report`` evaluates on
+    the teacher's own files (every data source), and --data.* changes them."""
+    folder = tmp_path / "reviews"
+    folder.mkdir()
+    rows = {"train": [("a fine film", "pos"), ("dull", "neg"), ("great fun", "pos"), ("awful", "neg"), ("meh", "neu")],
+            "dev": [("lovely", "pos"), ("boring", "neg")], "test": [("superb", "pos"), ("weak", "neg"), ("good", "pos")]}
+    for split, items in rows.items():
+        (folder / f"{split}.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{lab}\n" for t, lab in items))
+    data = ["--data.task=files", f"--data.train_file={folder / 'train.tsv'}", f"--data.dev_file={folder / 'dev.tsv'}",
+            f"--data.test_file={folder / 'test.tsv'}", "--data.text_column=sentence"]
+    out = tmp_path / "ft-reviews"
+    assert main(["finetune", f"--model.path={tiny_teacher_dir}", *data, "--train.max_steps=2", "--train.batch_size=4",
+                 "--train.max_length=16", "--train.progress=false", f"--output_dir={out}"]) == 0
+    printed = capsys.readouterr().out
+    assert "labels found in reviews (none given): 'neg' ×2, 'neu' ×1, 'pos' ×2" in printed
+    assert "['neu'] occur once" in printed and "['neu'] of the training file never occur in the dev file" in printed
+    assert "\nft-reviews " in printed  # the table row is the output folder's name
+    assert json.loads((out / "metrics.json").read_text())["task"] == "reviews"  # the folder, not "train"
+
+    assert main(["report", str(tiny_teacher_dir), "--teacher", str(out), "--rounds", "1"]) == 2
+    assert "predicts 2 labels but the data (reviews) has 3" in capsys.readouterr().err
+    student = tmp_path / "ft-reviews-2"
+    assert main(["finetune", f"--model.path={out}", *data, "--train.max_steps=1", "--train.batch_size=4",
+                 "--train.max_length=16", "--train.progress=false", f"--output_dir={student}"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(student), "--teacher", str(out), "--rounds", "1", "--json", "-"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    test_acc = json.loads((student / "metrics.json").read_text())["test"]["accuracy"]
+    assert rep["rows"][1]["accuracy"] == pytest.approx(test_acc)  # on the teacher's own test file
+    assert main(["report", str(student), "--teacher", str(out), "--rounds", "1", "--split", "dev",
+                 f"--data.dev_file={folder / 'test.tsv'}", "--json", "-"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["rows"][1]["accuracy"] == pytest.approx(test_acc)  # dev redirected to the test file

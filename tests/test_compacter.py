@@ -270,7 +270,7 @@ def test_bad_input_is_refused_with_a_clear_error(tmp_path):
 
 
 def test_corrupt_shared_weights_metadata_is_refused(tmp_path):
-    from minidistill.models import io
+    from minidistill import fileio as io
 
     io.save_weights(tmp_path / "model.safetensors", {"a": np.zeros(2, np.float32)},
                     {io.SHARED_KEY: json.dumps({"b": "missing"})})

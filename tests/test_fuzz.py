@@ -137,6 +137,32 @@ def test_data_files_load_or_fail_with_a_data_error(tmp_path_factory, fmt, text):
         assert len(ds.labels) == len(ds.texts)
 
 
+label_cells = st.one_of(st.integers(-3, 12).map(str), st.sampled_from(["", " ", "NA", "nan", "1.0", "None", "pos", " neg "]),
+                        st.text(alphabet="abcxyz019._-", min_size=1, max_size=4))
+
+
+@fast(150)
+@given(st.lists(label_cells, min_size=1, max_size=12), st.sampled_from(["csv", "tsv"]))
+def test_label_columns_keep_their_text_and_name_a_missing_label(tmp_path_factory, cells, fmt):
+    """Labels are read as written (``1`` stays ``"1"``, ``NA`` is a label, not a missing value);
+    an empty cell is an error naming the file, its line and the column."""
+    _count("labels")
+    sep = "\t" if fmt == "tsv" else ","
+    path = tmp_path_factory.mktemp("labels") / f"train.{fmt}"
+    path.write_text("sentence" + sep + "label\n" + "".join(f"text {i}{sep}{c}\n" for i, c in enumerate(cells)),
+                    encoding="utf-8")
+    blank = [i for i, c in enumerate(cells) if not c.strip()]
+    try:
+        ds = load_file(path, text_column="sentence")
+    except DataError as e:
+        assert blank, e
+        assert f"line {blank[0] + 2}: missing label in column 'label'" in str(e) and str(path) in str(e)
+        return
+    assert not blank
+    assert set(ds.task.labels) == {c.strip() for c in cells}
+    assert [ds.task.labels[k] for k in ds.labels] == [c.strip() for c in cells]
+
+
 override_keys = st.sampled_from(["train.lr", "train.epochs", "train.batch_size", "train.optimizer", "compressed_activations.rank",
                                  "train.warmup_ratio", "data.task", "student.kind", "objectives.temperature", "nope",
                                  "train", "train.lr.x", "student.num_layers", "train.max_steps"])
@@ -158,7 +184,7 @@ def test_cli_overrides_parse_or_fail_with_a_config_error(pairs, cls):
 
 def test_the_fuzzers_ran_their_cases():
     """Runs last in this file (pytest keeps file order): every fuzzer ran its cases."""
-    want = {"config": 150, "bytes": 150, "header": 100, "data": 150, "cli": 200}
+    want = {"config": 150, "bytes": 150, "header": 100, "data": 150, "labels": 150, "cli": 200}
     for name, n in want.items():
         if name in COUNTS:  # absent when the test was deselected
             assert COUNTS[name] >= n, (name, COUNTS[name])

@@ -12,10 +12,7 @@ import pytest
 
 import minidistill as md
 from minidistill.cli import main
-from minidistill.data import Tokenizer
 from minidistill.fileio import load_weights
-
-from .conftest import tiny_bert
 
 pytestmark = pytest.mark.checkpoint
 
@@ -24,15 +21,9 @@ COMMON = ["--data.max_train_examples=64", "--data.max_eval_examples=32", "--trai
           "--train.eval_every=4"]
 
 
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory, minilm_path):
-    """A 4-layer, 32-wide BERT over the real vocabulary, saved with the real tokenizer."""
-    folder = tmp_path_factory.mktemp("teacher")
-    model = tiny_bert(0, layers=4)
-    model.config.id2label, model.config.label2id = {0: "rotten", 1: "fresh"}, {"rotten": 0, "fresh": 1}
-    model.save_pretrained(folder)
-    Tokenizer.from_pretrained(minilm_path).save_pretrained(folder)
-    return folder
+@pytest.fixture
+def teacher_dir(tiny_teacher_dir):
+    return tiny_teacher_dir
 
 
 def _kill_after_checkpoint(monkeypatch, at_call: int):

@@ -225,28 +225,51 @@ def _format_of(path: Path, fmt: str | None) -> str:
 
 
 def _read_table(path: Path, fmt: str, header: bool = True, columns=None) -> dict[str, list]:
-    """Read a table with the ``datasets`` package; returns column → list."""
-    import datasets as hf_datasets
+    """Read a table with the ``datasets`` package; returns column → list.
 
-    from ..assets import home
+    CSV / TSV cells are read as text, exactly as written (no number guessing: a label ``1``
+    stays ``"1"``, an empty cell is ``""``, never NaN). The ``datasets`` package parses into a
+    temporary folder that is deleted afterwards: no copy of the user's data is kept on disk.
+    """
+    import tempfile
+
+    import datasets as hf_datasets
 
     kwargs = {}
     if fmt in ("csv", "tsv"):
-        kwargs["delimiter"] = "\t" if fmt == "tsv" else ","
+        delimiter = "\t" if fmt == "tsv" else ","
+        kwargs["delimiter"] = delimiter
         if fmt == "tsv":
             kwargs["quoting"] = csv.QUOTE_NONE  # GLUE's TSVs contain bare quotes
+        names = list(columns) if not header else _header_of(path, delimiter, fmt)
         if not header:
-            kwargs["column_names"] = list(columns)
+            kwargs["column_names"] = names
+        kwargs["features"] = hf_datasets.Features({n: hf_datasets.Value("string") for n in names})
+        kwargs["keep_default_na"] = False  # "", "NA", "null" … are text, not missing values
         builder = "csv"
     else:
         builder = fmt
     hf_datasets.disable_progress_bars()
-    try:
-        ds = hf_datasets.load_dataset(builder, data_files=str(path), split="train", keep_in_memory=True,
-                                      cache_dir=str(home() / "datasets"), **kwargs)
-    except Exception as e:  # pyarrow / pandas parse errors
-        raise DataError(f"{path}: could not parse as {fmt}: {str(e).splitlines()[0][:300]}") from None
-    return ds.to_dict()
+    with tempfile.TemporaryDirectory(prefix="minidistill-data-") as scratch:
+        try:
+            ds = hf_datasets.load_dataset(builder, data_files=str(path), split="train", keep_in_memory=True,
+                                          cache_dir=scratch, **kwargs)
+        except Exception as e:  # pyarrow / pandas parse errors
+            raise DataError(f"{path}: could not parse as {fmt}: {str(e).splitlines()[0][:300]}") from None
+        return ds.to_dict()
+
+
+def _header_of(path: Path, delimiter: str, fmt: str) -> list[str]:
+    """The column names on the first line of a CSV / TSV file."""
+    with open(path, encoding="utf-8", newline="") as fh:
+        quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
+        row = next(csv.reader(fh, delimiter=delimiter, quoting=quoting), [])
+    names = [c.strip() for c in row]
+    if not names or any(not c for c in names):
+        raise DataError(f"{path}, line 1: the header names no columns or has an empty column name: {row}")
+    if len(set(names)) != len(names):
+        raise DataError(f"{path}, line 1: duplicate column names in the header: {names}")
+    return names
 
 
 def _labels_from(values, spec: TaskSpec, path: Path, first_line: int) -> np.ndarray:
@@ -262,12 +285,26 @@ def _labels_from(values, spec: TaskSpec, path: Path, first_line: int) -> np.ndar
         lookup.update(spec.label_map)
     out = np.empty(len(values), dtype=np.int64)
     for i, v in enumerate(values):
-        key = str(v).strip() if not isinstance(v, (int, np.integer)) else str(int(v))
+        if _missing(v):
+            raise DataError(f"{path}, line {i + first_line}: missing label in column {spec.label_column!r}")
+        key = str(int(v)) if isinstance(v, (int, np.integer)) else _label_text(v)
         if key not in lookup:
             raise DataError(f"{path}, line {i + first_line}: unknown label {v!r} in column "
                             f"{spec.label_column!r}; expected one of {names}")
         out[i] = lookup[key]
     return out
+
+
+def _missing(v) -> bool:
+    """An empty cell: None, blank text, or a NaN that a typed column holds."""
+    return v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and v != v)
+
+
+def _label_text(v) -> str:
+    """A label as text: ``1`` (not ``1.0``) for a whole number a typed column holds."""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v).strip()
 
 
 def _is_float(v) -> bool:
@@ -276,6 +313,27 @@ def _is_float(v) -> bool:
         return True
     except (TypeError, ValueError):
         return False
+
+
+SPLIT_NAMES = ("train", "dev", "test", "validation", "valid", "eval")
+
+
+def task_name_of(path) -> str:
+    """A task's name from its file: the file's stem, or its folder's name when the stem only
+    names a split (``sst/train.tsv`` → ``sst``)."""
+    path = Path(path)
+    stem = path.stem.split(".")[0]
+    if stem.lower() in SPLIT_NAMES and path.resolve().parent.name:
+        return path.resolve().parent.name
+    return stem
+
+
+def _natural(label: str):
+    """Sort key: numbers by value (``2`` before ``10``), then text."""
+    try:
+        return (0, float(label), label)
+    except ValueError:
+        return (1, 0.0, label)
 
 
 def load_file(path, text_column: str = "text", text_pair_column: str | None = None,
@@ -301,7 +359,7 @@ def load_file(path, text_column: str = "text", text_pair_column: str | None = No
     fmt = _format_of(path, format)
     infer_labels = task is None and label_column is not None and labels is None
     if task is None:
-        task = TaskSpec(path.stem, text_column, text_pair_column, label_column,
+        task = TaskSpec(task_name_of(path), text_column, text_pair_column, label_column,
                         None if labels is None else tuple(str(x) for x in labels), ("accuracy",))
     header = task.header
     table = _read_table(path, fmt, header, task.columns)
@@ -313,7 +371,12 @@ def load_file(path, text_column: str = "text", text_pair_column: str | None = No
         if col not in table:
             raise DataError(f"{path}: missing column {col!r}; the file has columns {available}")
     if infer_labels:  # no label set given: the sorted distinct values found in the file
-        found = tuple(sorted({str(v) for v in table[task.label_column]}))
+        values = table[task.label_column]
+        first = 2 if (header and fmt in ("csv", "tsv")) else 1
+        for i, v in enumerate(values):
+            if _missing(v):
+                raise DataError(f"{path}, line {i + first}: missing label in column {task.label_column!r}")
+        found = tuple(sorted({_label_text(v) for v in values}, key=_natural))
         task = TaskSpec(task.name, task.text_column, task.text_pair_column, task.label_column, found, task.metrics)
     first_line = 2 if (header and fmt in ("csv", "tsv")) else 1
     texts = table[task.text_column]

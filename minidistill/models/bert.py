@@ -286,16 +286,23 @@ class BertPreTrainedModel(Module):
             backend: the backend the model lives on (default: the current backend).
             device: its device (torch backend).
             dtype: cast weights (e.g. ``"float64"`` for checks).
-            config_overrides: config fields to change (e.g. ``num_labels=3``).
+            config_overrides: config fields to change (e.g. ``num_labels=3``: a saved task head
+                of another size is then left out and the head starts fresh, as listed in
+                ``loading_info["newly_initialized"]``).
         """
         from ..backends import get_backend, use_backend
 
         path = Path(path)
+        saved = io.read_config(path)
         try:
-            config = cls.config_class.from_dict({**io.read_config(path), **config_overrides})
+            config = cls.config_class.from_dict({**saved, **config_overrides})
         except (TypeError, ValueError) as e:
             raise io.CheckpointError(f"{path}: {e}") from None
         weights = _normalise_keys(io.load_weights(path))
+        if "num_labels" in config_overrides and config_overrides["num_labels"] != saved.get("num_labels", 2):
+            # asked for another label set: the saved head does not fit and is replaced by a fresh one
+            for k in [k for k in weights if k.startswith(("classifier.", "qa_outputs."))]:
+                weights.pop(k)
         with use_backend(get_backend(backend, device)):
             model = cls(config)
             if "adapters" in config.extra:  # a model saved with adapters: rebuild them first
