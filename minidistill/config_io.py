@@ -148,8 +148,9 @@ def merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def load_config(cls, path=None, overrides=()):
-    """Defaults of ``cls``, updated by a TOML file, then by dotted command-line overrides."""
+def load_config(cls, path=None, overrides=(), base: dict | None = None):
+    """Defaults of ``cls``, updated by ``base`` (a named recipe's table), then by a TOML file,
+    then by dotted command-line overrides."""
     data: dict = {}
     if path is not None:
         path = Path(path)
@@ -159,7 +160,7 @@ def load_config(cls, path=None, overrides=()):
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    data = merge(data, parse_overrides(overrides))
+    data = merge(merge(base or {}, data), parse_overrides(overrides))
     return from_dict(cls, data)
 
 

@@ -250,3 +250,22 @@ def test_user_files_labels_are_announced_and_report_reads_the_teachers_data(tmp_
                  f"--data.dev_file={folder / 'test.tsv'}", "--json", "-"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["rows"][1]["accuracy"] == pytest.approx(test_acc)  # dev redirected to the test file
+
+
+def test_presets_are_valid_recipes_that_overrides_change(capsys):
+    from minidistill.cli import PRESETS, DistillConfig, FinetuneConfig
+    from minidistill.compress import registry
+    from minidistill.config_io import load_config
+
+    for cmd, cls in (("finetune", FinetuneConfig), ("distill", DistillConfig)):
+        for name, (about, table) in PRESETS[cmd].items():
+            cfg = load_config(cls, None, [], base=table)  # every preset is a valid config
+            assert about and cfg.train.max_length == 64
+            if cmd == "distill":
+                assert cfg.student.kind in registry.methods("student")
+                assert cfg.recipe in registry.get(cfg.student.kind, "student").recipes
+    cfg = load_config(FinetuneConfig, None, ["--train.epochs=1"], base=PRESETS["finetune"]["teacher"][1])
+    assert (cfg.train.lr, cfg.train.epochs, cfg.train.eval_every) == (1e-4, 1, 267)  # the override wins
+    with pytest.raises(SystemExit):
+        main(["distill", "--preset", "nope"])
+    assert "invalid choice: 'nope'" in capsys.readouterr().err

@@ -18,28 +18,12 @@ from minidistill.models import BertConfig, BertForSequenceClassification, Checkp
 from minidistill.nn import Adapter, AdapterConfig, PHMLinear, add_adapters, adapter_parameters, phm_rule
 from minidistill.train import Trainer, TrainConfig
 
-from .conftest import rand
-
-IDS = np.array([[2, 7, 9, 11, 5, 3, 0], [2, 4, 13, 3, 0, 0, 0], [2, 21, 8, 17, 6, 19, 3]])
-MASK = (IDS != 0).astype(np.int64)
+from .conftest import IDS, MASK, rand, randomise, toy_teacher
 
 
 def _explicit_weight(rule, s, t):
     """Σ_i A_i ⊗ (s_i t_iᵀ) with NumPy's own Kronecker product."""
     return sum(np.kron(rule[i], np.outer(s[i], t[i])) for i in range(rule.shape[0]))
-
-
-def _bert(dtype="float64", seed=0, **kw):
-    base = dict(vocab_size=30, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=24,
-                max_position_embeddings=16, num_labels=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    md.manual_seed(seed)
-    return BertForSequenceClassification(BertConfig(**{**base, **kw})).to(dtype=dtype).eval()
-
-
-def _randomise(model, seed=1, scale=0.3):
-    rng = np.random.default_rng(seed)
-    for p in model.parameters():
-        p.data = p.backend.asarray(p.numpy() + scale * rng.standard_normal(p.shape), dtype=p.dtype.name)
 
 
 @pytest.mark.parametrize("n, d_in, d_out", [(4, 24, 12), (2, 6, 10), (3, 9, 9)])
@@ -138,35 +122,35 @@ def test_phm_fast_weights_of_higher_rank(backend, rank):
 
 def test_compacter_parameter_counts_follow_the_papers_formulas():
     for plus in (False, True):
-        model = compacter(_bert(hidden_size=16, num_hidden_layers=3), plus=plus, n=4, reduction=2)
+        model = compacter(toy_teacher(hidden_size=16, num_hidden_layers=3), plus=plus, n=4, reduction=2)
         weights = [(n, p) for n, p in adapter_parameters(model) if not n.endswith("bias")]
         biases = [(n, p) for n, p in adapter_parameters(model) if n.endswith("bias")]
         assert sum(p.size for _, p in weights) == compacter_parameter_count(3, 16, reduction=2, n=4, plus=plus)
         assert sum(p.size for _, p in biases) == (1 if plus else 2) * 3 * (8 + 16)  # k + d per adapter
         # one rule for the whole model, counted once
         assert len({id(p) for n, p in model.named_parameters(remove_duplicate=False) if n.endswith("phm_rule")}) == 1
-        ranked = compacter(_bert(hidden_size=16, num_hidden_layers=3), plus=plus, n=4, reduction=2, rank=3)
+        ranked = compacter(toy_teacher(hidden_size=16, num_hidden_layers=3), plus=plus, n=4, reduction=2, rank=3)
         assert sum(p.size for n, p in adapter_parameters(ranked) if not n.endswith("bias")) == \
             compacter_parameter_count(3, 16, reduction=2, n=4, plus=plus, rank=3) == \
             3 * (2 if plus else 4) * 3 * (8 + 16) + 4 ** 3
 
 
 def test_dense_adapters_start_as_identities_and_leave_the_model_unchanged(backend):
-    model = _bert()
-    _randomise(model)
+    model = toy_teacher()
+    randomise(model)
     before = model(IDS, MASK).logits.numpy()
     add_adapters(model, AdapterConfig(reduction=4, placement="houlsby", kind="dense"))
     assert len(adapter_parameters(model)) == 2 * 2 * 4  # 2 layers × 2 sites × (down, up) × (W, b)
     np.testing.assert_allclose(model(IDS, MASK).logits.numpy(), before, atol=1e-12, rtol=0)
     # and they do act once trained (non-zero up-projections)
-    _randomise(model, seed=2, scale=0.1)
+    randomise(model, seed=2, scale=0.1)
     assert np.abs(model(IDS, MASK).logits.numpy() - before).max() > 1e-3
 
 
 @pytest.mark.parametrize("pooler", [False, True])
 def test_adapter_only_training_leaves_frozen_weights_bit_identical(minilm_path, pooler):
     tok = Tokenizer.from_pretrained(minilm_path)
-    model = _bert(dtype="float32", vocab_size=tok.vocab_size, max_position_embeddings=32, num_labels=2)
+    model = toy_teacher(dtype="float32", vocab_size=tok.vocab_size, max_position_embeddings=32, num_labels=2)
     compacter(model, n=4, reduction=4, pooler=pooler)
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
     adapter_names = {n for n, _ in adapter_parameters(model)}
@@ -201,8 +185,8 @@ def test_train_pooler_is_refused_where_it_means_nothing():
     from minidistill.models import BertForTokenClassification
 
     with pytest.raises(ConfigError, match="train_pooler is for adapter fine-tuning"):
-        _add_finetune_adapters(_bert(), FinetuneConfig(adapters="none", train_pooler=True), print)
-    tagger = BertForTokenClassification(_bert().config)  # built without a pooler
+        _add_finetune_adapters(toy_teacher(), FinetuneConfig(adapters="none", train_pooler=True), print)
+    tagger = BertForTokenClassification(toy_teacher().config)  # built without a pooler
     names = [n for n, _ in tagger.named_parameters()]
     with pytest.raises(ValueError, match="BertForTokenClassification has no pooler"):
         compacter(tagger, pooler=True)
@@ -210,8 +194,8 @@ def test_train_pooler_is_refused_where_it_means_nothing():
 
 
 def test_fold_turns_phm_layers_into_dense_ones_exactly(backend):
-    model = compacter(_bert(), n=4, reduction=4)
-    _randomise(model)
+    model = compacter(toy_teacher(), n=4, reduction=4)
+    randomise(model)
     ops = model.backend
     before = {k: ops.to_numpy(v).copy() for k, v in model.state_dict().items()}
     out = model(IDS, MASK, output_hidden_states=True)
@@ -228,8 +212,8 @@ def test_fold_turns_phm_layers_into_dense_ones_exactly(backend):
 
 
 def test_saving_stores_the_shared_rule_once_and_loads_it_back_shared(tmp_path):
-    model = compacter(_bert(), n=4, reduction=4)
-    _randomise(model)
+    model = compacter(toy_teacher(), n=4, reduction=4)
+    randomise(model)
     logits = model(IDS, MASK).logits.numpy()
     model.save_pretrained(tmp_path)
     with safe_open(str(tmp_path / "model.safetensors"), "numpy") as fh:
@@ -254,13 +238,13 @@ def test_bad_input_is_refused_with_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="unknown keys: size"):
         AdapterConfig.from_dict({"size": 3})
     with pytest.raises(ValueError, match="PHM adapter"):
-        compacter(_bert(), n=4, reduction=16)  # bottleneck 1 is not a multiple of 4
-    model = compacter(_bert(), n=4, reduction=4)
+        compacter(toy_teacher(), n=4, reduction=16)  # bottleneck 1 is not a multiple of 4
+    model = compacter(toy_teacher(), n=4, reduction=4)
     with pytest.raises(ValueError, match="already has adapters"):
         add_adapters(model, AdapterConfig())
     with pytest.raises(ValueError, match="no adapters"):
         from minidistill.nn import train_adapters_only
-        train_adapters_only(_bert())
+        train_adapters_only(toy_teacher())
     model.save_pretrained(tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())
     cfg["adapters"]["kind"] = "lora"
@@ -301,3 +285,24 @@ def test_bert_base_sized_compacter_counts_and_info(tmp_path, capsys):
     trained = m.num_parameters(trainable_only=True)
     assert f"adapter-only training trains {trained:,} ({trained / m.num_parameters():.3%})" in out
     assert f"{m.num_parameters():,} unique" in out
+
+
+def test_transformers_reading_says_what_transformers_does(tmp_path):
+    """``transformers_reading`` against transformers itself: a plain BERT loads there with our
+    logits; with (non-identity) Compacter adapters it loads with other logits."""
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    from minidistill.models.stats import transformers_reading
+
+    plain = toy_teacher(dtype="float32")
+    adapted = compacter(toy_teacher(dtype="float32"), n=2, reduction=4)
+    randomise(adapted, scale=0.1)
+    for name, model, expected in (("plain", plain, True), ("compacter", adapted, False)):
+        model.save_pretrained(tmp_path / name)
+        with md.no_grad():
+            ours = model(IDS, MASK).logits.numpy()
+        theirs_model = transformers.BertForSequenceClassification.from_pretrained(str(tmp_path / name)).eval()
+        with torch.no_grad():
+            theirs = theirs_model(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK)).logits.numpy()
+        same = bool(np.allclose(ours, theirs, atol=1e-4))
+        assert transformers_reading(model)[0] is same is expected, name

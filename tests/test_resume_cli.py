@@ -61,7 +61,9 @@ RUNS = {
 }
 
 
-@pytest.mark.parametrize("kind,kill_at", [("finetune", 2), ("wid", 2), ("theseus", 3), ("xtremedistil", 5)])
+@pytest.mark.parametrize("kind,kill_at", [("finetune", 2), pytest.param("wid", 2, marks=pytest.mark.slow),
+                                          pytest.param("theseus", 3, marks=pytest.mark.slow),
+                                          pytest.param("xtremedistil", 5, marks=pytest.mark.slow)])
 def test_a_killed_run_continues_to_the_uninterrupted_result(kind, kill_at, tmp_path, teacher_dir, monkeypatch, capsys):
     source = "--model.path" if kind == "finetune" else "--teacher.path"
     cmd = [*RUNS[kind], f"{source}={teacher_dir}", *COMMON]

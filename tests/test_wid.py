@@ -101,7 +101,13 @@ def test_folded_model_loads_in_transformers(tmp_path):
     np.testing.assert_allclose(theirs, _logits(wid), atol=1e-5, rtol=0)
 
 
-def test_compactor_gradcheck(cpu_backend):
+@pytest.mark.parametrize("name", ["numpy", pytest.param("numba", marks=pytest.mark.slow)])
+def test_compactor_gradcheck(name):
+    with md.use_backend(name):
+        _compactor_gradcheck()
+
+
+def _compactor_gradcheck():
     wid = WIDModel(toy_teacher(), WIDConfig(hidden_size=8, intermediate_size=12, num_attention_heads=2)).eval()
     randomise(wid, scale=0.1)
     wid.prune_round(4)  # masks partly grown: masked LayerNorm statistics are in play

@@ -69,3 +69,28 @@ def model_stats(model: Module, seq_len: int = 128) -> dict:
         "flops_per_token": flops_per_token(model, seq_len),
         "seq_len": seq_len,
     }
+
+
+def transformers_reading(model) -> tuple[bool, str]:
+    """Whether HF transformers reads this saved model as it is, with the same outputs, and why.
+
+    Plain BERT classifiers (a teacher, a KD or layer-drop student, a folded WID or Theseus
+    student) do. A BERT with adapters loads there without them (transformers reports the
+    adapter weights as unexpected and computes other outputs), and adapters cannot be folded
+    into a plain BERT (each is a non-linear bottleneck); a mean-pooled head loads but reads
+    ``[CLS]``; MiniALBERT and the BiLSTM are not transformers architectures.
+    """
+    from .bilstm import BiLSTMStudent
+    from .minialbert import MiniAlbertForSequenceClassification
+
+    if isinstance(model, BiLSTMStudent):
+        return False, "a BiLSTM student is not a transformers architecture: load it with minidistill"
+    if isinstance(model, MiniAlbertForSequenceClassification):
+        return False, ("a MiniALBERT is not a transformers architecture: load it with minidistill "
+                       "(fold(model, unroll=True) writes its repeats out as layers)")
+    if adapter_parameters(model):
+        return False, ("its adapters are not part of BERT: transformers would load it without them (other outputs), "
+                       "and adapters cannot be folded into plain BERT; load it with minidistill")
+    if getattr(model.config, "classifier_pooling", "cls") == "mean":
+        return False, "its pooler reads the mean over tokens; transformers' BERT reads [CLS] (other outputs)"
+    return True, "a plain BERT: transformers reads it as it is, with the same outputs"
