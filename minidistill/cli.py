@@ -653,10 +653,7 @@ def demo(preset: str = "default", backend: str = "numba", output_dir: str = "run
     print()
     print(rep.to_text())
     rep.save_json(Path(output_dir) / "report.json")
-    try:
-        print(f"plot: {rep.plot(Path(output_dir) / 'report.png')}")
-    except ImportError:
-        print("(install matplotlib for the plot)")
+    print(f"plot: {rep.plot(Path(output_dir) / 'report.svg')} (accuracy against size and speed; open it in a browser)")
     print(f"saved under {output_dir}/ (HF format; transformers loads the BERT ones); wall time "
           f"{time.perf_counter() - start:.0f} s")
     return 0

@@ -73,3 +73,102 @@ def learning_curves(log_file, metric: str | None = None, path=None, window: int 
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
+
+
+# ------------------------------------------------------- the report as SVG, no dependency
+def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About ``n`` round tick values covering [lo, hi]."""
+    import math
+
+    span = hi - lo or abs(hi) or 1.0
+    step = 10 ** math.floor(math.log10(span / n))
+    for mult in (1, 2, 2.5, 5, 10):
+        if span / (step * mult) <= n:
+            step *= mult
+            break
+    start = math.ceil(lo / step) * step
+    return [start + i * step for i in range(int((hi - start) / step + 1e-9) + 1)]
+
+
+def _place_labels(points: list[tuple[float, float, str]], char_w: float = 6.2, height: float = 11.0) -> list[tuple]:
+    """Label positions ``(x, y, text)`` next to each point, moved down until no two labels'
+    boxes overlap (a label never covers another)."""
+    placed: list[tuple[float, float, float, float]] = []
+    out = []
+    for px, py, text in sorted(points, key=lambda p: (p[1], p[0])):
+        w = char_w * len(text)
+        x, y = px + 7, py - 5
+        for _ in range(40):
+            box = (x, y - height, x + w, y + 2)
+            if all(box[2] <= b[0] or box[0] >= b[2] or box[3] <= b[1] or box[1] >= b[3] for b in placed):
+                break
+            y += height + 1
+        placed.append(box)
+        out.append((x, y, text))
+    return out
+
+
+def report_svg(rows: list[dict], teacher: str | None = None, split: str = "test") -> str:
+    """The compression report's picture as SVG text (no plotting library needed): accuracy
+    against unique parameters and against sequences/s (log axis), the teacher a red star,
+    every model labelled by name without overlaps."""
+    import math
+    from xml.sax.saxutils import escape
+
+    rows = [r for r in rows if r.get("accuracy") is not None]
+    if not rows:
+        raise ValueError("nothing to plot: no model has an accuracy (give data)")
+    W, H, pad_l, pad_r, pad_t, pad_b = 460, 380, 58, 110, 34, 46
+    accs = [r["accuracy"] for r in rows]
+    y_lo, y_hi = min(accs) - 0.01, max(accs) + 0.01
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * W}" height="{H}" font-family="sans-serif" '
+             f'font-size="11"><rect width="100%" height="100%" fill="white"/>',
+             f'<text x="8" y="16" fill="crimson">★ teacher</text>']
+    panels = (("unique_parameters", "unique parameters (M)", lambda v: v / 1e6, False),
+              ("seq_per_s", "sequences / s (log)", lambda v: v, True))
+    for k, (key, title, scale, log) in enumerate(panels):
+        pts = [(scale(r[key]), r["accuracy"], r["name"]) for r in rows if r.get(key)]
+        if not pts:
+            continue
+        xs = [math.log10(p[0]) if log else p[0] for p in pts]
+        x_lo, x_hi = min(xs), max(xs)
+        margin = (x_hi - x_lo) * 0.08 or 0.5
+        x_lo, x_hi = x_lo - margin, x_hi + margin
+        ox = k * W
+
+        def sx(v, x_lo=x_lo, x_hi=x_hi, ox=ox):
+            return ox + pad_l + (v - x_lo) / (x_hi - x_lo) * (W - pad_l - pad_r)
+
+        def sy(v):
+            return pad_t + (y_hi - v) / (y_hi - y_lo) * (H - pad_t - pad_b)
+
+        parts.append(f'<g class="panel" data-axis="{key}">')
+        parts.append(f'<rect x="{ox + pad_l}" y="{pad_t}" width="{W - pad_l - pad_r}" height="{H - pad_t - pad_b}" '
+                     'fill="none" stroke="#888"/>')
+        for t in _ticks(y_lo, y_hi):
+            parts.append(f'<line x1="{ox + pad_l}" x2="{ox + W - pad_r}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" stroke="#eee"/>'
+                         f'<text x="{ox + pad_l - 4}" y="{sy(t) + 4:.1f}" text-anchor="end">{t:.3f}</text>')
+        ticks = [t for t in _ticks(math.floor(x_lo), math.ceil(x_hi)) if float(t).is_integer()] if log else _ticks(x_lo, x_hi)
+        for t in ticks:
+            if x_lo <= t <= x_hi:
+                label = f"{10 ** t:g}" if log else f"{t:g}"
+                parts.append(f'<text x="{sx(t):.1f}" y="{H - pad_b + 15}" text-anchor="middle">{label}</text>')
+        parts.append(f'<text x="{ox + (W + pad_l - pad_r) / 2}" y="{H - 8}" text-anchor="middle">{title}</text>'
+                     f'<text x="{ox + 14}" y="{(H + pad_t - pad_b) / 2}" text-anchor="middle" '
+                     f'transform="rotate(-90 {ox + 14} {(H + pad_t - pad_b) / 2})">{escape(split)} accuracy</text>')
+        screen = []
+        for x, (v, acc, name) in zip(xs, pts):
+            cx, cy = sx(x), sy(acc)
+            if name == teacher:
+                star = " ".join(f"{cx + (8 if i % 2 == 0 else 3.4) * math.sin(i * math.pi / 5):.1f},"
+                                f"{cy - (8 if i % 2 == 0 else 3.4) * math.cos(i * math.pi / 5):.1f}" for i in range(10))
+                parts.append(f'<polygon class="teacher" points="{star}" fill="crimson"/>')
+            else:
+                parts.append(f'<circle class="model" data-name="{escape(name)}" cx="{cx:.1f}" cy="{cy:.1f}" r="4" '
+                             'fill="steelblue"/>')
+            screen.append((cx, cy, name))
+        for lx, ly, text in _place_labels(screen):
+            parts.append(f'<text class="label" x="{lx:.1f}" y="{ly:.1f}">{escape(text)}</text>')
+        parts.append("</g>")
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"

@@ -64,19 +64,36 @@ class Report:
                 ("trained", "trained_fraction", "{:.3%}")]
         cells = [[h for h, _, _ in cols]]
         for r in self.rows:
-            cells.append([("—" if r.get(k) is None else fmt.format(r[k])) + (" *" if k == "name" and r["name"] == self.teacher else "")
+            mark = (" *" if r["name"] == self.teacher else "") + (" †" if r.get("notes") else "")
+            cells.append([("—" if r.get(k) is None else fmt.format(r[k])) + (mark if k == "name" else "")
                           for _, k, fmt in cols])
         widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
         lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in cells]
         lines.insert(1, "-" * len(lines[0]))
         if self.teacher:
             lines.append(f"* teacher; speed measured in one interleaved run ({_plural(self.meta.get('rounds', '?'), 'round')}, medians)")
+        for r in self.rows:
+            for note in r.get("notes") or ():
+                lines.append(f"† {r['name']}: {note}")
         return "\n".join(lines)
 
     def plot(self, path) -> Path:
         """Accuracy against unique parameters and against sequences/s, the teacher marked;
-        written to ``path`` (PNG or SVG)."""
-        import matplotlib
+        written to ``path``: SVG by minidistill itself (no plotting library needed), PNG and
+        other formats with matplotlib."""
+        path = Path(path)
+        if path.suffix.lower() == ".svg":
+            from .fileio import atomic_path
+            from .plot import report_svg
+
+            with atomic_path(path) as tmp:
+                tmp.write_text(report_svg(self.rows, self.teacher, self.split), encoding="utf-8")
+            return path
+        try:
+            import matplotlib
+        except ImportError:
+            raise ImportError(f"{path.suffix} plots need matplotlib (pip install matplotlib); "
+                              "an .svg path needs nothing") from None
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -108,6 +125,34 @@ class Report:
             fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
         plt.close(fig)
         return path
+
+
+#: a run with fewer optimiser steps than this is flagged in the report as too short to mean much
+SHORT_RUN_STEPS = 100
+
+
+def _majority_rate(data) -> float | None:
+    """The accuracy of always predicting the most frequent class of ``data`` (None without labels)."""
+    labels = getattr(data, "labels", None)
+    if labels is None or not len(labels) or getattr(labels, "dtype", None) is None or labels.dtype.kind not in "iu":
+        return None
+    return float(np.bincount(labels).max() / len(labels))
+
+
+def _notes(row: dict, folder, majority: float | None) -> list[str]:
+    """Why a row's figures may mean little: a run too short, or an accuracy no better than the
+    majority class."""
+    notes = []
+    try:
+        steps = json.loads((Path(folder) / "metrics.json").read_text())["steps"] if folder else None
+    except (OSError, KeyError, ValueError, TypeError):
+        steps = None
+    if isinstance(steps, int) and steps < SHORT_RUN_STEPS:
+        notes.append(f"trained for {steps} steps only: too short a run for its accuracy to mean much")
+    if majority is not None and row.get("accuracy") is not None and row["accuracy"] <= majority + 0.02:
+        notes.append(f"accuracy {row['accuracy']:.4f} is about that of always predicting the most frequent class "
+                     f"({majority:.4f}): it has learned little")
+    return notes
 
 
 def _disk_bytes(model, folder=None) -> int:
@@ -262,6 +307,9 @@ def report(students, teacher=None, data=None, tokenizer=None, split: str = "test
             row["accuracy"] = evaluate(m, tokenizer, data, 64, max_length)["accuracy"]
         row["fold_residual"] = _fold_residual(m, probe) if fold_check and probe is not None and name != "teacher" else None
         rows.append(row)
+    majority = _majority_rate(data)
+    for r in rows:
+        r["notes"] = _notes(r, folders.get(r["name"]), majority)
     base = rows[0] if teacher is not None else None
     for r in rows:
         r["speedup"] = r["seq_per_s"] / base["seq_per_s"] if base and r.get("seq_per_s") and base.get("seq_per_s") else None

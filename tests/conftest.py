@@ -17,6 +17,9 @@ from minidistill.models import BertConfig, BertForSequenceClassification
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 CPU_BACKENDS = ["numpy", "numba"]
 ALL_BACKENDS = CPU_BACKENDS + (["torch"] if HAS_TORCH else [])
+#: the CPU backends for a long check: NumPy in the fast loop, Numba (whose kernels have their own
+#: fast parity tests) only in the whole suite
+CPU_BACKENDS_LONG = ["numpy", pytest.param("numba", marks=pytest.mark.slow)]
 
 
 def pytest_configure(config):

@@ -121,6 +121,7 @@ def test_edited_headers_are_refused_or_read_exactly(good_checkpoint, tmp_path_fa
             assert list(arr.shape) == list(spec["shape"])
 
 
+@pytest.mark.slow
 @fast(150)
 @given(st.sampled_from(["csv", "tsv", "jsonl"]), st.text(max_size=200))
 def test_data_files_load_or_fail_with_a_data_error(tmp_path_factory, fmt, text):
@@ -141,6 +142,7 @@ label_cells = st.one_of(st.integers(-3, 12).map(str), st.sampled_from(["", " ", 
                         st.text(alphabet="abcxyz019._-", min_size=1, max_size=4))
 
 
+@pytest.mark.slow
 @fast(150)
 @given(st.lists(label_cells, min_size=1, max_size=12), st.sampled_from(["csv", "tsv"]))
 def test_label_columns_keep_their_text_and_name_a_missing_label(tmp_path_factory, cells, fmt):

@@ -9,6 +9,8 @@ import minidistill as md
 from minidistill.models import BertConfig, BertModel
 from minidistill.nn import Dropout, Embedding, LayerNorm, Linear, Module, MultiHeadSelfAttention, Parameter, StateDictError
 
+from .conftest import CPU_BACKENDS_LONG
+
 
 class Tied(Module):
     def __init__(self):
@@ -80,7 +82,13 @@ def test_layer_gradchecks(cpu_backend):
     assert md.gradcheck(lambda x, *ps: att(x, mask)[0], x, *params)
 
 
-def test_bert_layer_gradcheck_on_a_tiny_config(cpu_backend):
+@pytest.mark.parametrize("backend_name", CPU_BACKENDS_LONG)
+def test_bert_layer_gradcheck_on_a_tiny_config(backend_name):
+    with md.use_backend(backend_name):
+        _bert_layer_gradcheck_on_a_tiny_config()
+
+
+def _bert_layer_gradcheck_on_a_tiny_config():
     md.manual_seed(1)
     cfg = BertConfig(vocab_size=11, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=12, max_position_embeddings=8, hidden_dropout_prob=0.0,
@@ -92,7 +100,13 @@ def test_bert_layer_gradcheck_on_a_tiny_config(cpu_backend):
     assert md.gradcheck(lambda *ps: m(ids, attention_mask=mask).pooler_output, *params, atol=1e-5, rtol=1e-3)
 
 
-def test_mean_pooling_gradcheck_and_padding_invariance(cpu_backend):
+@pytest.mark.parametrize("backend_name", CPU_BACKENDS_LONG)
+def test_mean_pooling_gradcheck_and_padding_invariance(backend_name):
+    with md.use_backend(backend_name):
+        _mean_pooling_gradcheck_and_padding_invariance()
+
+
+def _mean_pooling_gradcheck_and_padding_invariance():
     """Mean pooling in float64: central differences agree with backward, and padding a batch
     further (more [PAD] tokens, masked out) changes no pooled vector; [CLS] pooling gives the
     first token's vector instead, and both read the same encoder."""

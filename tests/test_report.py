@@ -17,7 +17,6 @@ from minidistill.report import Report, report, saved_models
 from .conftest import tiny_bert, toy_data
 
 
-
 @pytest.fixture(scope="module")
 def tok(minilm_path):
     return Tokenizer.from_pretrained(minilm_path)
@@ -113,3 +112,49 @@ def test_cli_reports_a_folder_of_saved_models(models, minilm_path, tmp_path, cap
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "no saved model" in capsys.readouterr().err
+
+
+def test_the_svg_plot_needs_no_library_and_labels_never_overlap(tmp_path):
+    """Crowded points (two models at almost the same place, as a folded student and its twin):
+    every model gets one label, no two label boxes intersect, the teacher is a star, and a higher
+    accuracy is drawn higher."""
+    import xml.etree.ElementTree as ET
+
+    rows = [{"name": "teacher", "accuracy": 0.85, "unique_parameters": 22.7e6, "seq_per_s": 100.0},
+            {"name": "wid", "accuracy": 0.836, "unique_parameters": 15.0e6, "seq_per_s": 150.0},
+            {"name": "kd", "accuracy": 0.835, "unique_parameters": 15.0e6, "seq_per_s": 151.0},
+            {"name": "kd-twin", "accuracy": 0.8352, "unique_parameters": 15.01e6, "seq_per_s": 152.0},
+            {"name": "bilstm", "accuracy": 0.81, "unique_parameters": 2.25e6, "seq_per_s": 1460.0},
+            {"name": "untimed", "accuracy": 0.80, "unique_parameters": 5e6, "seq_per_s": None}]
+    path = Report(rows, "teacher").plot(tmp_path / "report.svg")
+    root = ET.parse(path).getroot()
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    panels = root.findall("s:g", ns)
+    assert [g.get("data-axis") for g in panels] == ["unique_parameters", "seq_per_s"]
+    for g, expected in zip(panels, (6, 5)):  # the untimed model is not on the speed panel
+        labels = g.findall("s:text[@class='label']", ns)
+        assert sorted(t.text for t in labels) == sorted(r["name"] for r in rows if r.get(g.get("data-axis")))
+        assert len(labels) == expected and len(g.findall("s:polygon[@class='teacher']", ns)) == 1
+        boxes = [(float(t.get("x")), float(t.get("y")) - 11, float(t.get("x")) + 6.2 * len(t.text), float(t.get("y")) + 2)
+                 for t in labels]
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
+        ys = {c.get("data-name"): float(c.get("cy")) for c in g.findall("s:circle", ns)}
+        assert ys["wid"] < ys["kd"] < ys["bilstm"]  # SVG's y grows downwards
+
+
+def test_the_report_flags_short_runs_and_majority_class_scores(models, tok, tmp_path):
+    teacher, students = models
+    data = toy_data(16)
+    majority = np.bincount(data.labels).max() / len(data)
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps({"steps": 24}))
+    rep = report({"plain": students["plain"]}, teacher=teacher, data=data, tokenizer=tok, max_length=16, rounds=1,
+                 folders={"plain": folder}, accuracies={"teacher": 0.9, "plain": majority})
+    notes = rep.row("plain")["notes"]
+    assert any("24 steps only" in n for n in notes) and any("most frequent class" in n for n in notes)
+    assert rep.row("teacher")["notes"] == []
+    text = rep.to_text()
+    assert "plain †" in text and "† plain: trained for 24 steps only" in text
