@@ -20,7 +20,7 @@ from pathlib import Path
 import minidistill as md  # first: sets the thread-pool environment before NumPy loads
 import numpy as np
 
-from minidistill.core import functions as F
+from minidistill.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _tables import machine, today, write_block  # noqa: E402

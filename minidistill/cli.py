@@ -459,7 +459,7 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
     model = BertForSequenceClassification.from_pretrained(path, backend=cfg.model.backend, device=cfg.model.device, **labels)
     fresh = model.loading_info.get("newly_initialized", [])
     if any(k.startswith("classifier.") for k in fresh):
-        announce(f"a fresh classification head for {task.num_labels} labels ({cfg.model.path} has none of that size)")
+        announce(f"a fresh classification head for {task.num_labels} labels ({cfg.model.path} has no head of that size)")
     _add_finetune_adapters(model, cfg, announce)
     steps = cfg.train.max_steps or cfg.train.epochs * train.num_batches(cfg.train.batch_size)
     announce(f"fine-tuning {cfg.model.path} ({model.num_parameters() / 1e6:.1f}M parameters) on {task.name}: "

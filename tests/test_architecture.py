@@ -113,3 +113,19 @@ def test_no_base_layer_names_a_method():
                     names = [node.value]  # short strings: keys and names, not docstrings
                 bad += [f"{path.relative_to(ROOT)}:{node.lineno}: {n}" for n in names if words.search(n)]
     assert bad == []
+
+
+def test_nn_functional_is_the_whole_functional_api():
+    """``nn.functional`` re-exports every public op of ``core.functions`` and adds the layer ops
+    (PHM, LSTM), which left the core: the core holds only generic ops."""
+    import inspect
+
+    from minidistill.core import functions as core_ops
+    from minidistill.nn import functional as F
+
+    public = {n for n, f in inspect.getmembers(core_ops, inspect.isfunction)
+              if not n.startswith("_") and f.__module__ == core_ops.__name__}
+    missing = {n for n in public if getattr(F, n, None) is not getattr(core_ops, n)}
+    assert missing <= {"numel", "linear_forward_2d"}, missing  # helpers for Functions, not ops
+    for name in ("phm_linear", "kron_weight", "lstm"):
+        assert callable(getattr(F, name)) and not hasattr(core_ops, name)

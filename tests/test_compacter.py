@@ -12,7 +12,7 @@ from safetensors import safe_open
 
 import minidistill as md
 from minidistill.compress import compacter, compacter_parameter_count, fold
-from minidistill.core import functions as F
+from minidistill.nn import functional as F
 from minidistill.data import TextDataset, Tokenizer
 from minidistill.models import BertConfig, BertForSequenceClassification, CheckpointError
 from minidistill.nn import Adapter, AdapterConfig, PHMLinear, add_adapters, adapter_parameters, phm_rule

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import minidistill as md
-from minidistill.core import functions as F
+from minidistill.nn import functional as F
 from minidistill.nn import LSTM
 
 from .conftest import ALL_BACKENDS, rand

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..core import functions as F
+from . import functional as F
 from ..core.tensor import Tensor
 from . import init
 from .layers import LayerNorm, Linear

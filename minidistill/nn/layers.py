@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from ..core import functions as F
+from . import functional as F
 from ..core.tensor import Tensor
 from . import init
 from .module import Module, Parameter

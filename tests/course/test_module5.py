@@ -8,7 +8,7 @@ import pytest
 import minidistill as md
 from minidistill.compress.theseus import ConstantReplacement, LinearReplacement
 from minidistill.compress.wid import CompactedLinear, MaskGroup, _State
-from minidistill.core.functions import kron_weight
+from minidistill.nn.functional import kron_weight
 from minidistill.nn.layers import Linear
 
 from .conftest import rng
