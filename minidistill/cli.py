@@ -234,6 +234,7 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
     for transformers) with its tokenizer and ``metrics.json``; return the figures."""
     import minidistill as md
     from .compress import Stage, distill, xtremedistil_stages
+    from .train.trainer import time_step
     from .data import Tokenizer, augment
     from .models import BertForSequenceClassification
 
@@ -278,6 +279,8 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
     announce(f"distilling {cfg.teacher.path} ({teacher.num_parameters() / 1e6:.1f}M) into a {st.kind} student "
              f"({student.num_parameters() / 1e6:.1f}M) on {train.task.name}: stages "
              f"{', '.join(s.name for s in stages)}; transfer set {len(transfer)} texts")
+    step_seconds = time_step(student, tok, train, train_cfg) + _teacher_seconds(teacher, tok, train, train_cfg)
+    announce(_plan_distill(stages, student, {"train": train, "transfer": transfer}, train_cfg, step_seconds))
     own = student.callbacks() if callable(getattr(student, "callbacks", None)) else None  # WID's, Theseus's schedules
     callbacks = merge_callbacks(own, _training_callbacks(cfg))
     if resume:
@@ -418,6 +421,45 @@ def load_splits(cfg: DataSection, announce=None):
     return train, dev, test
 
 
+def _duration(seconds: float) -> str:
+    """``about 40 s`` / ``about 12 minutes`` / ``about 1.5 hours``."""
+    if seconds < 90:
+        return f"about {max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"about {round(seconds / 60)} minutes"
+    return f"about {seconds / 3600:.1f} hours"
+
+
+def _teacher_seconds(teacher, tok, data, cfg) -> float:
+    """Seconds of the teacher's forward pass on one batch (what a distillation step adds when
+    the teacher runs live; a cache makes it cheaper after its first pass)."""
+    from .core.tensor import no_grad
+    from .data.datasets import model_inputs
+
+    batch = model_inputs(next(iter(data.batches(tok, cfg.batch_size, cfg.max_length, shuffle=False))))
+    with no_grad():
+        teacher(**batch)
+        start = time.perf_counter()
+        teacher(**batch)
+        return time.perf_counter() - start
+
+
+def _plan_distill(stages, student, datasets: dict, cfg, step_seconds: float) -> str:
+    """The run ahead, before it starts: steps per stage and phase, and the time they will take
+    at ``step_seconds`` per step (a WID step costs more than a plain one; a staged recipe has
+    several phases)."""
+    parts, total = [], 0
+    for stage in stages:
+        c = stage.config or cfg
+        data = datasets[stage.data]
+        per_phase = c.max_steps or c.epochs * data.num_batches(c.batch_size)
+        phases = len(student.layer_groups()) if stage.unfreeze else 1
+        total += per_phase * phases
+        parts.append(f"{stage.name} {phases} × {per_phase}" if phases > 1 else f"{stage.name} {per_phase}")
+    return (f"plan: {total} steps ({', '.join(parts)}), {step_seconds:.2f} s a step measured here: "
+            f"{_duration(total * step_seconds)} of training")
+
+
 def _announce_labels(train, dev, announce) -> None:
     """The label set found in the training file, and what looks wrong with it."""
     names = train.task.labels
@@ -439,7 +481,7 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
     from .data import Tokenizer
     from .models import BertConfig, BertForSequenceClassification
     from .train import Trainer
-    from .train.trainer import has_checkpoint, latest_checkpoint
+    from .train.trainer import has_checkpoint, latest_checkpoint, time_step
 
     if cfg.classifier_pooling is not None and cfg.classifier_pooling not in BertConfig.SUPPORTED_POOLING:
         raise ConfigError(f"classifier_pooling must be one of {', '.join(BertConfig.SUPPORTED_POOLING)} "
@@ -467,6 +509,8 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
              f"backend {cfg.model.backend}")
     start = time.perf_counter()
     train_cfg, resume = _checkpointing(cfg, steps)
+    step_seconds = time_step(model, tok, train, train_cfg)
+    announce(f"plan: {steps} steps, {step_seconds:.2f} s a step measured here: {_duration(steps * step_seconds)} of training")
     trainer = Trainer(model, tok, train, dev, train_cfg, callbacks=_training_callbacks(cfg))
     if resume and has_checkpoint(train_cfg.checkpoint_dir):
         announce(f"continuing the killed run from {latest_checkpoint(train_cfg.checkpoint_dir)}")
@@ -539,14 +583,16 @@ def print_table(rows: list[dict], metric: str = "accuracy") -> None:
               f"{cell(r.get('dev_seq_per_s'), 7, '.1f')} {r['train_seconds']:7.0f}s")
 
 
-# One student per method. Times for 2 CPU cores, numba backend (see benchmarks/RESULTS.md for
-# the measured step costs): the default preset takes 18 minutes (measured), --quick about 4, --tiny
-# (CI) well under one; --full trains every model for 2-3 epochs at length 128.
+# One student per method (each method's demo steps come from the registry). Times for 2 CPU
+# cores, numba backend (see benchmarks/RESULTS.md): the default preset takes about 20 minutes;
+# --quick about 5, with the students that learn in 100 steps (every one well above the majority
+# class; WID, Theseus, MiniALBERT and CompAct need the longer runs); --tiny (CI) a smoke run of
+# every step; --full trains every model for 2-3 epochs at length 128.
 DEMO_PRESETS = {
     "default": {"train": {"epochs": 1, "max_length": 64, "lr": 1e-4, "batch_size": 32}, "student_steps": 160,
                 "data": {}, "rounds": 3},
     # quick: a 2,048-text training slice, so caching the teacher's logits is not the longest step
-    "quick": {"train": {"max_steps": 60, "max_length": 48, "lr": 1e-4, "batch_size": 32}, "student_steps": 24,
+    "quick": {"train": {"max_steps": 120, "max_length": 48, "lr": 1e-4, "batch_size": 32}, "student_steps": 100,
               "data": {"max_train_examples": 2048, "max_eval_examples": 256}, "rounds": 1},
     "tiny": {"train": {"max_steps": 6, "max_length": 32, "lr": 1e-4, "batch_size": 16, "eval_batch_size": 32},
              "student_steps": 4, "data": {"max_train_examples": 128, "max_eval_examples": 48}, "rounds": 1},
@@ -623,7 +669,7 @@ def demo(preset: str = "default", backend: str = "numba", output_dir: str = "run
     except (KeyError, ValueError, ImportError) as e:
         raise ConfigError(f"demo --backend {backend!r}: {e}") from None
     plan = demo_plan(preset, backend, output_dir)
-    print(f"minidistill demo ({preset} preset; --quick for about 4 minutes, --full for the long run); "
+    print(f"minidistill demo ({preset} preset; --quick for about 5 minutes, --full for the long run); "
           f"models go to {output_dir}/")
     start = time.perf_counter()
     try:
@@ -863,7 +909,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser("demo", help="fine-tune the real MiniLM-L6 teacher on rotten_tomatoes")
     size = p_demo.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="about 4 minutes on 2 cores")
+    size.add_argument("--quick", action="store_true", help="about 5 minutes on 2 cores: the students that learn fast")
     size.add_argument("--full", action="store_true", help="every model trained for epochs, length 128")
     size.add_argument("--tiny", action="store_true", help="a smoke run in well under a minute (CI)")
     p_demo.add_argument("--fresh", action="store_true", help="redo every step, even finished ones")

@@ -66,10 +66,18 @@ def _coerce(value, typ, key: str):
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"config key {key!r} must be a string, got {value!r}")
         return str(value)
-    if origin in (list, tuple):
+    if origin in (list, tuple) or typ in (list, tuple):
+        origin = origin or typ
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]
-        return type(value)(value) if origin is list else tuple(value)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r} must be a list, got {value!r}")
+        args = [t for t in typing.get_args(typ) if t is not Ellipsis]
+        if args:  # typed elements: tuple[float, float], list[str] …
+            if origin is tuple and Ellipsis not in typing.get_args(typ) and len(args) != len(value):
+                raise ConfigError(f"config key {key!r} needs {len(args)} values, got {len(value)}: {value!r}")
+            value = [_coerce(v, args[min(i, len(args) - 1)], key) for i, v in enumerate(value)]
+        return list(value) if origin is list else tuple(value)
     return value
 
 

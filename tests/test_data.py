@@ -116,3 +116,18 @@ def test_config_errors_name_the_key(tmp_path):
         load_config(FinetuneConfig, _write(tmp_path / "bad.toml", "[train\nlr=1"))
     with pytest.raises(ValueError, match="train.lr must be a non-negative number"):
         TrainConfig(lr=float("nan"))
+
+
+def test_list_and_tuple_keys_are_typed_from_the_command_line():
+    """``--train.betas=0.9,0.99`` gives numbers (it gave strings, which AdamW cannot use), a
+    wrong count or a non-number is a ConfigError naming the key, and a tuple of names stays text."""
+    from minidistill.cli import FinetuneConfig
+
+    cfg = load_config(FinetuneConfig, None, ["--train.betas=0.9,0.99", "--data.labels=1,2",
+                                             "--compressed_activations.exclude=attention.output.dense,classifier"])
+    assert cfg.train.betas == (0.9, 0.99) and cfg.data.labels == ["1", "2"]
+    assert cfg.compressed_activations.exclude == ("attention.output.dense", "classifier")
+    with pytest.raises(ConfigError, match="'train.betas' needs 2 values"):
+        load_config(FinetuneConfig, None, ["--train.betas=0.9"])
+    with pytest.raises(ConfigError, match="'train.betas' must be a number"):
+        load_config(FinetuneConfig, None, ["--train.betas=0.9,x"])

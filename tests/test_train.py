@@ -144,3 +144,26 @@ def test_callbacks_log_and_early_stopping(tokenizer, tmp_path):
     assert sum("eval" in x for x in lines) == 3
     with pytest.raises(ValueError, match="unknown event"):
         tr.add_callback("on_lunch", print)
+
+
+def test_timing_a_step_changes_nothing(tokenizer):
+    """``time_step`` (used to plan a run before it starts) leaves parameters, gradients, the
+    random state and a model's own state (Theseus's gate generator) as they were."""
+    from minidistill.compress.theseus import TheseusModel
+    from minidistill.train.trainer import time_step
+
+    data = toy_data()
+    for model in (tiny_bert(0), TheseusModel(tiny_bert(0), num_layers=1, seed=3)):
+        before = {n: p.numpy().copy() for n, p in model.named_parameters()}
+        ops = model.backend
+        rng = ops.get_rng_state()
+        own = model.training_state() if hasattr(model, "training_state") else None
+        model.eval()
+        seconds = time_step(model, tokenizer, data, TrainConfig(batch_size=8, max_length=16))
+        assert seconds > 0 and not model.training
+        assert all(p.grad is None for p in model.parameters())
+        for n, p in model.named_parameters():
+            np.testing.assert_array_equal(p.numpy(), before[n])
+        assert str(ops.get_rng_state()) == str(rng)
+        if own is not None:
+            assert model.training_state() == own

@@ -330,9 +330,12 @@ def _buffer_bytes(a, itemsize) -> int:
 
 # ------------------------------------------------------------------- registry
 def _demo(ctx):
-    return [DemoStep("kd-2l-compact", "2-layer KD, compressed activations r 16", "distill",
+    # low-rank updates move each weight within r directions at a time: a larger learning rate
+    # than plain KD's (at 2e-4 the student stayed at the majority class for 100 steps; 1e-3: 92%)
+    return [DemoStep("kd-2l-compact", "2-layer KD + label CE, compressed activations r 16", "distill",
                      {"student": {"kind": "transformer", "num_layers": 2, "init": "lower"},
-                      "objectives": {"soft_kd": 1.0, "temperature": 2.0}, "compressed_activations": {"rank": 16}})]
+                      "objectives": {"soft_kd": 1.0, "temperature": 2.0, "task": 1.0},
+                      "compressed_activations": {"rank": 16}, "train": {"lr": 1e-3}}, cache=True)]
 
 
 register(Method("compressed_activations", "CompAct: train with random projections of the Linear inputs saved for backward",

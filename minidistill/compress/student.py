@@ -121,6 +121,10 @@ def _build(teacher, student, settings, total_steps):
 
 
 def _demo(ctx):
+    if ctx.preset == "quick":  # the cheapest recipe that learns in 100 steps: cached logits, no attention maps
+        return [DemoStep("kd-2l", "2-layer KD + label cross-entropy", "distill",
+                         {"student": {"kind": "transformer", "num_layers": 2, "init": "lower"},
+                          "objectives": {"soft_kd": 1.0, "temperature": 2.0, "task": 1.0}}, cache=True)]
     return [DemoStep("kd-attention-2l", "2-layer KD + attention KL", "distill",
                      {"student": {"kind": "transformer", "num_layers": 2, "init": "lower"},
                       "objectives": {"soft_kd": 1.0, "temperature": 2.0, "attention_kl": 1.0}})]

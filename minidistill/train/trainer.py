@@ -43,7 +43,7 @@ class TrainConfig:
     lr: float = 5e-5  # peak learning rate (the schedule scales it)
     weight_decay: float = 0.01  # decoupled weight decay (biases and LayerNorms get none)
     optimizer: str = "adamw"  # adamw | sgd
-    betas: tuple = (0.9, 0.999)  # AdamW's moment decay rates
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW's moment decay rates
     eps: float = 1e-8  # AdamW's denominator term
     momentum: float = 0.0  # SGD's momentum
     batch_size: int = 32  # examples per optimiser step
@@ -422,6 +422,33 @@ def merge_callbacks(*tables) -> dict:
         for event, fns in (table or {}).items():
             out.setdefault(event, []).extend(fns)
     return out
+
+
+def time_step(model, tokenizer, data, config: TrainConfig, compute_loss=None, repeats: int = 2) -> float:
+    """Seconds of one training step's forward and backward on the first batch of ``data`` (the
+    last of ``repeats``: the first compiles kernels), to plan a run before it starts. The
+    model's parameters, gradients, mode and the backend's random state are left as they were."""
+    compute_loss = compute_loss or default_loss
+    batch = next(iter(data.batches(tokenizer, config.batch_size, config.max_length, shuffle=False)))
+    ops, was_training = model.backend, model.training
+    rng = ops.get_rng_state()
+    kept = model.training_state() if hasattr(model, "training_state") else None  # e.g. Theseus's gate draws
+    grads = {id(p): p.grad for p in model.parameters()}
+    seconds = float("nan")
+    try:
+        model.train()
+        for _ in range(max(1, repeats)):
+            start = time.perf_counter()
+            compute_loss(model, batch).backward()
+            seconds = time.perf_counter() - start
+    finally:
+        for p in model.parameters():
+            p.grad = grads[id(p)]
+        ops.set_rng_state(rng)
+        if kept is not None:
+            model.load_training_state(kept)
+        model.train(was_training)
+    return seconds
 
 
 def default_loss(model, batch):
