@@ -279,8 +279,13 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
     announce(f"distilling {cfg.teacher.path} ({teacher.num_parameters() / 1e6:.1f}M) into a {st.kind} student "
              f"({student.num_parameters() / 1e6:.1f}M) on {train.task.name}: stages "
              f"{', '.join(s.name for s in stages)}; transfer set {len(transfer)} texts")
-    step_seconds = time_step(student, tok, train, train_cfg) + _teacher_seconds(teacher, tok, train, train_cfg)
-    announce(_plan_distill(stages, student, {"train": train, "transfer": transfer}, train_cfg, step_seconds))
+    teacher_s = _teacher_seconds(teacher, tok, train, train_cfg)
+    live = cfg.cache_dir is None or any(_needs_live_teacher(s.objectives) for s in stages)
+    step_seconds = time_step(student, tok, train, train_cfg) + (teacher_s if live else 0.0)
+    plan = _plan_distill(stages, student, {"train": train, "transfer": transfer}, train_cfg, step_seconds)
+    if not live:  # the cache costs one teacher pass over the transfer set (once for every later run)
+        plan += f", after {_duration(teacher_s * transfer.num_batches(train_cfg.batch_size))} for the teacher's cache"
+    announce(plan)
     own = student.callbacks() if callable(getattr(student, "callbacks", None)) else None  # WID's, Theseus's schedules
     callbacks = merge_callbacks(own, _training_callbacks(cfg))
     if resume:
@@ -428,6 +433,14 @@ def _duration(seconds: float) -> str:
     if seconds < 5400:
         return f"about {round(seconds / 60)} minutes"
     return f"about {seconds / 3600:.1f} hours"
+
+
+def _needs_live_teacher(objectives) -> bool:
+    """Objectives a cache of logits and hidden states cannot serve (attention maps, Q/K/V)."""
+    from .compress.kd import needed_outputs
+
+    flags = needed_outputs(objectives)
+    return flags["output_attentions"] or flags["output_attention_scores"] or flags["output_qkv"]
 
 
 def _teacher_seconds(teacher, tok, data, cfg) -> float:
