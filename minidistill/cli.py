@@ -284,7 +284,8 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
     step_seconds = time_step(student, tok, train, train_cfg) + (teacher_s if live else 0.0)
     plan = _plan_distill(stages, student, {"train": train, "transfer": transfer}, train_cfg, step_seconds)
     if not live:  # the cache costs one teacher pass over the transfer set (once for every later run)
-        plan += f", after {_duration(teacher_s * transfer.num_batches(train_cfg.batch_size))} for the teacher's cache"
+        plan += (f", and {_duration(teacher_s * transfer.num_batches(train_cfg.batch_size))} for the teacher's cache "
+                 "unless an earlier run on this data made it")
     announce(plan)
     own = student.callbacks() if callable(getattr(student, "callbacks", None)) else None  # WID's, Theseus's schedules
     callbacks = merge_callbacks(own, _training_callbacks(cfg))
@@ -598,7 +599,7 @@ def print_table(rows: list[dict], metric: str = "accuracy") -> None:
 
 # One student per method (each method's demo steps come from the registry). Times for 2 CPU
 # cores, numba backend (see benchmarks/RESULTS.md): the default preset takes about 20 minutes;
-# --quick about 5, with the students that learn in 100 steps (every one well above the majority
+# --quick about 6 (measured), with the students that learn in 100 steps (every one well above the majority
 # class; WID, Theseus, MiniALBERT and CompAct need the longer runs); --tiny (CI) a smoke run of
 # every step; --full trains every model for 2-3 epochs at length 128.
 DEMO_PRESETS = {
@@ -682,7 +683,7 @@ def demo(preset: str = "default", backend: str = "numba", output_dir: str = "run
     except (KeyError, ValueError, ImportError) as e:
         raise ConfigError(f"demo --backend {backend!r}: {e}") from None
     plan = demo_plan(preset, backend, output_dir)
-    print(f"minidistill demo ({preset} preset; --quick for about 5 minutes, --full for the long run); "
+    print(f"minidistill demo ({preset} preset; --quick for about 6 minutes, --full for the long run); "
           f"models go to {output_dir}/")
     start = time.perf_counter()
     try:
@@ -713,8 +714,8 @@ def demo(preset: str = "default", backend: str = "numba", output_dir: str = "run
     print(rep.to_text())
     rep.save_json(Path(output_dir) / "report.json")
     print(f"plot: {rep.plot(Path(output_dir) / 'report.svg')} (accuracy against size and speed; open it in a browser)")
-    print(f"saved under {output_dir}/ (HF format; transformers loads the BERT ones); wall time "
-          f"{time.perf_counter() - start:.0f} s")
+    print(f"saved under {output_dir}/ in HF format (`minidistill info DIR` says which ones transformers reads as they "
+          f"are); wall time {time.perf_counter() - start:.0f} s")
     return 0
 
 
@@ -922,7 +923,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser("demo", help="fine-tune the real MiniLM-L6 teacher on rotten_tomatoes")
     size = p_demo.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="about 5 minutes on 2 cores: the students that learn fast")
+    size.add_argument("--quick", action="store_true", help="about 6 minutes on 2 cores: the students that learn fast")
     size.add_argument("--full", action="store_true", help="every model trained for epochs, length 128")
     size.add_argument("--tiny", action="store_true", help="a smoke run in well under a minute (CI)")
     p_demo.add_argument("--fresh", action="store_true", help="redo every step, even finished ones")

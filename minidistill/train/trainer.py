@@ -424,12 +424,14 @@ def merge_callbacks(*tables) -> dict:
     return out
 
 
-def time_step(model, tokenizer, data, config: TrainConfig, compute_loss=None, repeats: int = 2) -> float:
-    """Seconds of one training step's forward and backward on the first batch of ``data`` (the
-    last of ``repeats``: the first compiles kernels), to plan a run before it starts. The
-    model's parameters, gradients, mode and the backend's random state are left as they were."""
+def time_step(model, tokenizer, data, config: TrainConfig, compute_loss=None, repeats: int = 3) -> float:
+    """Seconds of one training step's forward and backward on the run's first batch (shuffled
+    and bucketed as training will), the fastest of ``repeats`` after a first one that compiles
+    kernels: to plan a run before it starts. The model's parameters, gradients, mode and the
+    backend's random state are left as they were."""
     compute_loss = compute_loss or default_loss
-    batch = next(iter(data.batches(tokenizer, config.batch_size, config.max_length, shuffle=False)))
+    batch = next(iter(data.batches(tokenizer, config.batch_size, config.max_length, shuffle=True, seed=config.seed,
+                                   epoch=0, bucket=config.bucket)))
     ops, was_training = model.backend, model.training
     rng = ops.get_rng_state()
     kept = model.training_state() if hasattr(model, "training_state") else None  # e.g. Theseus's gate draws
@@ -437,10 +439,11 @@ def time_step(model, tokenizer, data, config: TrainConfig, compute_loss=None, re
     seconds = float("nan")
     try:
         model.train()
+        compute_loss(model, batch).backward()  # compiles and allocates: not counted
         for _ in range(max(1, repeats)):
             start = time.perf_counter()
             compute_loss(model, batch).backward()
-            seconds = time.perf_counter() - start
+            seconds = min(seconds, time.perf_counter() - start) if seconds == seconds else time.perf_counter() - start
     finally:
         for p in model.parameters():
             p.grad = grads[id(p)]
