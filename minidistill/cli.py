@@ -729,11 +729,12 @@ def _trained_max_length(model_dir: str) -> int:
 
 
 def evaluate_cmd(model_dir: str, split: str, overrides, max_length: int | None = None) -> int:
-    """Evaluate a saved classifier on a split of its task (at the length it was trained with)."""
+    """Evaluate a saved classifier on a split of the data it was trained on (any source, user
+    files included; ``--data.key=value`` changes it), at the length it was trained with."""
     from .data import Tokenizer
     from .train import evaluate
 
-    data_cfg = load_config(DataSection, None, overrides)
+    data_cfg = _recorded_data(model_dir, None, overrides)
     train, dev, test = load_splits(data_cfg)
     data = {"train": train, "dev": dev, "test": test}[split]
     if data is None:
@@ -994,12 +995,11 @@ def main(argv=None) -> int:
             print_table([{**result, "name": Path(cfg.output_dir).name}])
             print(f"saved to {result['output_dir']}")
             return 0
+        if args.command in ("evaluate", "report") and any(not a.startswith("--data.") for a in rest):
+            parser.error(f"{args.command} takes --data.key=value overrides only, got {' '.join(rest)}")
         if args.command == "evaluate":
-            overrides = [a.replace("--data.", "--", 1) for a in rest]
-            return evaluate_cmd(args.model_dir, args.split, overrides, args.max_length)
+            return evaluate_cmd(args.model_dir, args.split, rest, args.max_length)
         if args.command == "report":
-            if any(not a.startswith("--data.") for a in rest):
-                parser.error(f"report takes --data.key=value overrides only, got {' '.join(rest)}")
             return report_cmd(args, rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")

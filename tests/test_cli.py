@@ -159,6 +159,20 @@ def test_info_and_predict_work_on_every_saved_model_kind(tmp_path, capsys, minil
             want = model(**tok.encode(["a quiet triumph"])).logits.numpy().argmax(-1)[0]
         assert main(["predict", str(folder), "--text", "a quiet triumph"]) == 0
         assert capsys.readouterr().out.split("\t")[0] == ["rotten", "fresh"][want], kind
+        assert main(["evaluate", str(folder), "--split", "dev", "--data.max_eval_examples=40"]) == 0
+        got = json.loads(capsys.readouterr().out)
+        assert got["accuracy"] == pytest.approx(md.train.evaluate(model, tok, _dev40(), 64, 128)["accuracy"])
+    assert main(["report", str(tmp_path / "bilstm"), str(tmp_path / "minialbert"), "--teacher", str(tmp_path / "bert"),
+                 "--limit", "40", "--rounds", "1", "--max-length", "32", "--json", "-"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["name"] for r in rows] == ["teacher", "bilstm", "minialbert"] and all(r["accuracy"] for r in rows)
+
+
+def _dev40():
+    from minidistill.data import load_dataset
+
+    dev = load_dataset("rotten_tomatoes", "dev")
+    return dev.select(range(40))
 
 
 def test_a_saved_model_is_never_replaced_without_overwrite(tmp_path, capsys, monkeypatch):
