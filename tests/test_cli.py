@@ -77,37 +77,37 @@ def test_failed_run_keeps_the_previous_output(tmp_path, monkeypatch, minilm_path
 
 
 @pytest.mark.slow
-def test_distill_command_trains_and_saves_every_student_kind(tmp_path, capsys, monkeypatch):
-    """``minidistill distill`` on a few examples: a transformer student with attention KL, a
-    BiLSTM with the XtremeDistil recipe, a WID student (pruned, folded), a Theseus successor
-    and a MiniALBERT; and a Compacter++ fine-tuning. All are saved, reload, and evaluate from
-    the CLI."""
+def test_distill_command_trains_and_saves_every_student_kind(tmp_path, capsys, monkeypatch, tiny_teacher_dir):
+    """``minidistill distill`` on a few examples, from a small 4-layer teacher: a transformer
+    student with attention KL, a BiLSTM with the XtremeDistil recipe, a WID student (pruned,
+    folded), a Theseus successor and a MiniALBERT; and a Compacter++ fine-tuning. All are saved,
+    reload, and evaluate from the CLI."""
     teacher = tmp_path / "teacher"
     common = ["--data.max_train_examples=64", "--train.max_steps=3", "--train.batch_size=16", "--train.max_length=32"]
-    assert main(["finetune", "--model.path=minilm-l6", f"--output_dir={teacher}", *common]) == 0
+    assert main(["finetune", f"--model.path={tiny_teacher_dir}", f"--output_dir={teacher}", *common]) == 0
     assert main(["distill", f"--teacher.path={teacher}", "--objectives.attention_kl=1", "--objectives.hidden_map=combine",
                  "--objectives.hidden_mse=1", f"--output_dir={tmp_path / 'tf'}", *common]) == 0
     assert main(["distill", f"--teacher.path={teacher}", "--student.kind=bilstm", "--bilstm.hidden_size=16",
                  "--recipe=xtremedistil", "--transfer.augment_copies=1", f"--cache_dir={tmp_path / 'cache'}",
                  f"--output_dir={tmp_path / 'lstm'}", *common]) == 0
-    assert main(["distill", f"--teacher.path={teacher}", "--student.kind=wid", "--student.hidden_size=192",
-                 "--student.num_attention_heads=6", "--student.intermediate_size=768", "--wid.rounds=1",
+    assert main(["distill", f"--teacher.path={teacher}", "--student.kind=wid", "--student.hidden_size=16",
+                 "--student.num_attention_heads=2", "--student.intermediate_size=32", "--wid.rounds=1",
                  f"--output_dir={tmp_path / 'wid'}", *common]) == 0
-    assert main(["distill", f"--teacher.path={teacher}", "--student.kind=theseus", "--student.num_layers=3",
+    assert main(["distill", f"--teacher.path={teacher}", "--student.kind=theseus", "--student.num_layers=2",
                  "--theseus.replace=linear", f"--output_dir={tmp_path / 'theseus'}", *common]) == 0
-    assert main(["distill", f"--teacher.path={teacher}", "--student.kind=minialbert", "--minialbert.embedding_size=64",
-                 "--minialbert.repeats=3", "--objectives.soft_kd=5", "--objectives.temperature=1",
+    assert main(["distill", f"--teacher.path={teacher}", "--student.kind=minialbert", "--minialbert.embedding_size=16",
+                 "--minialbert.repeats=2", "--objectives.soft_kd=5", "--objectives.temperature=1",
                  "--objectives.attention_kl=3", "--objectives.hidden_cosine=3", f"--output_dir={tmp_path / 'albert'}",
                  *common]) == 0
-    assert main(["finetune", "--model.path=minilm-l6", "--adapters=compacter++", "--classifier_pooling=mean",
-                 f"--output_dir={tmp_path / 'pet'}", *common]) == 0
+    assert main(["finetune", f"--model.path={tiny_teacher_dir}", "--adapters=compacter++", "--adapter_reduction=2",
+                 "--classifier_pooling=mean", f"--output_dir={tmp_path / 'pet'}", *common]) == 0
     assert json.loads((tmp_path / "pet" / "config.json").read_text())["classifier_pooling"] == "mean"
     assert json.loads((tmp_path / "albert" / "config.json").read_text())["model_type"] == "minialbert"
     pet = json.loads((tmp_path / "pet" / "metrics.json").read_text())
     assert pet["trained_parameters"] < 0.01 * pet["parameters"]
     wid_cfg = json.loads((tmp_path / "wid" / "config.json").read_text())
-    assert (wid_cfg["hidden_size"], wid_cfg["num_attention_heads"], wid_cfg["intermediate_size"]) == (192, 6, 768)
-    assert json.loads((tmp_path / "theseus" / "config.json").read_text())["num_hidden_layers"] == 3
+    assert (wid_cfg["hidden_size"], wid_cfg["num_attention_heads"], wid_cfg["intermediate_size"]) == (16, 2, 32)
+    assert json.loads((tmp_path / "theseus" / "config.json").read_text())["num_hidden_layers"] == 2
     assert json.loads((tmp_path / "wid" / "metrics.json").read_text())["fold"]["max_residual"] == 0.0
     for name in ("tf", "lstm", "wid", "theseus", "albert", "pet"):
         metrics = json.loads((tmp_path / name / "metrics.json").read_text())
@@ -117,7 +117,7 @@ def test_distill_command_trains_and_saves_every_student_kind(tmp_path, capsys, m
         assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(metrics["dev"]["accuracy"])
     capsys.readouterr()
     assert main(["info", str(tmp_path / "albert")]) == 0
-    assert "MiniALBERT, 3 repeats of one shared layer" in capsys.readouterr().out
+    assert "MiniALBERT, 2 repeats of one shared layer" in capsys.readouterr().out
     assert main(["info", str(tmp_path / "pet")]) == 0
     assert "adapter-only training trains" in capsys.readouterr().out
     stages = json.loads((tmp_path / "lstm" / "metrics.json").read_text())["stages"]

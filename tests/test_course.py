@@ -119,15 +119,6 @@ def test_student_copy_fails_exactly_its_holes(tmp_path_factory, number, monkeypa
     assert e.value.ename == "NotImplementedError" and e.value.evalue.startswith(f"Task {number}."), e.value.evalue
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("number", [m.number for m in MODULES])
-def test_course_notebooks_run_on_the_library(number, tmp_path):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    nb = nbformat.read(ROOT / MODULES[number].notebook, as_version=4)
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-
-
 def _solve(copy: Path, task: str, replacement: str | None = None):
     """Put the library's solution of ``task`` (or ``replacement`` lines) into the copy."""
     for ref in [b for b in package_blocks(ROOT / "minidistill") if b.task == task]:

@@ -1,25 +1,11 @@
-"""The tutorials run top to bottom (so they never drift from the API)."""
+"""The tutorials: all there, and all in the docs site, whose build runs every one of them top to
+bottom (tests/test_docs.py), so they never drift from the API."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "tutorials").glob("*.ipynb"))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes(path, tmp_path, monkeypatch):
-    monkeypatch.setenv("MINIDISTILL_TUTORIAL_SHORT", "1")  # the kernel inherits it
-    nb = nbformat.read(path, as_version=4)
-    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert not errors
 
 
 def test_there_are_tutorials():
@@ -27,3 +13,11 @@ def test_there_are_tutorials():
                                              "04_knowledge_distillation", "05_xtremedistil_bilstm",
                                              "06_wid_and_fold", "07_theseus", "08_compacter_kronecker",
                                              "09_minialbert", "10_compact_memory", "11_compression_report"}
+
+
+def test_every_notebook_is_a_page_of_the_docs_site():
+    """The site's nav lists every tutorial and course notebook (the docs build runs them)."""
+    nav = (Path(__file__).resolve().parents[1] / "mkdocs.yml").read_text()
+    root = Path(__file__).resolve().parents[1]
+    for nb in NOTEBOOKS + sorted((root / "tutorials" / "course").glob("*.ipynb")):
+        assert f": {nb.relative_to(root)}" in nav, f"{nb.name} is not in mkdocs.yml's nav"
