@@ -21,8 +21,10 @@ NOTEBOOKS = sorted((ROOT / "tutorials").glob("*.ipynb")) + sorted((ROOT / "tutor
 
 def _build(root: Path, site: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "MINIDISTILL_TUTORIAL_SHORT": "1"}  # the notebooks' kernels inherit it
+    # run from the site's parent: mkdocs-jupyter keeps a cache of executed notebooks in ./.cache,
+    # which would let an unchanged notebook skip running against changed library code
     return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(root / "mkdocs.yml"),
-                           "-d", str(site)], cwd=root, capture_output=True, text=True, timeout=3000, env=env)
+                           "-d", str(site)], cwd=site.parent, capture_output=True, text=True, timeout=3000, env=env)
 
 
 @pytest.mark.slow
