@@ -136,11 +136,12 @@ def test_info_and_predict_work_on_every_saved_model_kind(tmp_path, capsys, minil
     """BERT, BiLSTM and MiniALBERT folders as minidistill saves them: ``info`` describes each and
     ``predict`` prints the teacher's label names (a BiLSTM student used to print "0" / "1")."""
     from minidistill.compress import make_bilstm_student, make_minialbert
-    from minidistill.data import Tokenizer
+    from minidistill.data import Tokenizer, load_dataset
 
     from .conftest import tiny_bert
 
     tok = Tokenizer.from_pretrained(minilm_path)
+    dev16 = load_dataset("rotten_tomatoes", "dev").select(range(16))
     teacher = tiny_bert(0)
     teacher.config.id2label, teacher.config.label2id = {0: "rotten", 1: "fresh"}, {"rotten": 0, "fresh": 1}
     models = {"bert": teacher, "bilstm": make_bilstm_student(teacher, hidden_size=8, embedding_size=16),
@@ -159,20 +160,14 @@ def test_info_and_predict_work_on_every_saved_model_kind(tmp_path, capsys, minil
             want = model(**tok.encode(["a quiet triumph"])).logits.numpy().argmax(-1)[0]
         assert main(["predict", str(folder), "--text", "a quiet triumph"]) == 0
         assert capsys.readouterr().out.split("\t")[0] == ["rotten", "fresh"][want], kind
-        assert main(["evaluate", str(folder), "--split", "dev", "--data.max_eval_examples=40"]) == 0
+        assert main(["evaluate", str(folder), "--split", "dev", "--data.max_eval_examples=16"]) == 0
         got = json.loads(capsys.readouterr().out)
-        assert got["accuracy"] == pytest.approx(md.train.evaluate(model, tok, _dev40(), 64, 128)["accuracy"])
+        assert got["accuracy"] == pytest.approx(md.train.evaluate(model, tok, dev16, 64, 128)["accuracy"])
     assert main(["report", str(tmp_path / "bilstm"), str(tmp_path / "minialbert"), "--teacher", str(tmp_path / "bert"),
-                 "--limit", "40", "--rounds", "1", "--max-length", "32", "--json", "-"]) == 0
+                 "--limit", "16", "--rounds", "1", "--max-length", "16", "--json", "-"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert [r["name"] for r in rows] == ["teacher", "bilstm", "minialbert"] and all(r["accuracy"] for r in rows)
 
-
-def _dev40():
-    from minidistill.data import load_dataset
-
-    dev = load_dataset("rotten_tomatoes", "dev")
-    return dev.select(range(40))
 
 
 def test_a_saved_model_is_never_replaced_without_overwrite(tmp_path, capsys, monkeypatch):

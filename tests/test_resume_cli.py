@@ -88,6 +88,7 @@ def test_a_killed_run_continues_to_the_uninterrupted_result(kind, kill_at, tmp_p
     assert not (tmp_path / "killed" / "checkpoints").exists()  # removed once the model is saved
 
 
+@pytest.mark.slow
 def test_checkpoints_of_another_run_are_not_continued(tmp_path, teacher_dir, monkeypatch, capsys):
     cmd = ["finetune", f"--model.path={teacher_dir}", *COMMON, f"--output_dir={tmp_path / 'out'}"]
     with monkeypatch.context() as m:

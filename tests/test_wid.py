@@ -101,7 +101,8 @@ def test_folded_model_loads_in_transformers(tmp_path):
     np.testing.assert_allclose(theirs, _logits(wid), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["numpy", pytest.param("numba", marks=pytest.mark.slow)])
+@pytest.mark.slow  # 13 s and more; the fold and forward tests below cover WID in the fast loop
+@pytest.mark.parametrize("name", ["numpy", "numba"])
 def test_compactor_gradcheck(name):
     with md.use_backend(name):
         _compactor_gradcheck()

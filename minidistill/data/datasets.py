@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import functools
 import hashlib
 import io
 from dataclasses import dataclass, field
@@ -416,20 +417,28 @@ def load_rotten_tomatoes(split: str = "train") -> TextDataset:
     """Rotten Tomatoes critic snippets, fresh (1) / rotten (0), plot rows and duplicates dropped."""
     if split not in ("train", "dev", "test"):
         raise DataError(f"rotten_tomatoes has splits train, dev and test, not {split!r}")
+    texts, labels = _rotten_tomatoes_splits()[split]
+    return TextDataset(list(texts), None, np.asarray(labels, dtype=np.int64), ROTTEN_TOMATOES)
+
+
+@functools.lru_cache(maxsize=1)
+def _rotten_tomatoes_splits() -> dict:
+    """``{split: (texts, labels)}``, read once per process (the corpus is decompressed, parsed and
+    split in about a second; every split asks for all of it)."""
     from .. import assets
 
     raw = (assets.path("rotten-tomatoes") / "rotten_tomatoes_corpus_full.csv.bz2").read_bytes()
     reader = csv.DictReader(io.StringIO(bz2.decompress(raw).decode("utf-8")))
-    seen, texts, labels = set(), [], []
+    seen, out = set(), {name: ([], []) for name in ("train", "dev", "test")}
     for row in reader:
         category, text = row["category"], row["text"].strip()
         if category not in ("fresh", "rotten") or not text or text in seen:
             continue
         seen.add(text)
-        if rotten_tomatoes_split(text) == split:
-            texts.append(text)
-            labels.append(1 if category == "fresh" else 0)
-    return TextDataset(texts, None, np.asarray(labels, dtype=np.int64), ROTTEN_TOMATOES)
+        texts, labels = out[rotten_tomatoes_split(text)]
+        texts.append(text)
+        labels.append(1 if category == "fresh" else 0)
+    return {name: (tuple(t), tuple(lab)) for name, (t, lab) in out.items()}
 
 
 def load_dataset(name: str, split: str = "train", data_dir=None) -> TextDataset:
