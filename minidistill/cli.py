@@ -932,12 +932,15 @@ def main(argv=None) -> int:
     p_demo.add_argument("--output-dir", default="runs/demo")
     keys = "presets (--preset NAME; measured recipes):\n{2}\n\nevery key, its default and meaning (also: " \
            "minidistill config {0}):\n\n{1}"
+    wants_help = any(a in ("-h", "--help") for a in (sys.argv[1:] if argv is None else argv))
+
+    def epilog(cmd, cls):  # generated from the dataclasses, only when help is asked for (it reads their source)
+        return keys.format(cmd, help_text(cls), _preset_lines(cmd)) if wants_help else None
+
     p_ft = sub.add_parser("finetune", help="fine-tune a BERT on a task (config + --section.key=value overrides)",
-                          formatter_class=argparse.RawDescriptionHelpFormatter,
-                          epilog=keys.format("finetune", help_text(FinetuneConfig), _preset_lines("finetune")))
+                          formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog("finetune", FinetuneConfig))
     p_di = sub.add_parser("distill", help="distil a fine-tuned teacher into a student (config + overrides)",
-                          formatter_class=argparse.RawDescriptionHelpFormatter,
-                          epilog=keys.format("distill", help_text(DistillConfig), _preset_lines("distill")))
+                          formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog("distill", DistillConfig))
     for p_run, cmd in ((p_ft, "finetune"), (p_di, "distill")):
         p_run.add_argument("--config", default=None, help="a TOML file")
         p_run.add_argument("--preset", default=None, choices=sorted(PRESETS[cmd]),
