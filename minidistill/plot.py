@@ -123,7 +123,7 @@ def report_svg(rows: list[dict], teacher: str | None = None, split: str = "test"
     y_lo, y_hi = min(accs) - 0.01, max(accs) + 0.01
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * W}" height="{H}" font-family="sans-serif" '
              f'font-size="11"><rect width="100%" height="100%" fill="white"/>',
-             f'<text x="8" y="16" fill="crimson">★ teacher</text>']
+             '<text x="8" y="16" fill="crimson">★ teacher</text>']
     panels = (("unique_parameters", "unique parameters (M)", lambda v: v / 1e6, False),
               ("seq_per_s", "sequences / s (log)", lambda v: v, True))
     for k, (key, title, scale, log) in enumerate(panels):

@@ -436,14 +436,14 @@ def time_step(model, tokenizer, data, config: TrainConfig, compute_loss=None, re
     rng = ops.get_rng_state()
     kept = model.training_state() if hasattr(model, "training_state") else None  # e.g. Theseus's gate draws
     grads = {id(p): p.grad for p in model.parameters()}
-    seconds = float("nan")
+    times = []
     try:
         model.train()
         compute_loss(model, batch).backward()  # compiles and allocates: not counted
         for _ in range(max(1, repeats)):
             start = time.perf_counter()
             compute_loss(model, batch).backward()
-            seconds = min(seconds, time.perf_counter() - start) if seconds == seconds else time.perf_counter() - start
+            times.append(time.perf_counter() - start)
     finally:
         for p in model.parameters():
             p.grad = grads[id(p)]
@@ -451,7 +451,7 @@ def time_step(model, tokenizer, data, config: TrainConfig, compute_loss=None, re
         if kept is not None:
             model.load_training_state(kept)
         model.train(was_training)
-    return seconds
+    return min(times)
 
 
 def default_loss(model, batch):
