@@ -165,6 +165,24 @@ class Ops:
         """Batched, broadcasting matrix product ``a @ b``."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------------- int8
+    def quantize_int8(self, x, scale):
+        """``clip(round(x / scale), -127, 127)`` as int8: symmetric 8-bit quantization.
+
+        ``scale`` broadcasts against ``x`` ((N, 1) per row, (out, 1) per channel, a scalar per
+        tensor). Rounding is half to even (NumPy's and torch's ``round``); -128 is never used,
+        so the grid is symmetric and ``-q`` is always representable.
+        """
+        raise NotImplementedError
+
+    def int8_matmul(self, a, b):
+        """``a @ bᵀ`` for int8 ``a`` (M, K) and int8 ``b`` (N, K), exactly, as int32 (M, N).
+
+        Every product is at most 127² and K · 127² < 2³¹ for K < 133,000, so int32
+        accumulation cannot overflow at any width a BERT has.
+        """
+        raise NotImplementedError
+
     # ------------------------------------------------------------ fused hot paths
     def linear_forward(self, x2, weight, bias=None, residual=None):
         """``x2 @ weightᵀ + bias + residual`` for x2 (N, in), weight (out, in).

@@ -14,6 +14,7 @@ polynomials), float64 accumulation. Debug any kernel as plain Python with
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 from numba import njit, prange
@@ -332,6 +333,57 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+# ------------------------------------------------------------------- int8
+@njit(parallel=True, cache=True)
+def int8_gemm_kernel(a, b, out):
+    """out = a @ bᵀ for int8 a (M, K) and b (N, K), with int32 accumulation.
+
+    Both operands are read along K, contiguously, so the inner loop is a dot product that
+    LLVM vectorises (sign-extend to 16/32 bits, multiply-add in SIMD lanes; an integer sum
+    may be reordered freely, so no fastmath flag is needed). Parallel over rows of ``a``.
+    Machines with AVX-512 VNNI or AVX-VNNI have a single instruction for 4 int8 products
+    into an int32 lane; LLVM only emits it when compiling for such a machine.
+    """
+    m, k = a.shape
+    n = b.shape[0]
+    for i in prange(m):
+        for j in range(n):
+            acc = np.int32(0)
+            for p in range(k):
+                acc += np.int32(a[i, p]) * np.int32(b[j, p])
+            out[i, j] = acc
+
+
+@kernel
+def quantize_int8_rows_kernel(x, scale, out):
+    """out[i, :] = clip(round(x[i, :] / scale[i]), ±127) for x (M, K), scale (M,); a division,
+    not a product with 1/scale, so the result is the reference's to the last bit."""
+    m, k = x.shape
+    for i in prange(m):
+        s = scale[i]
+        for j in range(k):
+            v = np.rint(x[i, j] / s)
+            out[i, j] = np.int8(min(max(v, -127.0), 127.0))
+
+
+#: K-chunk for which the float32 product of int8 operands is exact: K · 127² < 2²⁴ for K ≤ 1040.
+EXACT_FP32_CHUNK = 1024
+
+
+def int8_matmul_blas(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ bᵀ`` for int8 operands through float32 BLAS, exactly: each chunk of at most
+    :data:`EXACT_FP32_CHUNK` columns sums integers below 2²⁴, which float32 holds exactly;
+    the chunks are added in int32. On a machine without int8 dot-product instructions this
+    can beat an int8 kernel (see ``benchmarks/quantization.py``)."""
+    af, bf = a.astype(np.float32), b.astype(np.float32)
+    k = a.shape[1]
+    out = None
+    for lo in range(0, max(k, 1), EXACT_FP32_CHUNK):
+        part = (af[:, lo:lo + EXACT_FP32_CHUNK] @ bf[:, lo:lo + EXACT_FP32_CHUNK].T).astype(np.int32)  # (M, N)
+        out = part if out is None else out + part
+    return out
+
+
 # ---------------------------------------------------------------- backend
 def _rows(a: np.ndarray) -> np.ndarray:
     """``a`` as a C-contiguous (rows, last) matrix."""
@@ -500,6 +552,29 @@ class NumbaOps(NumpyOps):
         r = np.ascontiguousarray(residual, dtype=y.dtype) if residual is not None else y
         bias_residual_kernel(y, b, r, bias is not None, residual is not None)
         return y
+
+    #: which exact int8 GEMM to use: "kernel" (:func:`int8_gemm_kernel`) or "blas"
+    #: (:func:`int8_matmul_blas`); ``MINIDISTILL_INT8_GEMM`` sets it per machine.
+    int8_gemm = os.environ.get("MINIDISTILL_INT8_GEMM", "kernel")
+
+    def int8_matmul(self, a, b):
+        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+            raise ValueError(f"int8_matmul: shapes {a.shape} and {b.shape} do not fit (a (M, K), b (N, K))")
+        if self.int8_gemm == "blas":
+            return int8_matmul_blas(a, b)
+        out = np.empty((a.shape[0], b.shape[0]), dtype=np.int32)
+        int8_gemm_kernel(np.ascontiguousarray(a), np.ascontiguousarray(b), out)
+        return out
+
+    def quantize_int8(self, x, scale):
+        scale = np.asarray(scale)
+        if x.ndim == 2 and scale.shape in ((x.shape[0], 1), (1, 1), (1,), ()):
+            x = np.ascontiguousarray(x)
+            rows = np.broadcast_to(scale.reshape(-1), (x.shape[0],)).astype(x.dtype)
+            out = np.empty(x.shape, dtype=np.int8)
+            quantize_int8_rows_kernel(x, np.ascontiguousarray(rows), out)
+            return out
+        return super().quantize_int8(x, scale)
 
     def adamw_update(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
         arrays = (param, grad, m, v)

@@ -145,6 +145,14 @@ class NumpyOps(Ops):
     def matmul(self, a, b):
         return np.matmul(a, b)
 
+    # ------------------------------------------------------------------- int8
+    def quantize_int8(self, x, scale):
+        return np.clip(np.round(x / scale), -127, 127).astype(np.int8)
+
+    def int8_matmul(self, a, b):
+        # the reference: widen to int32 and multiply (NumPy's integer matmul has no BLAS)
+        return np.matmul(a.astype(np.int32), b.astype(np.int32).T)
+
     # ------------------------------------------------------------ fused hot paths
     def bias_add(self, y, bias=None, residual=None):
         if bias is not None:

@@ -207,6 +207,24 @@ class TorchOps(Ops):
     def matmul(self, a, b):
         return self.torch.matmul(a, b)
 
+    # ------------------------------------------------------------------- int8
+    def quantize_int8(self, x, scale):
+        scale = scale if self.is_array(scale) else self.asarray(scale, dtype=self.dtype(x))
+        return self.torch.clamp(self.torch.round(x / scale), -127, 127).to(self.torch.int8)
+
+    def int8_matmul(self, a, b):
+        torch = self.torch
+        m, k = a.shape
+        if a.is_cuda and m > 16 and k % 8 == 0 and b.shape[0] % 8 == 0:
+            return torch._int_mm(a, b.t())  # the GPU's int8 tensor cores
+        # On CPU torch's int8 GEMM (_int_mm) is a slow reference; a float32 GEMM over chunks of
+        # at most 1024 columns is exact (sums below 2²⁴) and runs at BLAS speed.
+        out = None
+        for lo in range(0, max(k, 1), 1024):
+            part = (a[:, lo:lo + 1024].float() @ b[:, lo:lo + 1024].float().t()).to(torch.int32)  # (M, N)
+            out = part if out is None else out + part
+        return out
+
     # ------------------------------------------------------------ fused hot paths
     def linear_forward(self, x2, weight, bias=None, residual=None):
         # addmm adds the bias inside the GEMM (one pass over the output fewer)

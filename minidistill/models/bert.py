@@ -24,6 +24,7 @@ from ..core.tensor import Tensor
 from ..nn import init
 from ..nn.layers import Dropout, Embedding, LayerNorm, Linear, MultiHeadSelfAttention
 from ..nn.module import Module, ModuleList, StateDictError
+from ..nn.quantized import describe as describe_quantized
 from .. import fileio as io
 from .config import BertConfig
 
@@ -312,6 +313,13 @@ class BertPreTrainedModel(Module):
                     add_adapters(model, AdapterConfig.from_dict(config.extra["adapters"]))
                 except (TypeError, ValueError) as e:
                     raise io.CheckpointError(f"{path}: config.json has a bad 'adapters' entry: {e}") from None
+            if "quantization" in config.extra:  # an int8 model: its int8 layers are rebuilt empty
+                from ..nn.quantized import QuantizedLayout, restore
+
+                try:
+                    restore(model, QuantizedLayout.from_dict(config.extra["quantization"]))
+                except (TypeError, ValueError) as e:
+                    raise io.CheckpointError(f"{path}: config.json has a bad 'quantization' entry: {e}") from None
         if dtype is not None:  # before loading, so float64 weights arrive unrounded
             model.to(dtype=dtype)
         model.loading_info = model._load_checkpoint_weights(weights, path)
@@ -369,7 +377,10 @@ class BertPreTrainedModel(Module):
     def save_pretrained(self, path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (HF format) into ``path``.
 
-        Each file is written atomically. A parameter reachable under several names (a PHM
+        Each file is written atomically. An int8 model (``minidistill.quantize``) records which
+        layers are int8 under ``quantization`` in ``config.json``; its int8 weights are stored
+        as int8 tensors with their scales beside them (minidistill and ONNX export read it;
+        transformers does not). A parameter reachable under several names (a PHM
         rule shared by every adapter, a layer shared by every repeat) is stored once, under
         its first name; the other names are recorded in the file's metadata and point at it
         again on loading, so sharing survives the round trip.
@@ -380,6 +391,11 @@ class BertPreTrainedModel(Module):
         path.mkdir(parents=True, exist_ok=True)
         config = self.config.to_dict()
         config["architectures"] = [type(self).__name__]
+        layout = describe_quantized(self)  # which layers are int8, read off the modules themselves
+        if layout is not None:
+            config["quantization"] = layout.to_dict()
+        else:
+            config.pop("quantization", None)
         tensors, aliases = io.unique_tensors(self.named_parameters(remove_duplicate=False))
         io.save_weights(path / io.SAFE_WEIGHTS, tensors, io.alias_metadata(aliases))
         io.write_json(path / io.CONFIG, config)

@@ -124,6 +124,12 @@ class Module:
             for k in own
             if k in state and tuple(state[k].shape) != own[k].shape
         ]
+        mis_shaped += [
+            f"{k}: checkpoint {np.dtype(_dtype_of(state[k]))} vs model {own[k].dtype} (an int8 model's config with "
+            "float weights, or the reverse?)"
+            for k in own
+            if k in state and (np.dtype(_dtype_of(state[k])).kind == "f") != (np.dtype(own[k].dtype).kind == "f")
+        ]
         problems = []
         if mis_shaped:
             problems.append("mis-shaped keys: " + "; ".join(mis_shaped))
@@ -164,11 +170,12 @@ class Module:
         return self
 
     def to(self, backend=None, device: str | None = None, dtype=None) -> "Module":
-        """Move every parameter to ``backend`` (and ``device``), optionally casting; in place."""
+        """Move every parameter to ``backend`` (and ``device``), optionally casting the
+        floating-point ones to ``dtype`` (integer weights, as int8 ones, keep their type); in place."""
         for p in self.parameters():
             target = target_backend(p.backend, backend, device)
             data = p.data if target is p.backend else target.asarray(_to_host(p.data))
-            if dtype is not None:
+            if dtype is not None and np.dtype(p.dtype).kind == "f":  # int8 weights keep their type
                 data = target.cast(data, dtype)
             p.data, p.backend, p.grad = data, target, None
         return self
@@ -217,6 +224,13 @@ class ModuleList(Module):
         """Add a module at the end."""
         setattr(self, str(len(self)), module)
         return self
+
+
+def _dtype_of(a):
+    """The NumPy dtype of a NumPy or torch array."""
+    if isinstance(a, np.ndarray):
+        return a.dtype
+    return _to_host(a[:0] if getattr(a, "ndim", 0) else a).dtype
 
 
 def _to_host(a):
