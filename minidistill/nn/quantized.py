@@ -311,8 +311,9 @@ class Int8Embedding(Module):
         dtype = layer.weight.dtype.name
         with use_backend(ops):
             out = cls(layer.num_embeddings, layer.embedding_dim, layer.padding_idx, dtype)
-        q, s = quantize_weight(ops, layer.weight.data)  # a row of the table is a channel
-        out.weight.data, out.weight_scale.data = q, ops.cast(s, dtype)
+        s = ops.cast(weight_scales(ops, layer.weight.data), dtype)  # a row of the table is a channel
+        q = ops.quantize_int8(layer.weight.data, ops.reshape(s, (-1, 1)))
+        out.weight.data, out.weight_scale.data = q, s
         return out
 
     def forward(self, ids) -> Tensor:
@@ -326,6 +327,46 @@ class Int8Embedding(Module):
 
     def extra_repr(self):
         return f"{self.num_embeddings}, {self.embedding_dim}, int8"
+
+
+class FakeQuantRowsFunction(Function):
+    """Each row of ``x`` (..., D) rounded to the int8 grid with its own scale, straight through
+    in backward (a row's largest entry sets its scale, so nothing is clipped: ∂/∂x = 1)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ops = ctx.ops
+        x2 = ops.reshape(x, (-1, x.shape[-1]))  # (N, D)
+        s = scale_from_absmax(ops, _absmax(ops, x2, axis=1, keepdims=True))  # (N, 1)
+        return ops.reshape(ops.cast(ops.quantize_int8(x2, s), ops.dtype(x2)) * s, tuple(x.shape))
+
+    @staticmethod
+    def backward(ctx, g):
+        return (g,)
+
+
+class FakeQuantEmbedding(Embedding):
+    """An embedding table that trains in float through per-row int8 rounding; folds into the
+    :class:`Int8Embedding` with the same lookups."""
+
+    @classmethod
+    def from_float(cls, layer: Embedding) -> "FakeQuantEmbedding":
+        """A fake-quantized copy of ``layer`` (weights copied)."""
+        from ..backends import use_backend
+
+        ops = layer.weight.backend
+        with use_backend(ops):
+            out = cls(layer.num_embeddings, layer.embedding_dim, layer.padding_idx)
+        out.weight.data = ops.copy(layer.weight.data)
+        out.weight.requires_grad = layer.weight.requires_grad
+        return out
+
+    def forward(self, ids) -> Tensor:
+        """Integer ``ids`` (...) → (..., D), each row on its int8 grid."""
+        return FakeQuantRowsFunction.apply(super().forward(ids))
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}, fake int8"
 
 
 # ------------------------------------------------------------ whole models
