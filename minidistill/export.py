@@ -10,7 +10,8 @@ The exported graph is the model's forward, spelled in ONNX operators (opset 17),
     feed-forward MatMul/Add → GELU (0.5 x (1 + erf(x / √2))) → MatMul/Add → Add → LayerNormalization
     heads        pooler tanh(W h₀ + b) (or the masked mean) → classifier; or a classifier per token
 
-An int8 layer (``minidistill.quantize``) is exported with the same arithmetic as ours:
+An int8 layer (``minidistill.quantize``) is exported with the same arithmetic as ours (the
+``exact`` style; ``fused`` hands the layer to ONNX Runtime's own int8 kernel instead):
 
     s_x = ReduceMax(|x|) / 127 (per token or per tensor; a constant when static)
     Q_x = Cast<int8>(Clip(Round(x / s_x), −127, 127))
@@ -50,8 +51,8 @@ def _require(module: str):
 class _Graph:
     """A small builder: ``op(...)`` appends a node and returns its output's name."""
 
-    def __init__(self, onnx):
-        self.onnx, self.helper = onnx, onnx.helper
+    def __init__(self, onnx, int8_style: str = "exact"):
+        self.onnx, self.helper, self.int8_style = onnx, onnx.helper, int8_style
         self.nodes, self.inits, self.count = [], [], 0
 
     def name(self, hint: str) -> str:
@@ -87,8 +88,16 @@ def _linear(g: _Graph, x: str, layer, dtype) -> str:
     return g.op("Add", y, g.const(_np(layer.bias, dtype), "b")) if layer.bias is not None else y
 
 
+#: how int8 layers are written (see :func:`to_onnx`)
+INT8_STYLES = ("exact", "fused")
+
+
 def _int8_linear(g: _Graph, x: str, layer: Int8Linear, dtype) -> str:
-    one = g.const(np.array(1.0, dtype))
+    qw = _np(layer.weight).T.astype(np.int8)  # (in, out)
+    if g.int8_style == "fused":  # ONNX Runtime's kernel: it quantizes x itself (per tensor, uint8 with a zero point)
+        bias = [g.const(_np(layer.bias, np.float32), "b")] if layer.bias is not None else []
+        return g.op("DynamicQuantizeMatMul", x, g.const(qw, "qw"), g.const(_np(layer.weight_scale, np.float32), "s_w"),
+                    g.const(np.array(0, np.int8)), *bias, domain="com.microsoft")
     if layer.activations == "static":
         s_x = g.const(_np(layer.input_scale, dtype).reshape(()), "s_x")
     else:
@@ -97,12 +106,16 @@ def _int8_linear(g: _Graph, x: str, layer: Int8Linear, dtype) -> str:
             amax = g.op("ReduceMax", absx, axes=[-1], keepdims=1)  # (B, T, 1)
         else:
             amax = g.op("ReduceMax", absx, keepdims=1)  # (1, 1, 1)
-        zero = g.const(np.array(0.0, dtype))
+        zero, one = g.const(np.array(0.0, dtype)), g.const(np.array(1.0, dtype))
         s_x = g.op("Where", g.op("Greater", amax, zero), g.op("Div", amax, g.const(np.array(127.0, dtype))), one)
     q = g.op("Round", g.op("Div", x, s_x))
     q = g.op("Clip", q, g.const(np.array(-127.0, dtype)), g.const(np.array(127.0, dtype)))
-    q = g.op("Cast", q, to=g.onnx.TensorProto.INT8)
-    acc = g.op("MatMulInteger", q, g.const(_np(layer.weight).T.astype(np.int8), "qw"))  # (B, T, out) int32
+    # uint8 operands with zero point 128: ONNX Runtime's u8u8 kernels widen to 16 bits and are
+    # exact; its u8s8 kernels on AVX2 machines without VNNI may saturate 16-bit pair sums
+    q = g.op("Cast", g.op("Add", q, g.const(np.array(128.0, dtype))), to=g.onnx.TensorProto.UINT8)
+    zero_point = g.const(np.array(128, np.uint8))
+    acc = g.op("MatMulInteger", q, g.const((qw.astype(np.int16) + 128).astype(np.uint8), "qw"),
+               zero_point, zero_point)  # (B, T, out) int32
     scale = g.op("Mul", s_x, g.const(_np(layer.weight_scale, dtype), "s_w"))
     y = g.op("Mul", g.op("Cast", acc, to=_onnx_float(g, dtype)), scale)
     return g.op("Add", y, g.const(_np(layer.bias, dtype), "b")) if layer.bias is not None else y
@@ -192,19 +205,29 @@ def _pooled(g: _Graph, bert, x: str, fmask: str, config, dtype) -> str:
     return g.op("Tanh", _linear(g, summary, bert.pooler.dense, dtype))
 
 
-def to_onnx(model, path, dtype: str = "float32") -> Path:
+def to_onnx(model, path, dtype: str = "float32", int8_style: str = "exact") -> Path:
     """Write ``model`` (``BertModel``, ``BertForSequenceClassification`` or
     ``BertForTokenClassification``, float or int8) as an ONNX file at ``path`` (atomically).
 
     Inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64, (batch, sequence));
     outputs ``logits`` ((batch, labels) or (batch, sequence, labels)), or ``last_hidden_state``
     and ``pooler_output`` for a bare encoder.
+
+    ``int8_style`` says how int8 linear maps are written: ``"exact"``: our arithmetic in
+    standard operators (any ONNX runtime; ONNX Runtime reproduces our int8 model); ``"fused"``:
+    ONNX Runtime's ``DynamicQuantizeMatMul`` with our int8 weights, which quantizes each
+    activation tensor itself (asymmetric uint8, one scale per tensor) inside its fast kernel:
+    faster, a slightly different model (measured in ``benchmarks/quantization.py``).
     """
     onnx = _require("onnx")
     from .models import BertForSequenceClassification, BertForTokenClassification, BertModel
 
+    if int8_style not in INT8_STYLES:
+        raise ValueError(f"int8_style must be one of {INT8_STYLES}, got {int8_style!r}")
     dtype = np.dtype(dtype)
-    g = _Graph(onnx)
+    if int8_style == "fused" and dtype != np.float32:
+        raise ValueError("the fused int8 style runs in float32 only")
+    g = _Graph(onnx, int8_style)
     config = model.config
     ft = onnx.TensorProto.DOUBLE if dtype == np.float64 else onnx.TensorProto.FLOAT
     if isinstance(model, BertModel):
@@ -228,7 +251,8 @@ def to_onnx(model, path, dtype: str = "float32") -> Path:
         outputs.append(g.helper.make_tensor_value_info(name, ft, shape))
     inputs = [g.helper.make_tensor_value_info(n, onnx.TensorProto.INT64, ["batch", "sequence"]) for n in INPUTS]
     graph = g.helper.make_graph(g.nodes, type(model).__name__, inputs, outputs, g.inits)
-    proto = g.helper.make_model(graph, opset_imports=[g.helper.make_opsetid("", OPSET)],
+    proto = g.helper.make_model(graph, opset_imports=[g.helper.make_opsetid("", OPSET),
+                                                      g.helper.make_opsetid("com.microsoft", 1)],
                                 producer_name="minidistill")
     proto.ir_version = min(proto.ir_version, 9)  # what current ONNX Runtime releases read
     onnx.checker.check_model(proto)
@@ -238,13 +262,22 @@ def to_onnx(model, path, dtype: str = "float32") -> Path:
     return path
 
 
+#: ONNX Runtime graph rewrites left out: MatMulIntegerToFloat fusion rewrites an exact int8
+#: layer into its own kernel, which changes the results (logits off by 2 on MiniLM-L6) and
+#: was no faster (measured in benchmarks/quantization.py)
+DISABLED_OPTIMIZERS = ["MatMulIntegerToFloatFusion"]
+
+
 def session(path, threads: int | None = None):
-    """An ONNX Runtime inference session for the file at ``path`` (CPU)."""
+    """An ONNX Runtime inference session for the file at ``path`` (CPU, all graph
+    optimisations but :data:`DISABLED_OPTIMIZERS`)."""
     ort = _require("onnxruntime")
     opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # errors only (ONNX Runtime warns about shape merges it handles)
     if threads:
         opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=DISABLED_OPTIMIZERS)
 
 
 def run(sess, batch: dict) -> dict:
@@ -257,10 +290,11 @@ def run(sess, batch: dict) -> dict:
     return dict(zip(names, sess.run(names, feed)))
 
 
-def export(model_dir, out_dir, int8: bool = False, calibration=None) -> Path:
+def export(model_dir, out_dir, int8: bool = False, int8_style: str = "exact", calibration=None) -> Path:
     """Export the saved model in ``model_dir`` to ``out_dir/model.onnx`` with its config and
-    tokenizer files; ``int8`` quantizes a float model first (dynamic, per token) — a model
-    saved in int8 is exported as it is. Returns the ONNX file's path."""
+    tokenizer files; ``int8`` quantizes a float model first (dynamic, per token; static with
+    ``calibration`` batches) — a model saved in int8 is exported as it is, in ``int8_style``
+    (see :func:`to_onnx`). Returns the ONNX file's path."""
     import shutil
 
     from .models import BertForSequenceClassification, BertForTokenClassification, BertModel
@@ -277,7 +311,7 @@ def export(model_dir, out_dir, int8: bool = False, calibration=None) -> Path:
 
         model = quantize(model, "static" if calibration is not None else "dynamic", calibration=calibration)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = to_onnx(model, out_dir / "model.onnx")
+    path = to_onnx(model, out_dir / "model.onnx", int8_style=int8_style)
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "config.json"):
         if (model_dir / name).is_file():
             with fileio.atomic_path(out_dir / name) as tmp:
