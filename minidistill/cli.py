@@ -748,6 +748,78 @@ def evaluate_cmd(model_dir: str, split: str, overrides, max_length: int | None =
     return 0
 
 
+def quantize_cmd(args) -> int:
+    """``minidistill quantize MODEL_DIR OUT_DIR``: an int8 copy of a saved classifier, evaluated
+    beside the float model on the data it was trained on; saved with its tokenizer and
+    ``metrics.json`` (so ``evaluate``, ``report`` and ``export`` take it)."""
+    from .compress.quantize import quantize
+    from .data import Tokenizer
+    from .data.datasets import model_inputs
+    from .fileio import write_json
+    from .train import evaluate
+
+    src, out = Path(args.model_dir), Path(args.out_dir)
+    if src.resolve() == out.resolve():
+        raise ConfigError("quantize writes a new folder: OUT_DIR must differ from MODEL_DIR")
+    if not args.overwrite and (out / "config.json").exists():
+        raise ConfigError(f"{out} already holds a saved model; pass --overwrite to replace it")
+    model = load_classifier(src)
+    if getattr(model.config, "extra", {}).get("quantization"):
+        raise ConfigError(f"{src} is int8 already")
+    tok = Tokenizer.from_pretrained(src)
+    length = _trained_max_length(src)
+    train, dev, test = load_splits(_recorded_data(src, None, ()))
+    calibration = None
+    if args.mode == "static":
+        sample = train.without_labels().select(range(min(args.calibration, len(train))))
+        calibration = [model_inputs(b) for b in sample.batches(tok, 32, length, shuffle=False)]
+    q = quantize(model, args.mode, calibration=calibration, activations=args.activations,
+                 embeddings=not args.no_embeddings, percentile=args.percentile)
+    result = {"quantization": {"mode": args.mode, "activations": args.activations, "embeddings": not args.no_embeddings,
+                               "calibration_examples": args.calibration if calibration else 0, "source": str(src)}}
+    for split, data in (("dev", dev), ("test", test)):
+        if data is not None:
+            result[f"float_{split}"] = evaluate(model, tok, data, 64, length)
+            result[split] = evaluate(q, tok, data, 64, length)
+            print(f"{split}: float {result[f'float_{split}']['accuracy']:.4f}  int8 {result[split]['accuracy']:.4f}")
+    try:
+        recorded = json.loads((src / "metrics.json").read_text()).get("config", {})
+    except (OSError, ValueError):
+        recorded = {}
+    result["config"] = recorded  # the data and length it was trained with: evaluate and report read them
+    q.save_pretrained(out)
+    tok.save_pretrained(out)
+    write_json(out / "metrics.json", result)
+    print(f"saved to {out} ({_folder_mb(out):.1f} MB; the float model: {_folder_mb(src):.1f} MB)")
+    return 0
+
+
+def export_cmd(args) -> int:
+    """``minidistill export MODEL_DIR OUT_DIR [--int8]``: an ONNX file checked against the
+    model under ONNX Runtime on a few sentences of its data."""
+    from .data import Tokenizer
+    from .export import export, run, session
+
+    src, out = Path(args.model_dir), Path(args.out_dir)
+    path = export(src, out, int8=args.int8, int8_style=args.int8_style)
+    tok = Tokenizer.from_pretrained(src)
+    model = load_classifier(src)
+    if args.int8 and not getattr(model.config, "extra", {}).get("quantization"):
+        from .compress.quantize import quantize
+
+        model = quantize(model)
+    batch = tok.encode(["a quick check of the exported model", "it runs"])
+    with_model = model(**batch).logits.numpy()
+    with_ort = run(session(path), batch)["logits"]
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); ONNX Runtime vs minidistill on two sentences: "
+          f"largest logit difference {float(np.abs(with_ort - with_model).max()):.2g}")
+    return 0
+
+
+def _folder_mb(folder) -> float:
+    return sum(f.stat().st_size for f in Path(folder).iterdir() if f.is_file()) / 1e6
+
+
 def load_classifier(model_dir):
     """A saved classifier of any kind minidistill writes (BERT with or without adapters, a
     MiniALBERT, or a BiLSTM student)."""
@@ -955,6 +1027,24 @@ def main(argv=None) -> int:
     p_pr = sub.add_parser("predict", help="classify texts with a saved classifier")
     p_pr.add_argument("model_dir")
     p_pr.add_argument("--text", action="append", required=True)
+    p_q = sub.add_parser("quantize", help="an int8 copy of a saved classifier (post-training quantization)")
+    p_q.add_argument("model_dir")
+    p_q.add_argument("out_dir")
+    p_q.add_argument("--mode", default="dynamic", choices=["dynamic", "static"],
+                     help="dynamic: activation scales at run time; static: calibrated once")
+    p_q.add_argument("--activations", default=None, choices=["per_token", "per_tensor"],
+                     help="dynamic: one activation scale per token (default) or per tensor")
+    p_q.add_argument("--no-embeddings", action="store_true", help="keep the embedding tables in float")
+    p_q.add_argument("--calibration", type=int, default=512, help="static: training examples to calibrate on")
+    p_q.add_argument("--percentile", type=float, default=None,
+                     help="static: calibrate to this percentile of per-token maxima (default: the max)")
+    p_q.add_argument("--overwrite", action="store_true", help="replace a model saved in OUT_DIR")
+    p_x = sub.add_parser("export", help="export a saved BERT model to ONNX (float or int8)")
+    p_x.add_argument("model_dir")
+    p_x.add_argument("out_dir")
+    p_x.add_argument("--int8", action="store_true", help="quantize a float model first (dynamic, per token)")
+    p_x.add_argument("--int8-style", default="exact", choices=["exact", "fused"],
+                     help="exact: our int8 arithmetic in standard operators; fused: ONNX Runtime's int8 kernel")
     p_info = sub.add_parser("info", help="describe a checkpoint folder")
     p_info.add_argument("model_dir")
     p_info.add_argument("--seq-len", type=int, default=128, help="sequence length for FLOPs per token")
@@ -1011,6 +1101,10 @@ def main(argv=None) -> int:
             return demo(preset, args.backend, args.output_dir, args.fresh)
         if args.command == "predict":
             return predict_cmd(args.model_dir, args.text)
+        if args.command == "quantize":
+            return quantize_cmd(args)
+        if args.command == "export":
+            return export_cmd(args)
         if args.command == "course":
             return course_cmd(args)
         if args.command == "config":
