@@ -12,6 +12,7 @@ _configure_threads()  # before NumPy starts OpenBLAS: see minidistill/_threads.p
 from . import assets, backends, compress, core, data, models, nn, train  # noqa: E402
 from .backends import available_backends, current_backend, get_backend, use_backend  # noqa: E402
 from .compress import distill, fold, make_student  # noqa: E402
+from .compress.quantize import quantize  # noqa: E402
 from .core import Tensor, gradcheck, no_grad, tensor  # noqa: E402
 from .nn.init import manual_seed  # noqa: E402
 
@@ -26,6 +27,7 @@ __all__ = [
     "distill",
     "fold",
     "make_student",
+    "quantize",
     "train",
     "core",
     "current_backend",

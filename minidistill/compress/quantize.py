@@ -125,8 +125,17 @@ def calibrate(model: Module, batches, percentile: float | None = None) -> dict[s
     return out
 
 
+def calibration_batches(data, tokenizer, batch_size: int = 32, max_length: int = 128, limit: int = 512) -> list:
+    """Model-input batches of the first ``limit`` texts of a dataset, for :func:`calibrate`."""
+    from ..data.datasets import model_inputs
+
+    sample = data.select(range(min(limit, len(data))))
+    return [model_inputs(b) for b in sample.batches(tokenizer, batch_size, max_length, shuffle=False)]
+
+
 def quantize(model: Module, mode: str = "dynamic", calibration=None, activations: str | None = None,
-             embeddings: bool = True, percentile: float | None = None) -> Module:
+             embeddings: bool = True, percentile: float | None = None, tokenizer=None,
+             max_length: int = 128) -> Module:
     """An int8 copy of ``model`` (the input is not changed).
 
     Every plain linear map becomes an :class:`~minidistill.nn.quantized.Int8Linear` (int8
@@ -138,11 +147,12 @@ def quantize(model: Module, mode: str = "dynamic", calibration=None, activations
         model: a float BERT-family model (fold WID / Theseus / adapters first).
         mode: ``"dynamic"`` (activation scales computed at run time) or ``"static"``
             (scales calibrated once on ``calibration``).
-        calibration: ``static``: an iterable of model-input dicts, e.g.
-            ``[model_inputs(b) for b in data.batches(tok, 32)]``.
+        calibration: ``static``: a dataset (with ``tokenizer``; its first 512 texts) or an
+            iterable of model-input dicts.
         activations: ``dynamic``: ``"per_token"`` (default) or ``"per_tensor"``.
         embeddings: also store the embedding tables in int8.
         percentile: ``static``: calibrate to this percentile of per-token maxima instead of the max.
+        tokenizer, max_length: to batch a ``calibration`` dataset.
 
     Returns:
         The int8 model, in evaluation mode, with every parameter frozen.
@@ -160,6 +170,10 @@ def quantize(model: Module, mode: str = "dynamic", calibration=None, activations
         activations = activations or "per_token"
         if activations not in ACTIVATIONS or activations == "static":
             raise ValueError(f"dynamic activations must be 'per_token' or 'per_tensor', got {activations!r}")
+    if mode == "static" and hasattr(calibration, "batches"):
+        if tokenizer is None:
+            raise ValueError("a calibration dataset needs its tokenizer (tokenizer=...)")
+        calibration = calibration_batches(calibration, tokenizer, max_length=max_length)
     paths = _linear_paths(model)
     scales = calibrate(model, calibration, percentile) if mode == "static" else {}
     out = clone(model)

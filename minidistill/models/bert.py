@@ -322,7 +322,12 @@ class BertPreTrainedModel(Module):
                     raise io.CheckpointError(f"{path}: config.json has a bad 'quantization' entry: {e}") from None
         if dtype is not None:  # before loading, so float64 weights arrive unrounded
             model.to(dtype=dtype)
-        model.loading_info = model._load_checkpoint_weights(weights, path)
+        try:
+            model.loading_info = model._load_checkpoint_weights(weights, path)
+        except io.CheckpointError as e:
+            if "quantization" not in config.extra:
+                raise
+            raise io.CheckpointError(f"{e} (config.json describes an int8 model: do the weights match it?)") from None
         model.eval()
         return model
 

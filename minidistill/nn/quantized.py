@@ -121,9 +121,12 @@ class FakeQuantLinearFunction(Function):
     with ``round`` read as the identity (Bengio et al.'s straight-through estimator) and the
     scales held constant::
 
-        ∂L/∂x = (g Ŵ) ⊙ [|x| ≤ 127 s_x],      ∂L/∂W = (gᵀ x̂) ⊙ [|W| ≤ 127 s_w]
+        ∂L/∂x = (g Ŵ) ⊙ [|x / s_x| < 127.5],      ∂L/∂W = (gᵀ x̂) ⊙ [|W / s_w| < 127.5]
 
-    where x̂ = s_x Q_x and Ŵ = s_w Q_w are the dequantized values.
+    where x̂ = s_x Q_x and Ŵ = s_w Q_w are the dequantized values; an entry gets no gradient
+    only when clipping changed it (|x / s| ≥ 127.5 rounds beyond the grid). The bound is on
+    x / s, as the forward computes it: a row's largest entry (x / s = 127 up to rounding)
+    always counts as inside.
     """
 
     @staticmethod
@@ -150,11 +153,11 @@ class FakeQuantLinearFunction(Function):
         dx = dw = db = dr = None
         if need[0]:
             w_hat = qw * ops.reshape(s_w, (-1, 1))  # (out, in)
-            inside = _absmax_le(ops, x2, s_x * QMAX)
+            inside = _inside_grid(ops, x2, s_x)
             dx = ops.reshape(ops.matmul(g2, w_hat) * inside, ctx.lead + (weight.shape[1],))
         if need[1]:
             x_hat = qx * s_x  # (N, in)
-            inside = _absmax_le(ops, weight, ops.reshape(s_w, (-1, 1)) * QMAX)
+            inside = _inside_grid(ops, weight, ops.reshape(s_w, (-1, 1)))
             dw = ops.matmul(ops.transpose(g2, (1, 0)), x_hat) * inside  # (out, in)
         if len(need) > 2 and need[2]:
             db = ops.sum(g2, axis=0)
@@ -163,9 +166,10 @@ class FakeQuantLinearFunction(Function):
         return dx, dw, db, dr
 
 
-def _absmax_le(ops, a, bound):
-    """1 where ``|a| ≤ bound`` (not clipped), else 0, in ``a``'s dtype."""
-    inside = ops.maximum(a, -a) <= bound
+def _inside_grid(ops, a, scale):
+    """1 where ``a / scale`` rounds onto the grid (|a / scale| < 127.5: not clipped), else 0."""
+    r = a / scale
+    inside = ops.maximum(r, -r) < QMAX + 0.5
     return ops.where(inside, ops.ones_like(a), ops.zeros_like(a))
 
 
