@@ -607,7 +607,7 @@ DEMO_PRESETS = {
                 "data": {}, "rounds": 3},
     # quick: a 2,048-text training slice, so caching the teacher's logits is not the longest step
     "quick": {"train": {"max_steps": 120, "max_length": 48, "lr": 1e-4, "batch_size": 32}, "student_steps": 100,
-              "data": {"max_train_examples": 2048, "max_eval_examples": 256}, "rounds": 1},
+              "data": {"max_train_examples": 2048, "max_eval_examples": 256}, "rounds": 3},
     "tiny": {"train": {"max_steps": 6, "max_length": 32, "lr": 1e-4, "batch_size": 16, "eval_batch_size": 32},
              "student_steps": 4, "data": {"max_train_examples": 128, "max_eval_examples": 48}, "rounds": 1},
     "full": {"train": {"epochs": 3, "max_length": 128, "lr": 5e-5, "batch_size": 32}, "student_steps": None,
@@ -702,12 +702,19 @@ def demo(preset: str = "default", backend: str = "numba", output_dir: str = "run
     p = DEMO_PRESETS[preset]
     _, _, test = load_splits(plan[0][3].data)
     teacher_dir = plan[0][3].output_dir
+    deployed = _deploy_best(plan, output_dir, fresh)  # the best BERT student in int8, and under ONNX Runtime
     students = {name: load_classifier(cfg.output_dir) for name, _, _, cfg in plan[1:]}
+    students.update({name: load_classifier(folder) for name, (_, folder) in deployed.items()})
+    accuracies = _recorded_test_accuracies(plan)
+    for name, (_, folder) in deployed.items():
+        accuracies[name] = json.loads((Path(folder) / "metrics.json").read_text())["test"]["accuracy"]
+    folders = {name: cfg.output_dir for name, _, _, cfg in plan}
+    folders.update({name: folder for name, (_, folder) in deployed.items()})
     rep = report(students, teacher=load_classifier(teacher_dir), data=test, tokenizer=Tokenizer.from_pretrained(teacher_dir),
-                 max_length=plan[0][3].train.max_length, rounds=p["rounds"],
-                 folders={name: cfg.output_dir for name, _, _, cfg in plan}, fold_check=False,
-                 accuracies=_recorded_test_accuracies(plan))
+                 max_length=plan[0][3].train.max_length, rounds=p["rounds"], folders=folders, fold_check=False,
+                 accuracies=accuracies)
     labels = {name: label for name, label, _, _ in plan}
+    labels.update({name: label for name, (label, _) in deployed.items()})
     for r in rep.rows:
         r["label"] = labels[r["name"]]
     print()
@@ -717,6 +724,55 @@ def demo(preset: str = "default", backend: str = "numba", output_dir: str = "run
     print(f"saved under {output_dir}/ in HF format (`minidistill info DIR` says which ones transformers reads as they "
           f"are); wall time {time.perf_counter() - start:.0f} s")
     return 0
+
+
+def _deploy_best(plan, output_dir, fresh: bool) -> dict:
+    """The demo's last step: the BERT student with the best dev accuracy, quantized to int8
+    (dynamic, per token) and exported to ONNX (ONNX Runtime's fused int8 kernels); returns
+    ``{name: (label, folder)}`` of the two (empty when no BERT student finished)."""
+    from .export import export
+
+    best, best_acc = None, -1.0
+    for name, label, _, cfg in plan[1:]:
+        folder = Path(cfg.output_dir)
+        try:
+            saved = json.loads((folder / "config.json").read_text())
+            dev = json.loads((folder / "metrics.json").read_text())["dev"]["accuracy"]
+        except (OSError, KeyError, ValueError, TypeError):
+            continue
+        if saved.get("architectures") == ["BertForSequenceClassification"] and "adapters" not in saved and dev > best_acc:
+            best, best_acc = (name, label, folder), dev
+    if best is None:
+        return {}
+    name, label, folder = best
+    int8_dir, onnx_dir = Path(output_dir) / f"{name}-int8", Path(output_dir) / f"{name}-int8-onnx"
+    print(f"== deploy: the best student ({label}, dev {best_acc:.4f}) in int8, then exported to ONNX")
+    if fresh or not (int8_dir / "metrics.json").is_file():
+        quantize_saved(folder, int8_dir, overwrite=True)
+    deployed = {f"{name}-int8": (f"{label}, int8", str(int8_dir))}
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        print('ONNX export left out: pip install "minidistill[onnx]" for it')
+        return deployed
+    if fresh or not (onnx_dir / "model.onnx").is_file():
+        path = export(int8_dir, onnx_dir, int8_style="fused")
+        from .data import Tokenizer
+        from .train import evaluate
+
+        model = load_classifier(onnx_dir)
+        _, dev, test = load_splits(_recorded_data(int8_dir, None, ()))
+        tok, length = Tokenizer.from_pretrained(int8_dir), _trained_max_length(int8_dir)
+        metrics = json.loads((int8_dir / "metrics.json").read_text())
+        metrics.update({"dev": evaluate(model, tok, dev, 64, length), "test": evaluate(model, tok, test, 64, length)})
+        from .fileio import write_json
+
+        write_json(onnx_dir / "metrics.json", metrics)
+        print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB); test accuracy under ONNX Runtime "
+              f"{metrics['test']['accuracy']:.4f}")
+    deployed[f"{name}-int8-onnx"] = (f"{label}, int8, ONNX Runtime", str(onnx_dir))
+    return deployed
 
 
 def _trained_max_length(model_dir: str) -> int:
@@ -748,20 +804,21 @@ def evaluate_cmd(model_dir: str, split: str, overrides, max_length: int | None =
     return 0
 
 
-def quantize_cmd(args) -> int:
-    """``minidistill quantize MODEL_DIR OUT_DIR``: an int8 copy of a saved classifier, evaluated
-    beside the float model on the data it was trained on; saved with its tokenizer and
-    ``metrics.json`` (so ``evaluate``, ``report`` and ``export`` take it)."""
-    from .compress.quantize import quantize
+def quantize_saved(src, out, mode: str = "dynamic", activations: str | None = None, embeddings: bool = True,
+                   calibration: int = 512, percentile: float | None = None, overwrite: bool = False,
+                   announce=print) -> dict:
+    """An int8 copy of the classifier saved in ``src``, written to ``out`` with its tokenizer
+    and ``metrics.json`` (dev and test accuracy of both, the data it was trained on, so that
+    ``evaluate``, ``report`` and ``export`` take it); returns the figures."""
+    from .compress.quantize import calibration_batches, quantize
     from .data import Tokenizer
-    from .data.datasets import model_inputs
     from .fileio import write_json
     from .train import evaluate
 
-    src, out = Path(args.model_dir), Path(args.out_dir)
+    src, out = Path(src), Path(out)
     if src.resolve() == out.resolve():
         raise ConfigError("quantize writes a new folder: OUT_DIR must differ from MODEL_DIR")
-    if not args.overwrite and (out / "config.json").exists():
+    if not overwrite and (out / "config.json").exists():
         raise ConfigError(f"{out} already holds a saved model; pass --overwrite to replace it")
     model = load_classifier(src)
     if getattr(model.config, "extra", {}).get("quantization"):
@@ -769,19 +826,16 @@ def quantize_cmd(args) -> int:
     tok = Tokenizer.from_pretrained(src)
     length = _trained_max_length(src)
     train, dev, test = load_splits(_recorded_data(src, None, ()))
-    calibration = None
-    if args.mode == "static":
-        sample = train.without_labels().select(range(min(args.calibration, len(train))))
-        calibration = [model_inputs(b) for b in sample.batches(tok, 32, length, shuffle=False)]
-    q = quantize(model, args.mode, calibration=calibration, activations=args.activations,
-                 embeddings=not args.no_embeddings, percentile=args.percentile)
-    result = {"quantization": {"mode": args.mode, "activations": args.activations, "embeddings": not args.no_embeddings,
-                               "calibration_examples": args.calibration if calibration else 0, "source": str(src)}}
+    batches = calibration_batches(train.without_labels(), tok, 32, length, calibration) if mode == "static" else None
+    q = quantize(model, mode, calibration=batches, activations=activations, embeddings=embeddings, percentile=percentile)
+    result = {"quantization": {"mode": mode, "activations": activations or ("static" if mode == "static" else "per_token"),
+                               "embeddings": embeddings, "calibration_examples": calibration if batches else 0,
+                               "source": str(src.resolve())}}
     for split, data in (("dev", dev), ("test", test)):
         if data is not None:
             result[f"float_{split}"] = evaluate(model, tok, data, 64, length)
             result[split] = evaluate(q, tok, data, 64, length)
-            print(f"{split}: float {result[f'float_{split}']['accuracy']:.4f}  int8 {result[split]['accuracy']:.4f}")
+            announce(f"{split}: float {result[f'float_{split}']['accuracy']:.4f}  int8 {result[split]['accuracy']:.4f}")
     try:
         recorded = json.loads((src / "metrics.json").read_text()).get("config", {})
     except (OSError, ValueError):
@@ -790,7 +844,14 @@ def quantize_cmd(args) -> int:
     q.save_pretrained(out)
     tok.save_pretrained(out)
     write_json(out / "metrics.json", result)
-    print(f"saved to {out} ({_folder_mb(out):.1f} MB; the float model: {_folder_mb(src):.1f} MB)")
+    announce(f"saved to {out} ({_folder_mb(out):.1f} MB; the float model: {_folder_mb(src):.1f} MB)")
+    return result
+
+
+def quantize_cmd(args) -> int:
+    """``minidistill quantize MODEL_DIR OUT_DIR``: see :func:`quantize_saved`."""
+    quantize_saved(args.model_dir, args.out_dir, args.mode, args.activations, not args.no_embeddings, args.calibration,
+                   args.percentile, args.overwrite)
     return 0
 
 
@@ -821,12 +882,16 @@ def _folder_mb(folder) -> float:
 
 
 def load_classifier(model_dir):
-    """A saved classifier of any kind minidistill writes (BERT with or without adapters, a
-    MiniALBERT, or a BiLSTM student)."""
+    """A saved classifier of any kind minidistill writes (BERT with or without adapters, float
+    or int8, a MiniALBERT, a BiLSTM student, or an ONNX export run by ONNX Runtime)."""
     from .models import BertForSequenceClassification, BiLSTMStudent, MiniAlbertConfig, MiniAlbertForSequenceClassification
     from .models.bilstm import MODEL_TYPE
     from .fileio import read_config
 
+    if (Path(model_dir) / "model.onnx").is_file() and not (Path(model_dir) / "model.safetensors").is_file():
+        from .export import OnnxModel
+
+        return OnnxModel(model_dir)  # an exported model, run by ONNX Runtime
     kind = read_config(model_dir).get("model_type")
     if kind == MODEL_TYPE:
         return BiLSTMStudent.from_pretrained(model_dir)
@@ -1056,7 +1121,8 @@ def main(argv=None) -> int:
     p_rep.add_argument("--split", default="test", choices=["dev", "test"])
     p_rep.add_argument("--max-length", type=int, default=None, help="default: the length the teacher was trained with")
     p_rep.add_argument("--limit", type=int, default=None, help="evaluate on the first N examples only")
-    p_rep.add_argument("--rounds", type=int, default=3, help="interleaved speed rounds")
+    p_rep.add_argument("--rounds", type=int, default=5,
+                       help="interleaved speed rounds (up to 3× as many while the machine is busy)")
     p_rep.add_argument("--json", default=None, help="write the report as JSON to this file ('-': print it)")
     p_rep.add_argument("--plot", default=None, help="write accuracy vs parameters / speed to this image")
     p_course = sub.add_parser("course", help="build student copies of the course and grade them")

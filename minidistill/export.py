@@ -315,8 +315,59 @@ def export(model_dir, out_dir, int8: bool = False, int8_style: str = "exact", ca
         model = quantize(model, "static" if calibration is not None else "dynamic", calibration=calibration)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = to_onnx(model, out_dir / "model.onnx", int8_style=int8_style)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "config.json"):
+    fileio.write_json(out_dir / "export.json", {"source": str(model_dir.resolve()), "int8": bool(int8 or "quantization" in cfg),
+                                                "int8_style": int8_style, "opset": OPSET})
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "config.json",
+                 "metrics.json"):
         if (model_dir / name).is_file():
             with fileio.atomic_path(out_dir / name) as tmp:
                 shutil.copyfile(model_dir / name, tmp)
     return path
+
+
+class OnnxModel:
+    """An exported classifier run by ONNX Runtime behind the calls a minidistill model answers
+    (``model(**batch).logits``, ``eval()``, ``config``, ``num_parameters()``), so that
+    ``evaluate``, ``predict`` and the compression report take it like any other model."""
+
+    def __init__(self, folder, threads: int | None = None):
+        from .models import BertConfig
+
+        folder = Path(folder)
+        if not (folder / "model.onnx").is_file():
+            raise FileNotFoundError(f"{folder} has no model.onnx (export one with minidistill export)")
+        self.folder = folder
+        self.config = BertConfig.from_dict(fileio.read_config(folder))
+        self.session = session(folder / "model.onnx", threads)
+        self.training = False
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, **_):
+        from .core.tensor import Tensor
+        from .models.bert import ModelOutput
+
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        out = run(self.session, {k: v for k, v in batch.items() if v is not None})
+        return ModelOutput(logits=Tensor(out["logits"], backend="numpy"))
+
+    def eval(self) -> "OnnxModel":
+        """Nothing to switch: an exported graph has no dropout."""
+        return self
+
+    def train(self, mode: bool = True) -> "OnnxModel":
+        """An exported graph does not train."""
+        if mode:
+            raise RuntimeError("an ONNX model cannot be trained; train the minidistill model it was exported from")
+        return self
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Elements of the graph's weights (int8 ones included)."""
+        onnx = _require("onnx")
+        proto = onnx.load(str(self.folder / "model.onnx"))
+        return 0 if trainable_only else int(sum(np.prod(t.dims) for t in proto.graph.initializer if len(t.dims) >= 1))
+
+    def stats(self, max_length: int) -> dict:
+        """Parameters and FLOPs of the architecture the graph was exported from."""
+        from .models import BertForSequenceClassification
+        from .models.stats import model_stats
+
+        return model_stats(BertForSequenceClassification(self.config), max_length)

@@ -90,54 +90,102 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [start + i * step for i in range(int((hi - start) / step + 1e-9) + 1)]
 
 
-def _place_labels(points: list[tuple[float, float, str]], char_w: float = 6.2, height: float = 11.0) -> list[tuple]:
-    """Label positions ``(x, y, text)`` next to each point, moved down until no two labels'
-    boxes overlap (a label never covers another)."""
-    placed: list[tuple[float, float, float, float]] = []
+def _overlaps(a, b) -> bool:
+    return not (a[2] <= b[0] or a[0] >= b[2] or a[3] <= b[1] or a[1] >= b[3])
+
+
+def _place_labels(points: list[tuple[float, float, str]], char_w: float = 6.2, height: float = 11.0,
+                  bounds: tuple | None = None) -> list[tuple]:
+    """Positions of the labels of ``points`` (screen coordinates, y down) such that no label
+    overlaps another label or any point's marker, inside ``bounds`` (x0, y0, x1, y1) when given.
+
+    Each label tries the eight places around its point, then places further out on widening
+    rings (up to 160 px away); a label set away from its point gets a leader line.
+
+    Returns:
+        ``(x, y, text, px, py, leader)`` per point: the text's baseline start, the point, and
+        whether a leader line should join them.
+    """
+    import math
+
+    markers = [(px - 5, py - 5, px + 5, py + 5) for px, py, _ in points]
+    placed: list[tuple] = []
     out = []
-    for px, py, text in sorted(points, key=lambda p: (p[1], p[0])):
+    for px, py, text in sorted(points, key=lambda p: (p[0], p[1])):
         w = char_w * len(text)
-        x, y = px + 7, py - 5
-        for _ in range(40):
-            box = (x, y - height, x + w, y + 2)
-            if all(box[2] <= b[0] or box[0] >= b[2] or box[3] <= b[1] or box[1] >= b[3] for b in placed):
-                break
-            y += height + 1
-        placed.append(box)
-        out.append((x, y, text))
+
+        def box_at(x, y, w=w):
+            return (x, y - height + 1, x + w, y + 3)
+
+        near = [(px + 7, py + 4), (px - 7 - w, py + 4), (px + 6, py - 6), (px - 6 - w, py - 6),
+                (px + 6, py + 15), (px - 6 - w, py + 15), (px - w / 2, py - 9), (px - w / 2, py + 19)]
+        rings = [(px + r * math.cos(a) - (w if math.cos(a) < 0 else 0), py + r * math.sin(a) + 4)
+                 for r in range(18, 161, 8) for a in [i * math.pi / 8 for i in range(16)]]
+        choice = None
+        for x, y in near + rings:
+            box = box_at(x, y)
+            if bounds and (box[0] < bounds[0] or box[1] < bounds[1] or box[2] > bounds[2] or box[3] > bounds[3]):
+                continue
+            if any(_overlaps(box, b) for b in placed) or any(_overlaps(box, m) for m in markers):
+                continue
+            choice = (x, y)
+            break
+        if choice is None:  # nowhere free: below everything placed so far, with a leader line
+            lowest = max([b[3] for b in placed] + [py])
+            choice = (px + 7, lowest + height + 2)
+        x, y = choice
+        placed.append(box_at(x, y))
+        leader = (x, y) not in near[:6]
+        out.append((x, y, text, px, py, leader))
     return out
 
 
+def pareto_front(points: list[tuple[float, float]], larger_x_is_better: bool) -> list[tuple[float, float]]:
+    """The points no other point beats on both axes (higher y always better; x higher or lower
+    better as said), in order of x: the best accuracy reachable at each speed or size."""
+    order = sorted(points, key=lambda p: (-p[0], -p[1]) if larger_x_is_better else (p[0], -p[1]))
+    front, best = [], float("-inf")
+    for x, y in order:
+        if y > best:
+            front.append((x, y))
+            best = y
+    return sorted(front)
+
+
 def report_svg(rows: list[dict], teacher: str | None = None, split: str = "test") -> str:
-    """The compression report's picture as SVG text (no plotting library needed): accuracy
-    against unique parameters and against sequences/s (log axis), the teacher a red star,
-    every model labelled by name without overlaps."""
+    """The compression report's picture as SVG text (no plotting library needed).
+
+    Two panels: accuracy against sequences/s and against size on disk, both on log axes; the
+    Pareto front of each (the models nothing beats on both axes) as a step line; the teacher a
+    red star; an int8 or ONNX variant joined to the float model it was made from by a dashed
+    line; every model labelled by name, no two labels overlapping and none covering a point.
+    """
     import math
     from xml.sax.saxutils import escape
 
     rows = [r for r in rows if r.get("accuracy") is not None]
     if not rows:
         raise ValueError("nothing to plot: no model has an accuracy (give data)")
-    W, H, pad_l, pad_r, pad_t, pad_b = 460, 380, 58, 110, 34, 46
+    W, H, pad_l, pad_r, pad_t, pad_b = 520, 400, 58, 24, 34, 46
     accs = [r["accuracy"] for r in rows]
     y_lo, y_hi = min(accs) - 0.01, max(accs) + 0.01
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * W}" height="{H}" font-family="sans-serif" '
              f'font-size="11"><rect width="100%" height="100%" fill="white"/>',
-             '<text x="8" y="16" fill="crimson">★ teacher</text>']
-    panels = (("unique_parameters", "unique parameters (M)", lambda v: v / 1e6, False),
-              ("seq_per_s", "sequences / s (log)", lambda v: v, True))
-    for k, (key, title, scale, log) in enumerate(panels):
-        pts = [(scale(r[key]), r["accuracy"], r["name"]) for r in rows if r.get(key)]
+             '<text x="8" y="16"><tspan fill="crimson">★ teacher</tspan>   <tspan fill="seagreen">— Pareto front'
+             '</tspan>   <tspan fill="#999">- - int8 / ONNX variant of a model</tspan></text>']
+    panels = (("seq_per_s", "sequences / s (log)", True), ("disk_mb", "size on disk, MB (log)", False))
+    for k, (key, title, faster_better) in enumerate(panels):
+        pts = [(r[key], r["accuracy"], r["name"]) for r in rows if r.get(key)]
         if not pts:
             continue
-        xs = [math.log10(p[0]) if log else p[0] for p in pts]
+        xs = [math.log10(p[0]) for p in pts]
         x_lo, x_hi = min(xs), max(xs)
-        margin = (x_hi - x_lo) * 0.08 or 0.5
+        margin = (x_hi - x_lo) * 0.08 or 0.3
         x_lo, x_hi = x_lo - margin, x_hi + margin
         ox = k * W
 
         def sx(v, x_lo=x_lo, x_hi=x_hi, ox=ox):
-            return ox + pad_l + (v - x_lo) / (x_hi - x_lo) * (W - pad_l - pad_r)
+            return ox + pad_l + (math.log10(v) - x_lo) / (x_hi - x_lo) * (W - pad_l - pad_r)
 
         def sy(v):
             return pad_t + (y_hi - v) / (y_hi - y_lo) * (H - pad_t - pad_b)
@@ -148,17 +196,28 @@ def report_svg(rows: list[dict], teacher: str | None = None, split: str = "test"
         for t in _ticks(y_lo, y_hi):
             parts.append(f'<line x1="{ox + pad_l}" x2="{ox + W - pad_r}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" stroke="#eee"/>'
                          f'<text x="{ox + pad_l - 4}" y="{sy(t) + 4:.1f}" text-anchor="end">{t:.3f}</text>')
-        ticks = [t for t in _ticks(math.floor(x_lo), math.ceil(x_hi)) if float(t).is_integer()] if log else _ticks(x_lo, x_hi)
-        for t in ticks:
-            if x_lo <= t <= x_hi:
-                label = f"{10 ** t:g}" if log else f"{t:g}"
-                parts.append(f'<text x="{sx(t):.1f}" y="{H - pad_b + 15}" text-anchor="middle">{label}</text>')
+        for t in [t for t in _ticks(math.floor(x_lo), math.ceil(x_hi)) if float(t).is_integer()]:
+            for sub in (1, 2, 5):
+                v = sub * 10 ** t
+                if x_lo <= math.log10(v) <= x_hi:
+                    parts.append(f'<text x="{sx(v):.1f}" y="{H - pad_b + 15}" text-anchor="middle">{v:g}</text>')
         parts.append(f'<text x="{ox + (W + pad_l - pad_r) / 2}" y="{H - 8}" text-anchor="middle">{title}</text>'
                      f'<text x="{ox + 14}" y="{(H + pad_t - pad_b) / 2}" text-anchor="middle" '
                      f'transform="rotate(-90 {ox + 14} {(H + pad_t - pad_b) / 2})">{escape(split)} accuracy</text>')
+        front = pareto_front([(v, a) for v, a, _ in pts], larger_x_is_better=faster_better)
+        steps = [f"{sx(v):.1f},{sy(a):.1f}" for v, a in front]
+        parts.append(f'<polyline class="pareto" points="{" ".join(steps)}" fill="none" stroke="seagreen" '
+                     'stroke-width="1.5"/>')
+        where = {name: (sx(v), sy(a)) for v, a, name in pts}
+        for r in rows:
+            base = r.get("variant_of")
+            if base in where and r["name"] in where:
+                (x1, y1), (x2, y2) = where[base], where[r["name"]]
+                parts.append(f'<line class="variant" x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" '
+                             'stroke="#999" stroke-dasharray="4 3"/>')
         screen = []
-        for x, (v, acc, name) in zip(xs, pts):
-            cx, cy = sx(x), sy(acc)
+        for v, acc, name in pts:
+            cx, cy = where[name]
             if name == teacher:
                 star = " ".join(f"{cx + (8 if i % 2 == 0 else 3.4) * math.sin(i * math.pi / 5):.1f},"
                                 f"{cy - (8 if i % 2 == 0 else 3.4) * math.cos(i * math.pi / 5):.1f}" for i in range(10))
@@ -167,7 +226,11 @@ def report_svg(rows: list[dict], teacher: str | None = None, split: str = "test"
                 parts.append(f'<circle class="model" data-name="{escape(name)}" cx="{cx:.1f}" cy="{cy:.1f}" r="4" '
                              'fill="steelblue"/>')
             screen.append((cx, cy, name))
-        for lx, ly, text in _place_labels(screen):
+        bounds = (ox + pad_l + 2, pad_t + 2, ox + W - pad_r - 2, H - pad_b - 2)
+        for lx, ly, text, px, py, leader in _place_labels(screen, bounds=bounds):
+            if leader:
+                parts.append(f'<line class="leader" x1="{px:.1f}" y1="{py:.1f}" x2="{lx:.1f}" y2="{ly - 4:.1f}" '
+                             'stroke="#bbb"/>')
             parts.append(f'<text class="label" x="{lx:.1f}" y="{ly:.1f}">{escape(text)}</text>')
         parts.append("</g>")
     parts.append("</svg>")

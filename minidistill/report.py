@@ -59,7 +59,7 @@ class Report:
         cols = [("model", "name", "{}"), ("unique", "unique_parameters", "{:,.0f}"),
                 ("executed", "executed_parameters", "{:,.0f}"), ("MFLOP/tok", "mflops_per_token", "{:.1f}"),
                 ("disk MB", "disk_mb", "{:.1f}"), ("latency ms", "latency_ms", "{:.1f}"), ("seq/s", "seq_per_s", "{:.0f}"),
-                ("speed-up", "speedup", "{:.2f}×"), (f"{self.split} acc", "accuracy", "{:.4f}"),
+                ("± speed", "speed_spread", "{:.0%}"), ("speed-up", "speedup", "{:.2f}×"), (f"{self.split} acc", "accuracy", "{:.4f}"),
                 ("retention", "retention", "{:.1f}%"), ("fold Δ", "fold_residual", "{:.1e}"),
                 ("trained", "trained_fraction", "{:.3%}")]
         cells = [[h for h, _, _ in cols]]
@@ -98,23 +98,39 @@ class Report:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
+        from .plot import _place_labels, pareto_front
+
         rows = [r for r in self.rows if r.get("accuracy") is not None]
         if not rows:
             raise ValueError("nothing to plot: no model has an accuracy (give data)")
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for ax, key, label in ((axes[0], "unique_parameters", "unique parameters (M)"), (axes[1], "seq_per_s", "sequences / s")):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+        panels = ((axes[0], "seq_per_s", "sequences / s (log)", True), (axes[1], "disk_mb", "size on disk, MB (log)", False))
+        for ax, key, label, faster_better in panels:
+            pts = {r["name"]: (r[key], r["accuracy"]) for r in rows if r.get(key)}  # untimed: not on the speed panel
+            ax.set_xscale("log")
             for r in rows:
-                if r.get(key) is None:  # not timed (no tokenizer): no point on the speed panel
-                    continue
-                x = r[key] / 1e6 if key == "unique_parameters" else r[key]
-                teacher = r["name"] == self.teacher
-                ax.scatter([x], [r["accuracy"]], marker="*" if teacher else "o", s=160 if teacher else 40,
+                if r["name"] in pts and r.get("variant_of") in pts:
+                    (x1, y1), (x2, y2) = pts[r["variant_of"]], pts[r["name"]]
+                    ax.plot([x1, x2], [y1, y2], ls="--", color="#999", lw=1, zorder=1)
+            front = pareto_front(list(pts.values()), faster_better)
+            ax.plot([p[0] for p in front], [p[1] for p in front], color="seagreen", lw=1.5, zorder=2,
+                    label="Pareto front")
+            for name, (x, y) in pts.items():
+                teacher = name == self.teacher
+                ax.scatter([x], [y], marker="*" if teacher else "o", s=160 if teacher else 40,
                            color="crimson" if teacher else "steelblue", zorder=3)
-                ax.annotate(r["name"], (x, r["accuracy"]), fontsize=8,
-                            xytext=(4, 4), textcoords="offset points")
             ax.set_xlabel(label)
             ax.set_ylabel(f"{self.split} accuracy")
-            ax.grid(alpha=0.3)
+            ax.grid(alpha=0.3, which="both")
+            ax.margins(0.12)
+            fig.canvas.draw()  # fixes the limits, so data → pixels is final
+            height = fig.get_figheight() * fig.dpi
+            to_px = ax.transData.transform
+            screen = [(float(to_px(xy)[0]), height - float(to_px(xy)[1]), name) for name, xy in pts.items()]
+            for lx, ly, text, px, py, leader in _place_labels(screen, char_w=5.2, height=10.0):
+                ax.annotate(text, (pts[text][0], pts[text][1]), xytext=(lx - px, py - ly), textcoords="offset pixels",
+                            fontsize=8, arrowprops={"arrowstyle": "-", "color": "#bbb"} if leader else None)
+            ax.legend(loc="lower left", fontsize=8)
         fig.suptitle("★ teacher", x=0.02, ha="left", fontsize=9, color="crimson")
         fig.tight_layout()
         from .fileio import atomic_path
@@ -149,15 +165,42 @@ def _notes(row: dict, folder, majority: float | None) -> list[str]:
         steps = None
     if isinstance(steps, int) and steps < SHORT_RUN_STEPS:
         notes.append(f"trained for {steps} steps only: too short a run for its accuracy to mean much")
+    if row.get("speed_spread") is not None and row["speed_spread"] > SPREAD_WARNING:
+        notes.append(f"its speed varied by {row['speed_spread']:.0%} across rounds (the machine was busy): "
+                     "trust its speed less, or measure again with more --rounds on a quiet machine")
     if majority is not None and row.get("accuracy") is not None and row["accuracy"] <= majority + 0.02:
         notes.append(f"accuracy {row['accuracy']:.4f} is about that of always predicting the most frequent class "
                      f"({majority:.4f}): it has learned little")
     return notes
 
 
+def _variant_of(folder, folders: dict) -> str | None:
+    """The name of the model (among ``folders``) that the model saved in ``folder`` was made
+    from: an int8 copy (``minidistill quantize``) or an ONNX export (``minidistill export``)."""
+    if folder is None:
+        return None
+    source = None
+    for name, key in (("export.json", None), ("metrics.json", "quantization")):
+        try:
+            info = json.loads((Path(folder) / name).read_text())
+        except (OSError, ValueError):
+            continue
+        info = info.get(key, {}) if key else info
+        source = info.get("source") if isinstance(info, dict) else None
+        if source:
+            break
+    if not source:
+        return None
+    for other, path in folders.items():
+        if path is not None and Path(path).resolve() == Path(source).resolve():
+            return other
+    return None
+
+
 def _disk_bytes(model, folder=None) -> int:
-    if folder is not None and (Path(folder) / "model.safetensors").is_file():
-        return (Path(folder) / "model.safetensors").stat().st_size
+    for name in ("model.safetensors", "model.onnx"):
+        if folder is not None and (Path(folder) / name).is_file():
+            return (Path(folder) / name).stat().st_size
     if not hasattr(model, "save_pretrained"):
         return 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -215,9 +258,16 @@ def _fold_residual(model, batch) -> float | None:
     return float(np.abs(a.astype(np.float64) - b).max())
 
 
-def _speed(models: dict, tok, data, max_length: int, rounds: int) -> dict:
+#: a model whose round times spread more than this (relative to their median) gets a warning
+SPREAD_WARNING = 0.25
+
+
+def _speed(models: dict, tok, data, max_length: int, rounds: int, max_rounds: int | None = None) -> dict:
     """Sequences/s over ``data`` (batches of 64, length-bucketed as in evaluation) and the
-    latency of one sequence, every model in turn within each round; medians."""
+    latency of one sequence, every model in turn within each round; medians, and the spread
+    of the round times ((slowest − fastest) / median). While some model's spread is above
+    :data:`SPREAD_WARNING`, more rounds are run, up to ``max_rounds`` (default 3 × ``rounds``):
+    on a busy machine a few more samples move the median to the quiet rounds."""
     from .data.datasets import model_inputs
 
     batches = [model_inputs(b) for b in data.batches(tok, 64, max_length, shuffle=False)]
@@ -229,7 +279,13 @@ def _speed(models: dict, tok, data, max_length: int, rounds: int) -> dict:
         with no_grad():
             m(**batches[0])
             m(**single)
-    for _ in range(rounds):
+
+    def spread(ts):
+        return (max(ts) - min(ts)) / statistics.median(ts)
+
+    max_rounds = max_rounds or 3 * rounds
+    done = 0
+    while done < rounds or (done < max_rounds and any(spread(t) > SPREAD_WARNING for t in times.values())):
         for name, m in models.items():
             with no_grad():
                 t0 = time.perf_counter()
@@ -240,12 +296,14 @@ def _speed(models: dict, tok, data, max_length: int, rounds: int) -> dict:
                     t0 = time.perf_counter()
                     m(**single)
                     lat[name].append(time.perf_counter() - t0)
-    return {n: {"seq_per_s": len(data) / statistics.median(times[n]), "latency_ms": 1e3 * statistics.median(lat[n])}
+        done += 1
+    return {n: {"seq_per_s": len(data) / statistics.median(times[n]), "latency_ms": 1e3 * statistics.median(lat[n]),
+                "speed_spread": spread(times[n]), "rounds": done}
             for n in models}
 
 
 def report(students, teacher=None, data=None, tokenizer=None, split: str = "test", max_length: int = 128,
-           rounds: int = 3, speed_examples: int = 256, folders: dict | None = None, fold_check: bool = True,
+           rounds: int = 5, speed_examples: int = 256, folders: dict | None = None, fold_check: bool = True,
            accuracies: dict | None = None) -> Report:
     """Measure ``students`` (a model, or a dict name → model) beside ``teacher``.
 
@@ -257,7 +315,8 @@ def report(students, teacher=None, data=None, tokenizer=None, split: str = "test
         tokenizer: the tokenizer (required with ``data``).
         split: the split's name, for the table.
         max_length: tokens per sequence for FLOPs, speed and accuracy.
-        rounds: interleaved speed rounds (medians reported).
+        rounds: interleaved speed rounds (medians reported); up to three times as many while
+            the round times of some model spread by more than 25% (a busy machine).
         folders: name → saved folder, to read the size on disk instead of writing a copy.
         fold_check: fold each model (PHM adapters, WID, MiniALBERT unrolled …) and report the
             largest logit difference.
@@ -293,14 +352,15 @@ def report(students, teacher=None, data=None, tokenizer=None, split: str = "test
         if tokenizer is not None else None
     for name, m in models.items():
         has_heads = hasattr(m.config, "num_attention_heads")
-        st = model_stats(m, max_length) if has_heads else {"unique_parameters": m.num_parameters(),
+        st = m.stats(max_length) if callable(getattr(m, "stats", None)) else model_stats(m, max_length) if has_heads else {"unique_parameters": m.num_parameters(),
                                                            "executed_parameters": m.num_parameters(), "flops_per_token": None}
         row = {"name": name, "kind": type(m).__name__, "unique_parameters": st["unique_parameters"],
                "executed_parameters": st["executed_parameters"],
                "mflops_per_token": None if st["flops_per_token"] is None else st["flops_per_token"] / 1e6,
                "disk_mb": _disk_bytes(m, folders.get(name)) / 1e6,
                "trained_fraction": _recorded_fraction(folders.get(name), m),
-               **speed.get(name, {"seq_per_s": None, "latency_ms": None})}
+               "variant_of": _variant_of(folders.get(name), folders),
+               **speed.get(name, {"seq_per_s": None, "latency_ms": None, "speed_spread": None})}
         if accuracies and name in accuracies:
             row["accuracy"] = accuracies[name]
         elif data is not None:
@@ -315,7 +375,8 @@ def report(students, teacher=None, data=None, tokenizer=None, split: str = "test
         r["speedup"] = r["seq_per_s"] / base["seq_per_s"] if base and r.get("seq_per_s") and base.get("seq_per_s") else None
         r["retention"] = (100 * r["accuracy"] / base["accuracy"]) if base and r.get("accuracy") is not None and base.get("accuracy") else None
     return Report(rows, "teacher" if teacher is not None else None, split,
-                  {"rounds": rounds, "max_length": max_length, "speed_examples": len(timing)})
+                  {"rounds": max((v["rounds"] for v in speed.values()), default=rounds), "max_length": max_length,
+                   "speed_examples": len(timing)})
 
 
 def saved_models(paths) -> dict:

@@ -12,7 +12,8 @@ def test_there_are_tutorials():
     assert {p.stem for p in NOTEBOOKS} >= {"01_tensors_and_autograd", "02_bert_from_scratch", "03_finetune_a_teacher",
                                              "04_knowledge_distillation", "05_xtremedistil_bilstm",
                                              "06_wid_and_fold", "07_theseus", "08_compacter_kronecker",
-                                             "09_minialbert", "10_compact_memory", "11_compression_report"}
+                                             "09_minialbert", "10_compact_memory", "11_compression_report",
+                                             "14_quantize_and_export"}
 
 
 def test_every_notebook_is_a_page_of_the_docs_site():

@@ -116,32 +116,45 @@ def test_cli_reports_a_folder_of_saved_models(models, minilm_path, tmp_path, cap
 
 def test_the_svg_plot_needs_no_library_and_labels_never_overlap(tmp_path):
     """Crowded points (two models at almost the same place, as a folded student and its twin):
-    every model gets one label, no two label boxes intersect, the teacher is a star, and a higher
-    accuracy is drawn higher."""
+    every model gets one label, no label box intersects another label or any point, the teacher
+    is a star, a higher accuracy is drawn higher, the Pareto fronts join exactly the models
+    nothing beats, and an int8 variant is joined to its float model."""
     import xml.etree.ElementTree as ET
 
-    rows = [{"name": "teacher", "accuracy": 0.85, "unique_parameters": 22.7e6, "seq_per_s": 100.0},
-            {"name": "wid", "accuracy": 0.836, "unique_parameters": 15.0e6, "seq_per_s": 150.0},
-            {"name": "kd", "accuracy": 0.835, "unique_parameters": 15.0e6, "seq_per_s": 151.0},
-            {"name": "kd-twin", "accuracy": 0.8352, "unique_parameters": 15.01e6, "seq_per_s": 152.0},
-            {"name": "bilstm", "accuracy": 0.81, "unique_parameters": 2.25e6, "seq_per_s": 1460.0},
-            {"name": "untimed", "accuracy": 0.80, "unique_parameters": 5e6, "seq_per_s": None}]
+    from minidistill.plot import pareto_front
+
+    rows = [{"name": "teacher", "accuracy": 0.85, "disk_mb": 90.0, "seq_per_s": 100.0},
+            {"name": "wid", "accuracy": 0.836, "disk_mb": 60.0, "seq_per_s": 150.0},
+            {"name": "kd", "accuracy": 0.835, "disk_mb": 60.0, "seq_per_s": 151.0},
+            {"name": "kd-twin", "accuracy": 0.8352, "disk_mb": 60.04, "seq_per_s": 152.0},
+            {"name": "kd-int8", "accuracy": 0.834, "disk_mb": 16.0, "seq_per_s": 160.0, "variant_of": "kd"},
+            {"name": "bilstm", "accuracy": 0.81, "disk_mb": 9.0, "seq_per_s": 1460.0},
+            {"name": "untimed", "accuracy": 0.80, "disk_mb": 20.0, "seq_per_s": None}]
     path = Report(rows, "teacher").plot(tmp_path / "report.svg")
     root = ET.parse(path).getroot()
     ns = {"s": "http://www.w3.org/2000/svg"}
     panels = root.findall("s:g", ns)
-    assert [g.get("data-axis") for g in panels] == ["unique_parameters", "seq_per_s"]
-    for g, expected in zip(panels, (6, 5)):  # the untimed model is not on the speed panel
+    assert [g.get("data-axis") for g in panels] == ["seq_per_s", "disk_mb"]
+    for g, expected in zip(panels, (6, 7)):  # the untimed model is not on the speed panel
         labels = g.findall("s:text[@class='label']", ns)
         assert sorted(t.text for t in labels) == sorted(r["name"] for r in rows if r.get(g.get("data-axis")))
         assert len(labels) == expected and len(g.findall("s:polygon[@class='teacher']", ns)) == 1
-        boxes = [(float(t.get("x")), float(t.get("y")) - 11, float(t.get("x")) + 6.2 * len(t.text), float(t.get("y")) + 2)
+        boxes = [(float(t.get("x")), float(t.get("y")) - 10, float(t.get("x")) + 6.2 * len(t.text), float(t.get("y")) + 3)
                  for t in labels]
+        points = [(float(c.get("cx")), float(c.get("cy"))) for c in g.findall("s:circle", ns)]
         for i, a in enumerate(boxes):
             for b in boxes[i + 1:]:
                 assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
+            for x, y in points:
+                assert not (a[0] < x < a[2] and a[1] < y < a[3]), (a, (x, y))
         ys = {c.get("data-name"): float(c.get("cy")) for c in g.findall("s:circle", ns)}
         assert ys["wid"] < ys["kd"] < ys["bilstm"]  # SVG's y grows downwards
+        assert len(g.findall("s:line[@class='variant']", ns)) == 1
+        assert len(g.find("s:polyline[@class='pareto']", ns).get("points").split()) >= 2
+    speed = [(r["seq_per_s"], r["accuracy"]) for r in rows if r["seq_per_s"]]
+    assert pareto_front(speed, True) == [(100.0, 0.85), (150.0, 0.836), (152.0, 0.8352), (160.0, 0.834), (1460.0, 0.81)]
+    size = [(r["disk_mb"], r["accuracy"]) for r in rows]
+    assert pareto_front(size, False) == [(9.0, 0.81), (16.0, 0.834), (60.0, 0.836), (90.0, 0.85)]
 
 
 def test_the_report_flags_short_runs_and_majority_class_scores(models, tok, tmp_path):
