@@ -88,22 +88,28 @@ def main():
     tok = Tokenizer.from_pretrained(teacher_dir)
     tmp = Path(tempfile.mkdtemp())
 
-    # --- quantization-aware training of the student, distilled from the float teacher
-    qat_dir = Path(args.out) / "qat"
-    if not (qat_dir / "config.json").is_file():
-        s_cfg = json.loads((student_dir / "metrics.json").read_text())["config"]
-        cfg = DistillConfig()
-        cfg.teacher = ModelSection(path=str(teacher_dir))
-        cfg.data = DataSection(**s_cfg["data"])
-        cfg.student.kind = "qat"
-        cfg.qat.model = str(student_dir)
-        cfg.objectives.soft_kd, cfg.objectives.task = 1.0, 1.0
-        cfg.train.max_steps, cfg.train.lr = args.qat_steps, 2e-5
-        cfg.train.max_length, cfg.train.batch_size = s_cfg["train"]["max_length"], s_cfg["train"]["batch_size"]
-        cfg.output_dir = str(qat_dir)
-        t0 = time.perf_counter()
-        distill_run(cfg)
-        print(f"QAT: {args.qat_steps} steps in {time.perf_counter() - t0:.0f} s")
+    # --- quantization-aware training, distilled from the float teacher: the student (dynamic
+    # activations) and the teacher itself (static activations, against post-training static)
+    def qat_run(name, model_dir, activations):
+        out = Path(args.out) / name
+        if not (out / "config.json").is_file():
+            s_cfg = json.loads((student_dir / "metrics.json").read_text())["config"]
+            cfg = DistillConfig()
+            cfg.teacher = ModelSection(path=str(teacher_dir))
+            cfg.data = DataSection(**s_cfg["data"])
+            cfg.student.kind = "qat"
+            cfg.qat.model, cfg.qat.activations = str(model_dir), activations
+            cfg.objectives.soft_kd, cfg.objectives.task = 1.0, 1.0
+            cfg.train.max_steps, cfg.train.lr = args.qat_steps, 2e-5
+            cfg.train.max_length, cfg.train.batch_size = s_cfg["train"]["max_length"], s_cfg["train"]["batch_size"]
+            cfg.output_dir = str(out)
+            t0 = time.perf_counter()
+            distill_run(cfg)
+            print(f"QAT {name}: {args.qat_steps} steps in {time.perf_counter() - t0:.0f} s")
+        return out
+
+    qat_dir = qat_run("qat", student_dir, "per_token")
+    qat_teacher_dir = qat_run("qat-teacher-static", teacher_dir, "static")
 
     variants = {}  # name → (model label, variant label, kind, object, disk MB, float reference name)
     for label, folder in (("teacher (MiniLM-L6, 6 × 384)", teacher_dir), ("2-layer KD student", student_dir)):
@@ -128,8 +134,10 @@ def main():
 
             hf = transformers.BertForSequenceClassification.from_pretrained(folder).eval()
             variants[f"{label}|hf"] = (label, "transformers + torch float32", "hf", hf, folder_mb(folder), base)
+    t_label, s_label = "teacher (MiniLM-L6, 6 × 384)", "2-layer KD student"
+    variants[f"{t_label}|qat"] = (t_label, f"int8 static, QAT with KD ({args.qat_steps} steps)", "ours",
+                                  load_classifier(qat_teacher_dir), folder_mb(qat_teacher_dir), f"{t_label}|fp32")
     qat = load_classifier(qat_dir)
-    s_label = "2-layer KD student"
     variants[f"{s_label}|qat"] = (s_label, f"int8 QAT with KD ({args.qat_steps} steps)", "ours", qat, folder_mb(qat_dir), f"{s_label}|fp32")
 
     # --- accuracy on the whole test set, and agreement with the same model in float
@@ -175,7 +183,7 @@ def main():
     gemm = {c: len(timing) / statistics.median(v) for c, v in g_times.items()}
     del dyn_student
 
-    t_hf = speed[f"teacher (MiniLM-L6, 6 × 384)|hf"]
+    t_hf = speed[f"{t_label}|hf"]
     lines = [f"Int8 and ONNX Runtime, measured {today()} on {cpu_name()}; rotten_tomatoes test set "
              f"({len(test)} sentences) at length {length}; the teacher and the 2-layer KD student of "
              f"`minidistill demo --quick`; speed: {len(timing)} sentences in batches of 64, {args.rounds} "
@@ -187,6 +195,10 @@ def main():
         lines.append(f"| {label} | {variant} | {acc[key]:.4f} | {100 * (acc[key] - acc[base]):+.1f} | "
                      f"{100 * np.mean(preds[key] == preds[base]):.1f}% | {mb:.1f} | {speed[key]:.0f} | "
                      f"{speed[key] / speed[base]:.2f}× | {speed[key] / t_hf:.2f}× | {100 * spread[key]:.0f}% |")
+    f, ptq, q = acc[f"{t_label}|fp32"], acc[f"{t_label}|static"], acc[f"{t_label}|qat"]
+    lines += ["", f"QAT with KD against post-training static int8 on the teacher: float {f:.4f}, post-training "
+              f"{ptq:.4f} ({100 * (ptq - f):+.1f} points), QAT {q:.4f} ({100 * (q - f):+.1f}); recovered "
+              + (f"{(q - ptq) / (f - ptq):.0%} of the loss." if f > ptq else "nothing to recover (no loss).")]
     lines += ["", f"The Numba backend's exact int8 GEMMs on the student's int8 model: int8 kernel "
               f"{gemm['kernel']:.0f} seq/s, float32-BLAS path {gemm['blas']:.0f} seq/s (default on this machine: "
               f"`{keep}`)."]

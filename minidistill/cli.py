@@ -6,6 +6,9 @@
     minidistill evaluate MODEL_DIR [--split dev] [--data.task=...]
     minidistill predict MODEL_DIR --text "a gripping film" [--text ...]
     minidistill info MODEL_DIR
+    minidistill quantize MODEL_DIR OUT_DIR [--mode dynamic|static]
+    minidistill export MODEL_DIR OUT_DIR [--int8] [--int8-style exact|fused]
+    minidistill report runs/demo [--plot report.svg]
 
 Configs are dataclasses (:class:`FinetuneConfig`, :class:`DistillConfig`); a TOML file and ``--section.key=value``
 overrides fill them, and unknown keys or mistyped values are errors that name the key.

@@ -5,6 +5,8 @@ the real MiniLM-L6 in int8 against float."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -292,3 +294,33 @@ def test_real_minilm_in_int8_agrees_with_float(minilm_path):
     b = predict(q, tok, test, 64, 64).argmax(-1)
     assert np.mean(a == b) >= 0.98
     assert np.mean(a == test.labels) > 0.7  # the fitted head is a real classifier
+
+
+def test_qat_after_other_methods_folds_exactly():
+    """QAT works on what other methods leave: a folded WID student and an unrolled MiniALBERT."""
+    from minidistill.compress.minialbert import make_minialbert
+    from minidistill.compress.wid import WIDConfig, WIDModel
+
+    teacher = toy_teacher()
+    randomise(teacher, seed=6, scale=0.1)
+    wid = md.fold(WIDModel(teacher, WIDConfig(hidden_size=8, intermediate_size=12, num_attention_heads=2)))
+    albert = md.fold(make_minialbert(teacher, embedding_size=8, num_repeats=2, adapter_reduction=4), unroll=True)
+    for plain in (wid, albert):
+        fake = prepare_qat(plain).eval()
+        with no_grad():
+            np.testing.assert_array_equal(fake(**BATCH).logits.numpy(), md.fold(fake)(**BATCH).logits.numpy())
+
+
+def test_the_qat_student_of_distill_is_saved_in_int8(tiny_teacher_dir, tmp_path):
+    from minidistill.cli import main
+
+    out = tmp_path / "qat"
+    rc = main(["distill", f"--teacher.path={tiny_teacher_dir}", "--student.kind=qat", f"--output_dir={out}",
+               "--train.max_steps=3", "--train.batch_size=8", "--data.max_train_examples=32",
+               "--data.max_eval_examples=16", "--train.max_length=16"])
+    assert rc == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["quantization"]["activations"] == "per_token" and cfg["quantization"]["embeddings"]
+    loaded = BertForSequenceClassification.from_pretrained(out)
+    assert isinstance(loaded.bert.encoder.layer[3].output.dense, Int8Linear)
+    assert main(["evaluate", str(out), "--split", "test"]) == 0

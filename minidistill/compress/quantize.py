@@ -43,6 +43,7 @@ Entry points: :func:`quantize` (post-training), :func:`calibrate`, :func:`prepar
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,19 +230,25 @@ def _fold_fake_quant_embedding(layer: FakeQuantEmbedding, report: FoldReport) ->
 class QATSettings:
     """Quantization-aware training: which float model is made int8, and how."""
 
-    model: str = ""  # folder of the float model to quantize (a folded student …); empty: the teacher itself
+    model: str = ""  # folder of the float model (a KD, folded WID / Theseus or MiniALBERT student); empty: the teacher
     activations: str = "per_token"  # per_token | per_tensor | static
     embeddings: bool = True  # also store the embedding tables in int8 when folding
 
 
 def _build_qat(teacher, student, settings: QATSettings, total_steps):
-    from ..models import BertForSequenceClassification
+    from ..models import BertForSequenceClassification, MiniAlbertConfig, MiniAlbertForSequenceClassification
 
     if settings.model:
         path = Path(settings.model)
         if not (path / "config.json").is_file():
             raise ValueError(f"qat.model: {path} is not a saved model folder (no config.json)")
-        model = BertForSequenceClassification.from_pretrained(path, backend=teacher.backend)
+        saved = json.loads((path / "config.json").read_text())
+        if saved.get("model_type") == MiniAlbertConfig.MODEL_TYPE:  # written out as a plain BERT first
+            from .fold import fold
+
+            model = fold(MiniAlbertForSequenceClassification.from_pretrained(path, backend=teacher.backend), unroll=True)
+        else:
+            model = BertForSequenceClassification.from_pretrained(path, backend=teacher.backend)
         if model.config.num_labels != teacher.config.num_labels:
             raise ValueError(f"qat.model: {path} predicts {model.config.num_labels} labels, the teacher "
                              f"{teacher.config.num_labels}")
