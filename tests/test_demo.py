@@ -68,6 +68,15 @@ def test_tiny_demo_survives_interrupts_and_resumes(tmp_path):
         assert (out / s / "model.safetensors").is_file() and (out / s / "tokenizer.json").is_file()
         assert json.loads((out / s / "metrics.json").read_text())["config"]["output_dir"] == str(out / s)
     report = json.loads((out / "report.json").read_text())
-    assert [r["name"] for r in report["rows"]] == STEPS
+    names = [r["name"] for r in report["rows"]]
+    assert names[:len(STEPS)] == STEPS
+    deployed = names[len(STEPS):]  # the best BERT student in int8, and that exported to ONNX
+    assert len(deployed) == 2 and deployed[0].endswith("-int8") and deployed[1] == deployed[0] + "-onnx"
+    base = deployed[0][:-len("-int8")]
+    assert base in STEPS
+    rows = {r["name"]: r for r in report["rows"]}
+    assert rows[deployed[0]]["variant_of"] == base and rows[deployed[1]]["variant_of"] == deployed[0]
+    assert json.loads((out / deployed[0] / "config.json").read_text())["quantization"]["linear"]
+    assert (out / deployed[1] / "model.onnx").is_file() and rows[deployed[1]]["disk_mb"] > 0
     assert (out / "report.svg").read_text().startswith("<svg")
     assert not list(out.rglob("*.tmp*")), "a temporary file was left behind"

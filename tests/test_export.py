@@ -145,5 +145,16 @@ def test_cli_quantizes_and_exports(tiny_teacher_dir, tmp_path, capsys):
     diff = float(out.rsplit("difference", 1)[1].strip())
     assert diff < 1e-4
     assert (tmp_path / "onnx" / "tokenizer.json").is_file()
+    # the report takes the int8 folder and the ONNX folder like any model, linked to what they came from
+    assert main(["report", str(tiny_teacher_dir), str(tmp_path / "int8"), str(tmp_path / "onnx"),
+                 "--teacher", str(tiny_teacher_dir), "--task", "rotten_tomatoes", "--limit", "16", "--rounds", "1",
+                 "--max-length", "16", "--json", str(tmp_path / "rep.json")]) == 0
+    rows = {r["name"]: r for r in json.loads((tmp_path / "rep.json").read_text())["rows"]}
+    assert rows["int8"]["variant_of"] == "teacher" and rows["onnx"]["variant_of"] == "int8"
+    assert rows["onnx"]["seq_per_s"] > 0 and abs(rows["onnx"]["accuracy"] - rows["int8"]["accuracy"]) <= 1 / 16
+    assert rows["int8"]["disk_mb"] < 0.4 * rows["teacher"]["disk_mb"]
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "int8")]) == 0
+    assert "transformers: no" in capsys.readouterr().out
     loaded = BertForSequenceClassification.from_pretrained(tmp_path / "int8")
     assert loaded.bert.encoder.layer[0].attention.self.query.weight.dtype == np.int8

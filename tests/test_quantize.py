@@ -324,3 +324,18 @@ def test_the_qat_student_of_distill_is_saved_in_int8(tiny_teacher_dir, tmp_path)
     loaded = BertForSequenceClassification.from_pretrained(out)
     assert isinstance(loaded.bert.encoder.layer[3].output.dense, Int8Linear)
     assert main(["evaluate", str(out), "--split", "test"]) == 0
+
+
+def test_a_static_scale_that_was_never_observed_is_an_error_not_a_guess():
+    model = toy_teacher()
+    fake = prepare_qat(model, "static").eval()  # no calibration, no training yet
+    with pytest.raises(ValueError, match="never observed"):
+        fake(**BATCH)
+    with pytest.raises(ValueError, match="calibrated input scale"):
+        md.fold(fake)
+    fake.train()
+    with no_grad():
+        fake(**BATCH)  # the first training batch sets the scales
+    assert float(fake.bert.encoder.layer[0].attention.self.query.input_scale.numpy()[0]) > 0
+    fake.eval()
+    fake(**BATCH)

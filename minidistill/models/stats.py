@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from ..nn.adapters import PHMLinear, adapter_parameters
 from ..nn.layers import Linear, MultiHeadSelfAttention
+from ..nn.quantized import FakeQuantLinear, Int8Linear
+from ..nn.quantized import describe as describe_quantized
 from ..nn.module import Module
 
 #: modules that run once per sequence, not once per token
@@ -48,7 +50,7 @@ def flops_per_token(model: Module, seq_len: int = 128) -> int:
     for path, m, times in _walk(model):
         per_seq = path.split(".")[-1] in _PER_SEQUENCE or any(f"{s}." in f"{path}." for s in _PER_SEQUENCE)
         scale = times / seq_len if per_seq else times
-        if isinstance(m, Linear):
+        if isinstance(m, (Linear, Int8Linear, FakeQuantLinear)):  # an int8 multiply-add counts as one too
             total += scale * 2 * m.in_features * m.out_features
         elif isinstance(m, PHMLinear):
             total += scale * m.rank * (2 * m.n * (m.in_features + m.out_features) + 2 * m.n ** 3)
@@ -88,6 +90,9 @@ def transformers_reading(model) -> tuple[bool, str]:
     if isinstance(model, MiniAlbertForSequenceClassification):
         return False, ("a MiniALBERT is not a transformers architecture: load it with minidistill "
                        "(fold(model, unroll=True) writes its repeats out as layers)")
+    if describe_quantized(model) is not None:
+        return False, ("its weights are int8 with scales beside them, which transformers' BERT does not read: load it "
+                       "with minidistill, or run its ONNX export (minidistill export) under ONNX Runtime")
     if adapter_parameters(model):
         return False, ("its adapters are not part of BERT: transformers would load it without them (other outputs), "
                        "and adapters cannot be folded into plain BERT; load it with minidistill")

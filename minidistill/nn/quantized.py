@@ -33,6 +33,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..core.tensor import Function, Tensor
 from . import functional as F
 from .layers import Embedding, Linear, LinearMap
@@ -222,8 +224,9 @@ class Int8Linear(_Int8Base):
         if activations == "static":
             if input_scale is None and getattr(layer, "input_scale", None) is not None:
                 input_scale = layer.input_scale.data
-            if input_scale is None:
-                raise ValueError("static activations need the calibrated input scale (calibrate the model first)")
+            if input_scale is None or float(np.asarray(ops.to_numpy(ops.asarray(input_scale))).reshape(-1)[0]) <= 0:
+                raise ValueError("static activations need the calibrated input scale (calibrate the model, "
+                                 "or train the fake-quantized one, first)")
             out.input_scale.data = ops.reshape(ops.asarray(input_scale, dtype=dtype), (1,))
         return out
 
@@ -245,7 +248,8 @@ class FakeQuantLinear(_Int8Base):
     ``weight`` and ``bias`` are ordinary trainable parameters; the forward rounds both the
     weight (per channel) and the input (``activations``) to the int8 grid. For ``static``
     activations, ``input_scale`` follows the largest input seen while training (an
-    exponential moving average of each batch's, ``momentum``), as an observer would.
+    exponential moving average of each batch's, ``momentum``), as an observer would; 0 means
+    not observed yet, and is saved with the weights, so a resumed run goes on where it was.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, activations: str = "per_token",
@@ -258,7 +262,8 @@ class FakeQuantLinear(_Int8Base):
         if self.bias is not None:
             self.bias.requires_grad = True
         self.momentum = momentum
-        self._observed = False
+        if self.input_scale is not None:  # 0: not observed yet (saved with the weights, so a resumed run knows)
+            self.input_scale.data = ops.zeros((1,), dtype)
 
     @classmethod
     def from_float(cls, layer: LinearMap, activations: str = "per_token", input_scale: float | None = None):
@@ -274,7 +279,6 @@ class FakeQuantLinear(_Int8Base):
             out.bias.data = ops.copy(b.data)
         if input_scale is not None and out.input_scale is not None:
             out.input_scale.data = ops.reshape(ops.asarray(input_scale, dtype=w.dtype.name), (1,))
-            out._observed = True
         return out
 
     def effective(self) -> tuple[Tensor, Tensor | None]:
@@ -283,13 +287,18 @@ class FakeQuantLinear(_Int8Base):
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         """``x`` (..., in) → (..., out) through the int8 grid, with straight-through gradients."""
-        if self.activations == "static" and self.training:
+        if self.activations == "static":
             ops = x.backend
-            seen = scale_from_absmax(ops, _absmax(ops, x.data))  # this batch's scale
-            seen = ops.reshape(ops.cast(seen, self.input_scale.dtype.name), (1,))
-            if self._observed:
-                seen = self.input_scale.data * self.momentum + seen * (1.0 - self.momentum)
-            self.input_scale.data, self._observed = seen, True
+            observed = float(ops.to_numpy(self.input_scale.data)[0]) > 0
+            if self.training:
+                seen = scale_from_absmax(ops, _absmax(ops, x.data))  # this batch's scale
+                seen = ops.reshape(ops.cast(seen, self.input_scale.dtype.name), (1,))
+                if observed:
+                    seen = self.input_scale.data * self.momentum + seen * (1.0 - self.momentum)
+                self.input_scale.data = seen
+            elif not observed:
+                raise ValueError("this layer's static input scale was never observed: calibrate the model "
+                                 "(prepare_qat(..., calibration=...)) or train it first")
         return FakeQuantLinearFunction.apply(x, self.weight, self.bias, residual, mode=self.activations,
                                              input_scale=None if self.input_scale is None else self.input_scale.data)
 
