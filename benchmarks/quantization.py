@@ -198,7 +198,9 @@ def main():
     f, ptq, q = acc[f"{t_label}|fp32"], acc[f"{t_label}|static"], acc[f"{t_label}|qat"]
     lines += ["", f"QAT with KD against post-training static int8 on the teacher: float {f:.4f}, post-training "
               f"{ptq:.4f} ({100 * (ptq - f):+.1f} points), QAT {q:.4f} ({100 * (q - f):+.1f}); recovered "
-              + (f"{(q - ptq) / (f - ptq):.0%} of the loss." if f > ptq else "nothing to recover (no loss).")]
+              + (f"{(q - ptq) / (f - ptq):.0%} of the loss." if f > ptq else "nothing to recover (no loss).")
+              + f" The QAT runs also trained {args.qat_steps} more steps against the teacher with the labels (the "
+              "teacher itself had 120), so part of their gain over float is that training, not quantization."]
     lines += ["", f"The Numba backend's exact int8 GEMMs on the student's int8 model: int8 kernel "
               f"{gemm['kernel']:.0f} seq/s, float32-BLAS path {gemm['blas']:.0f} seq/s (default on this machine: "
               f"`{keep}`)."]
