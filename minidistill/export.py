@@ -359,6 +359,18 @@ class OnnxModel:
             raise RuntimeError("an ONNX model cannot be trained; train the minidistill model it was exported from")
         return self
 
+    def modules(self):
+        """No minidistill modules: the graph holds the model."""
+        return iter(())
+
+    def parameters(self):
+        """No trainable parameters."""
+        return iter(())
+
+    def named_parameters(self, prefix: str = "", remove_duplicate: bool = True):
+        """No trainable parameters."""
+        return iter(())
+
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Elements of the graph's weights (int8 ones included)."""
         onnx = _require("onnx")

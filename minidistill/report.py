@@ -103,7 +103,7 @@ class Report:
         rows = [r for r in self.rows if r.get("accuracy") is not None]
         if not rows:
             raise ValueError("nothing to plot: no model has an accuracy (give data)")
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120)  # the dpi it is saved at: label offsets are in pixels
         panels = ((axes[0], "seq_per_s", "sequences / s (log)", True), (axes[1], "disk_mb", "size on disk, MB (log)", False))
         for ax, key, label, faster_better in panels:
             pts = {r["name"]: (r[key], r["accuracy"]) for r in rows if r.get(key)}  # untimed: not on the speed panel
@@ -127,7 +127,8 @@ class Report:
             height = fig.get_figheight() * fig.dpi
             to_px = ax.transData.transform
             screen = [(float(to_px(xy)[0]), height - float(to_px(xy)[1]), name) for name, xy in pts.items()]
-            for lx, ly, text, px, py, leader in _place_labels(screen, char_w=5.2, height=10.0):
+            font_px = 8 / 72 * fig.dpi  # the labels' size in pixels: 8 points
+            for lx, ly, text, px, py, leader in _place_labels(screen, char_w=0.62 * font_px, height=1.15 * font_px):
                 ax.annotate(text, (pts[text][0], pts[text][1]), xytext=(lx - px, py - ly), textcoords="offset pixels",
                             fontsize=8, arrowprops={"arrowstyle": "-", "color": "#bbb"} if leader else None)
             ax.legend(loc="lower left", fontsize=8)
@@ -166,7 +167,8 @@ def _notes(row: dict, folder, majority: float | None) -> list[str]:
     if isinstance(steps, int) and steps < SHORT_RUN_STEPS:
         notes.append(f"trained for {steps} steps only: too short a run for its accuracy to mean much")
     if row.get("speed_spread") is not None and row["speed_spread"] > SPREAD_WARNING:
-        notes.append(f"its speed varied by {row['speed_spread']:.0%} across rounds (the machine was busy): "
+        notes.append(f"its round times spread by {row['speed_spread']:.0%} (interquartile range over median; "
+                     "the machine was busy): "
                      "trust its speed less, or measure again with more --rounds on a quiet machine")
     if majority is not None and row.get("accuracy") is not None and row["accuracy"] <= majority + 0.02:
         notes.append(f"accuracy {row['accuracy']:.4f} is about that of always predicting the most frequent class "
@@ -258,14 +260,14 @@ def _fold_residual(model, batch) -> float | None:
     return float(np.abs(a.astype(np.float64) - b).max())
 
 
-#: a model whose round times spread more than this (relative to their median) gets a warning
-SPREAD_WARNING = 0.25
+#: a model whose round times spread more than this (interquartile range over median) gets a warning
+SPREAD_WARNING = 0.15
 
 
 def _speed(models: dict, tok, data, max_length: int, rounds: int, max_rounds: int | None = None) -> dict:
     """Sequences/s over ``data`` (batches of 64, length-bucketed as in evaluation) and the
     latency of one sequence, every model in turn within each round; medians, and the spread
-    of the round times ((slowest − fastest) / median). While some model's spread is above
+    of the round times (interquartile range / median). While some model's spread is above
     :data:`SPREAD_WARNING`, more rounds are run, up to ``max_rounds`` (default 3 × ``rounds``):
     on a busy machine a few more samples move the median to the quiet rounds."""
     from .data.datasets import model_inputs
@@ -280,8 +282,11 @@ def _speed(models: dict, tok, data, max_length: int, rounds: int, max_rounds: in
             m(**batches[0])
             m(**single)
 
-    def spread(ts):
-        return (max(ts) - min(ts)) / statistics.median(ts)
+    def spread(ts):  # the interquartile range relative to the median: one slow round does not move it
+        if len(ts) < 2:
+            return 0.0
+        q1, _, q3 = statistics.quantiles(ts, n=4, method="inclusive")
+        return (q3 - q1) / statistics.median(ts)
 
     max_rounds = max_rounds or 3 * rounds
     done = 0
@@ -316,7 +321,8 @@ def report(students, teacher=None, data=None, tokenizer=None, split: str = "test
         split: the split's name, for the table.
         max_length: tokens per sequence for FLOPs, speed and accuracy.
         rounds: interleaved speed rounds (medians reported); up to three times as many while
-            the round times of some model spread by more than 25% (a busy machine).
+            the round times of some model spread by more than 15% (interquartile range over
+            median: a busy machine).
         folders: name → saved folder, to read the size on disk instead of writing a copy.
         fold_check: fold each model (PHM adapters, WID, MiniALBERT unrolled …) and report the
             largest logit difference.

@@ -153,6 +153,11 @@ def test_cli_quantizes_and_exports(tiny_teacher_dir, tmp_path, capsys):
     assert rows["int8"]["variant_of"] == "teacher" and rows["onnx"]["variant_of"] == "int8"
     assert rows["onnx"]["seq_per_s"] > 0 and abs(rows["onnx"]["accuracy"] - rows["int8"]["accuracy"]) <= 1 / 16
     assert rows["int8"]["disk_mb"] < 0.4 * rows["teacher"]["disk_mb"]
+    from minidistill.export import OnnxModel
+    from minidistill.report import trained_fraction_of
+
+    onnx_model = OnnxModel(tmp_path / "onnx")
+    assert trained_fraction_of(onnx_model) is None and onnx_model.num_parameters() > 0
     capsys.readouterr()
     assert main(["info", str(tmp_path / "int8")]) == 0
     assert "transformers: no" in capsys.readouterr().out

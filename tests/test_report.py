@@ -171,3 +171,29 @@ def test_the_report_flags_short_runs_and_majority_class_scores(models, tok, tmp_
     assert rep.row("teacher")["notes"] == []
     text = rep.to_text()
     assert "plain †" in text and "† plain: trained for 24 steps only" in text
+
+
+def test_speed_takes_more_rounds_and_warns_when_round_times_spread(tok):
+    """A model whose round times jump (a busy machine) gets more rounds, up to three times as
+    many, and a † note; a steady one beside it keeps a small spread."""
+    import time as _time
+
+    from minidistill.report import SPREAD_WARNING, _notes, _speed
+
+    class Timed:
+        def __init__(self, pattern):
+            self.pattern, self.calls = pattern, 0
+
+        def eval(self):
+            return self
+
+        def __call__(self, input_ids, **_):
+            if len(input_ids) > 1:  # a batch, not the one-sequence latency probe
+                _time.sleep(self.pattern[self.calls % len(self.pattern)])
+                self.calls += 1
+
+    out = _speed({"busy": Timed([0.002, 0.02, 0.002, 0.03]), "steady": Timed([0.01])}, tok, toy_data(8), 16, rounds=3)
+    assert out["busy"]["rounds"] == 9 and out["busy"]["speed_spread"] > SPREAD_WARNING
+    assert out["steady"]["speed_spread"] < out["busy"]["speed_spread"]
+    assert any("busy" in n for n in _notes({"speed_spread": out["busy"]["speed_spread"]}, None, None))
+    assert not _notes({"speed_spread": 0.01}, None, None)
