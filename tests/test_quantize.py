@@ -339,3 +339,22 @@ def test_a_static_scale_that_was_never_observed_is_an_error_not_a_guess():
     assert float(fake.bert.encoder.layer[0].attention.self.query.input_scale.numpy()[0]) > 0
     fake.eval()
     fake(**BATCH)
+
+
+def test_a_minialbert_in_int8_keeps_its_sharing_and_round_trips(tmp_path):
+    from minidistill.compress.minialbert import make_minialbert
+    from minidistill.compress.xtremedistil import make_bilstm_student
+    from minidistill.models import MiniAlbertForSequenceClassification
+
+    teacher = toy_teacher()
+    albert = make_minialbert(teacher, embedding_size=8, num_repeats=2, adapter_reduction=4).eval()
+    q = quantize(albert)
+    with no_grad():
+        out = q(**BATCH).logits.numpy()
+        np.testing.assert_allclose(out, albert(**BATCH).logits.numpy(), atol=0.05)
+    q.save_pretrained(tmp_path)
+    loaded = MiniAlbertForSequenceClassification.from_pretrained(tmp_path, dtype="float64")
+    with no_grad():
+        np.testing.assert_array_equal(loaded(**BATCH).logits.numpy(), out)
+    with pytest.raises(ValueError, match="BERT-family"):
+        quantize(make_bilstm_student(teacher, 8, 8))

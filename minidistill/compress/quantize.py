@@ -73,6 +73,16 @@ def _linear_paths(model: Module) -> list[str]:
     return paths
 
 
+def _check_family(model: Module) -> None:
+    """Int8 covers the BERT family (whose folders record their int8 layout); the BiLSTM student
+    keeps its recurrent weights in float and saves no layout, so it is refused."""
+    from ..models.bert import BertPreTrainedModel
+
+    if not isinstance(model, BertPreTrainedModel):
+        raise ValueError(f"int8 quantization covers BERT-family models; a {type(model).__name__} is not one "
+                         "(its recurrent or custom layers would stay float and its folder could not say which)")
+
+
 def calibrate(model: Module, batches, percentile: float | None = None) -> dict[str, float]:
     """The activation scale of every linear map's input, measured on ``batches``.
 
@@ -160,6 +170,7 @@ def quantize(model: Module, mode: str = "dynamic", calibration=None, activations
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    _check_family(model)
     if mode == "static":
         if activations not in (None, "static"):
             raise ValueError(f"static quantization calibrates its activation scales; activations={activations!r} "
@@ -199,6 +210,7 @@ def prepare_qat(model: Module, activations: str = "per_token", calibration=None,
     """
     if activations not in ACTIVATIONS:
         raise ValueError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
+    _check_family(model)
     paths = _linear_paths(model)
     scales = calibrate(model, calibration) if activations == "static" and calibration is not None else {}
     out = clone(model)
