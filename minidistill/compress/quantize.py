@@ -163,7 +163,8 @@ def quantize(model: Module, mode: str = "dynamic", calibration=None, activations
         activations: ``dynamic``: ``"per_token"`` (default) or ``"per_tensor"``.
         embeddings: also store the embedding tables in int8.
         percentile: ``static``: calibrate to this percentile of per-token maxima instead of the max.
-        tokenizer, max_length: to batch a ``calibration`` dataset.
+        tokenizer: the tokenizer of a ``calibration`` dataset.
+        max_length: tokens per calibration sequence.
 
     Returns:
         The int8 model, in evaluation mode, with every parameter frozen.
