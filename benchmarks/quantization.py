@@ -184,7 +184,8 @@ def main():
     del dyn_student
 
     t_hf = speed[f"{t_label}|hf"]
-    lines = [f"Int8 and ONNX Runtime, measured {today()} on {cpu_name()}; rotten_tomatoes test set "
+    lines = ["## Int8 quantization and ONNX Runtime (`benchmarks/quantization.py`)", "",
+             f"Int8 and ONNX Runtime, measured {today()} on {cpu_name()}; rotten_tomatoes test set "
              f"({len(test)} sentences) at length {length}; the teacher and the 2-layer KD student of "
              f"`minidistill demo --quick`; speed: {len(timing)} sentences in batches of 64, {args.rounds} "
              "interleaved rounds, medians (spread = (slowest − fastest) / median).", "",
