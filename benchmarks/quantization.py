@@ -27,7 +27,6 @@ from minidistill.core.tensor import no_grad
 from minidistill.data import Tokenizer
 from minidistill.data.datasets import model_inputs
 from minidistill.export import run, session, to_onnx
-from minidistill.train import predict
 
 from _tables import today, write_block
 
@@ -168,8 +167,6 @@ def main():
 
     # --- the Numba backend's two exact int8 GEMMs on the student's int8 model
     ops = md.get_backend("numba")
-    gemm = {}
-    dyn_student = variants[f"{s_label}|int8"][3]
     keep = ops.int8_gemm
     g_times = {"kernel": [], "blas": []}
     for _ in range(args.rounds):
@@ -181,7 +178,6 @@ def main():
             g_times[choice].append(time.perf_counter() - t0)
     ops.int8_gemm = keep
     gemm = {c: len(timing) / statistics.median(v) for c, v in g_times.items()}
-    del dyn_student
 
     t_hf = speed[f"{t_label}|hf"]
     lines = ["## Int8 quantization and ONNX Runtime (`benchmarks/quantization.py`)", "",

@@ -43,7 +43,7 @@ def _outputs(model, batch):
     return {"logits": out.logits.numpy()}
 
 
-def _real(name, a, batch):
+def _real(a, batch):
     """Token-level outputs at real tokens only (padded positions are not defined alike)."""
     return a * batch["attention_mask"][..., None] if a.ndim == 3 else a
 
@@ -66,7 +66,7 @@ def test_onnx_runtime_runs_our_model(tmp_path, cls, kind):
             assert set(theirs) == set(ours)
             for k in ours:
                 assert theirs[k].shape == ours[k].shape
-                np.testing.assert_allclose(_real(k, theirs[k], batch), _real(k, ours[k], batch), atol=1e-4, rtol=1e-4)
+                np.testing.assert_allclose(_real(theirs[k], batch), _real(ours[k], batch), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("cls,pooling", [("BertForSequenceClassification", "cls"), ("BertForSequenceClassification", "mean"),
@@ -91,7 +91,7 @@ def test_onnx_export_equals_transformers(tmp_path, cls, pooling):
             with torch.no_grad():
                 want = hf(**{k: torch.as_tensor(v) for k, v in batch.items()}).logits.numpy()
         got = run(sess, batch)["logits"]
-        np.testing.assert_allclose(_real("logits", got, batch), _real("logits", want, batch), atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(_real(got, batch), _real(want, batch), atol=1e-4, rtol=1e-4)
 
 
 def test_fused_int8_style_is_close_to_ours(tmp_path):

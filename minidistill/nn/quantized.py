@@ -36,7 +36,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.tensor import Function, Tensor
-from . import functional as F
 from .layers import Embedding, Linear, LinearMap
 from .module import Module, Parameter
 
