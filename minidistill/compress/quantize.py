@@ -78,9 +78,11 @@ def _check_family(model: Module) -> None:
     keeps its recurrent weights in float and saves no layout, so it is refused."""
     from ..models.bert import BertPreTrainedModel
 
+    _linear_paths(model)  # a wrapper with computed weights (WID, Theseus …): "fold first" says more than the family
     if not isinstance(model, BertPreTrainedModel):
-        raise ValueError(f"int8 quantization covers BERT-family models; a {type(model).__name__} is not one "
-                         "(its recurrent or custom layers would stay float and its folder could not say which)")
+        raise ValueError(f"int8 quantization covers BERT-family models; a {type(model).__name__} is not one: fold a "
+                         "compression wrapper first (minidistill.fold); a BiLSTM's recurrent layers would stay float "
+                         "and its folder could not say which")
 
 
 def calibrate(model: Module, batches, percentile: float | None = None) -> dict[str, float]:
