@@ -865,6 +865,8 @@ def export_cmd(args) -> int:
     from .export import export, run, session
 
     src, out = Path(args.model_dir), Path(args.out_dir)
+    if not args.overwrite and (out / "model.onnx").exists():
+        raise ConfigError(f"{out} already holds an exported model; pass --overwrite to replace it")
     path = export(src, out, int8=args.int8, int8_style=args.int8_style)
     tok = Tokenizer.from_pretrained(src)
     model = load_classifier(src)
@@ -1113,6 +1115,7 @@ def main(argv=None) -> int:
     p_x.add_argument("--int8", action="store_true", help="quantize a float model first (dynamic, per token)")
     p_x.add_argument("--int8-style", default="exact", choices=["exact", "fused"],
                      help="exact: our int8 arithmetic in standard operators; fused: ONNX Runtime's int8 kernel")
+    p_x.add_argument("--overwrite", action="store_true", help="replace a model exported to OUT_DIR before")
     p_info = sub.add_parser("info", help="describe a checkpoint folder")
     p_info.add_argument("model_dir")
     p_info.add_argument("--seq-len", type=int, default=128, help="sequence length for FLOPs per token")

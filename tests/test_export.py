@@ -142,6 +142,8 @@ def test_cli_quantizes_and_exports(tiny_teacher_dir, tmp_path, capsys):
     assert main(["export", str(tmp_path / "int8"), str(tmp_path / "onnx")]) == 0
     out = capsys.readouterr().out
     assert "largest logit difference" in out
+    assert main(["export", str(tmp_path / "int8"), str(tmp_path / "onnx")]) == 2  # refuses to replace it
+    assert "--overwrite" in capsys.readouterr().err
     diff = float(out.rsplit("difference", 1)[1].strip())
     assert diff < 1e-4
     assert (tmp_path / "onnx" / "tokenizer.json").is_file()
