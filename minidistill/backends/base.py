@@ -20,6 +20,22 @@ class Ops:
 
     name: str = "abstract"
     device: str = "cpu"
+    #: the dtypes ``autocast`` may run matrix products in on this backend (NumPy has no bfloat16
+    #: and no fast float16 GEMM, so only torch lists any)
+    low_precision: tuple = ()
+    #: whether :meth:`attention_forward` exists (a fused kernel that never stores the (T, T) maps)
+    fused_attention: bool = False
+
+    def attention_forward(self, q, k, v, mask, scale: float, dropout_p: float, grad: bool):
+        """Fused ``softmax(q kᵀ · scale + mask) v`` for (B, H, T, d) q, k, v without materialised
+        probabilities; returns ``(out (B, H, T, d), state)``, where ``state`` is what
+        :meth:`attention_backward` needs (None when ``grad`` is False). Only backends with
+        ``fused_attention`` implement it."""
+        raise NotImplementedError(f"the {self.name} backend has no fused attention")
+
+    def attention_backward(self, state, g, needs: tuple):
+        """Gradients ``(dq, dk, dv)`` (None where ``needs`` is False) of the fused attention."""
+        raise NotImplementedError(f"the {self.name} backend has no fused attention")
 
     # ------------------------------------------------------------------ arrays
     def is_array(self, x) -> bool:

@@ -37,6 +37,8 @@ class TorchOps(Ops):
     """Backend over ``torch.Tensor`` on ``device`` (``cpu``, ``cuda``, ``cuda:1``)."""
 
     name = "torch"
+    low_precision = ("bfloat16", "float16")
+    fused_attention = True
 
     def __init__(self, device: str = "cpu", seed: int = 0):
         torch = _import_torch()
@@ -301,6 +303,42 @@ class TorchOps(Ops):
             g2, x2, [d], mean.reshape(-1, 1), rstd.reshape(-1, 1), weight, weight, [True, True, True]
         )
         return dx.reshape(x.shape), dweight, dbias
+
+    def attention_forward(self, q, k, v, mask, scale: float, dropout_p: float, grad: bool):
+        # torch's scaled_dot_product_attention picks a flash / memory-efficient kernel where the
+        # inputs allow (the math kernel otherwise). Its backward is torch's own: the forward
+        # runs under torch autograd on detached leaves, and the small graph it leaves holds what
+        # the chosen kernel saves (q, k, v, the output and the softmax's log-sum-exp for the
+        # fused kernels, never the (T, T) probabilities).
+        torch = self.torch
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+        if mask is not None and mask.dtype != torch.bool:
+            mask = mask != 0
+        seed = None
+        if dropout_p > 0.0:  # drawn from our generator, so a run stays reproducible and resumable
+            seed = int(torch.randint(0, 2**62, (1,), generator=self._gen, device=self._device).item())
+
+        def run(*args):
+            if seed is None:
+                return sdpa(*args, attn_mask=mask, dropout_p=0.0, scale=scale)
+            devices = [self._device] if self._device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices, device_type=self._device.type):
+                torch.manual_seed(seed)
+                return sdpa(*args, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+
+        if not grad:
+            with torch.no_grad():
+                return run(q, k, v), None
+        leaves = [t.detach().requires_grad_(True) for t in (q, k, v)]
+        with torch.enable_grad():
+            out = run(*leaves)
+        return out.detach(), (out, leaves)
+
+    def attention_backward(self, state, g, needs: tuple):
+        out, leaves = state
+        wanted = [t for t, n in zip(leaves, needs) if n]
+        got = iter(self.torch.autograd.grad(out, wanted, g.to(out.dtype)) if wanted else ())
+        return tuple(next(got) if n else None for n in needs)
 
     def embedding_backward(self, ids, g, num_embeddings):
         d = g.shape[-1]

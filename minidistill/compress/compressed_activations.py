@@ -143,6 +143,8 @@ class CompActLinear(F.Linear):
         ops = ctx.ops
         x2, y = F.linear_forward_2d(ctx, x, weight, bias, residual)  # x2 (N, in), y (..., out)
         ctx.step = proj.controller.step
+        if ctx.back is not None:  # under autocast x2 is the low-precision copy; z is kept in float32
+            x2 = ops.cast(x2, ctx.back)
         z = ops.matmul(x2, proj.matrix(ops, ops.dtype(x2), ctx.step)) if ctx.needs_input_grad[1] else None  # (N, r)
         ctx.save(z, weight)  # x2 is not kept: it is freed once the layer's caller lets go of x
         ctx.proj, ctx.param = proj, param

@@ -30,11 +30,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.tensor import Tensor, no_grad
+from ..core.tensor import Tensor, autocast, no_grad
 from ..fileio import write_json
 from ..data.cache import TeacherCache, data_fingerprint
 from ..data.datasets import model_inputs
 from ..models.bert import ModelOutput
+from ..train import distributed
 from ..train.optim import param_groups
 from ..train.trainer import TrainConfig, Trainer, has_checkpoint, restore_model
 from .kd import needed_outputs, total_loss
@@ -153,7 +154,9 @@ def distill(teacher, student, tokenizer, train_data, eval_data=None, objectives=
             log.append(entry)
             if where is not None:  # the phase's end: its final state, and a mark that it is done
                 trainer.save_checkpoint()
-                write_json(where / FINISHED, entry)
+                if distributed.is_main():
+                    write_json(where / FINISHED, entry)
+                distributed.barrier()
                 finished = where
         student.requires_grad_(True)
     if trainer is None:  # every phase had finished before: the student as the last one left it
@@ -207,9 +210,18 @@ def _teacher_outputs(teacher, tokenizer, data, objectives, cfg: TrainConfig, cac
                 return teacher(**model_inputs(batch), **flags)
         return live
     hidden = sorted({j for obj in objectives if "hidden_states" in obj.needs for _, j in obj.layer_map.pairs})
-    key = hashlib.sha1(f"{data_fingerprint(data, cfg.max_length)}-{hidden}".encode()).hexdigest()[:16]
-    cache = TeacherCache.build(Path(cache_dir) / key, teacher, tokenizer, data, cfg.max_length, hidden,
-                               batch_size=cfg.eval_batch_size)
+    precision = cfg.precision if cfg.precision_eval else "fp32"  # a bf16 cache never serves an fp32 run
+    ident = f"{data_fingerprint(data, cfg.max_length)}-{hidden}" + ("" if precision == "fp32" else f"-{precision}")
+    key = hashlib.sha1(ident.encode()).hexdigest()[:16]
+    # built once, by the first process of a data-parallel run; the others open it when it is done
+    if distributed.is_main():
+        with autocast(cfg.autocast_dtype if cfg.precision_eval else None):
+            cache = TeacherCache.build(Path(cache_dir) / key, teacher, tokenizer, data, cfg.max_length, hidden,
+                                       batch_size=cfg.eval_batch_size)
+    distributed.barrier()
+    if not distributed.is_main():
+        cache = TeacherCache.build(Path(cache_dir) / key, teacher, tokenizer, data, cfg.max_length, hidden,
+                                   batch_size=cfg.eval_batch_size)
     cache.check(teacher, data, cfg.max_length)
     n_states = teacher.config.num_hidden_layers + 1
     ops = teacher.backend

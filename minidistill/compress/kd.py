@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core import functions as F
-from ..core.tensor import Tensor
+from ..core.tensor import Tensor, autocast
 from ..nn.layers import Linear
 from ..nn.module import Module
 
@@ -493,11 +493,13 @@ class MiniLMv2Relations(LayerPairObjective):
 
 
 def total_loss(objectives, student_out, teacher_out, batch=None) -> Tensor:
-    """The sum of weighted objectives."""
+    """The sum of weighted objectives, in float32 even inside a mixed-precision step (the
+    relation and projection products of the objectives leave ``autocast``)."""
     loss = None
-    for obj in objectives:
-        term = obj(student_out, teacher_out, batch)
-        loss = term if loss is None else loss + term
+    with autocast(None):
+        for obj in objectives:
+            term = obj(student_out, teacher_out, batch)
+            loss = term if loss is None else loss + term
     return loss
 
 

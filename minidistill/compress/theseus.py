@@ -147,10 +147,10 @@ class TheseusModel(Module):
         hidden = [x] if output_hidden_states else None
         for i, layers in enumerate(self.grouping):
             if gates[i]:
-                x = s.bert.encoder.layer[i](x, mask)[0]  # (B, T, D)
+                x = s.bert.encoder.layer[i](x, mask, return_probs=False)[0]  # (B, T, D)
             else:
                 for j in layers:
-                    x = self.predecessor.bert.encoder.layer[j](x, mask)[0]  # (B, T, D)
+                    x = self.predecessor.bert.encoder.layer[j](x, mask, return_probs=False)[0]  # (B, T, D)
             if hidden is not None:
                 hidden.append(x)
         pooled = s.bert.pooler(x, attention_mask)  # (B, D)

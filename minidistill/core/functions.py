@@ -14,7 +14,7 @@ import builtins
 
 import numpy as np
 
-from .tensor import Context, Function, Tensor, get_default_dtype
+from .tensor import Context, Function, Tensor, get_default_dtype, is_grad_enabled
 
 
 def numel(a) -> int:
@@ -323,18 +323,45 @@ def cast(a: Tensor, dtype) -> Tensor:
 
 
 # ------------------------------------------------------------------- matmuls
+def low_precision(ctx: Context, *arrays):
+    """Under ``autocast``: ``arrays`` cast to the low precision (None stays None), and the
+    float dtype to cast products back to; otherwise ``(arrays, None)`` unchanged. Integer
+    operands (int8 layers) never take part."""
+    lp, ops = ctx.autocast, ctx.ops
+    first = next((a for a in arrays if a is not None), None)
+    if lp is None or first is None or ops.dtype(first).kind != "f":
+        return arrays, None
+    if lp not in ops.low_precision:
+        raise RuntimeError(f"autocast({lp!r}) needs a backend with {lp} matrix products (the torch backend); "
+                           f"the {ops.name} backend has none: train with precision='fp32' there")
+    back = first.dtype
+    return tuple(None if a is None else ops.cast(a, lp) for a in arrays), back
+
+
+def _back(ops, y, dtype):
+    """A low-precision product cast back to the float dtype (no-op outside autocast)."""
+    return y if dtype is None else ops.cast(y, dtype)
+
+
 class MatMul(Function):
-    """Batched, broadcasting ``a @ b``; 1-D operands are promoted as in NumPy."""
+    """Batched, broadcasting ``a @ b``; 1-D operands are promoted as in NumPy.
+
+    Under ``autocast`` the product (and both products of the backward) run in the low
+    precision on copies cast once; the saved operands are those copies (half the memory).
+    """
 
     @staticmethod
     def forward(ctx, a, b):
+        (a, b), ctx.back = low_precision(ctx, a, b)
         ctx.save(a, b)
-        return ctx.ops.matmul(a, b)
+        return _back(ctx.ops, ctx.ops.matmul(a, b), ctx.back)
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved
         ops = ctx.ops
+        if ctx.back is not None:
+            g = ops.cast(g, ctx.autocast)
         # Promote 1-D operands to matrices so one rule covers every case.
         a2 = ops.reshape(a, (1, a.shape[0])) if a.ndim == 1 else a
         b2 = ops.reshape(b, (b.shape[0], 1)) if b.ndim == 1 else b
@@ -345,11 +372,11 @@ class MatMul(Function):
             g2 = ops.reshape(g2, tuple(g2.shape) + (1,)) if a.ndim > 1 else g2
         da = db = None
         if ctx.needs_input_grad[0]:
-            da = ops.matmul(g2, _swap_last(ops, b2))  # (..., n, m) @ (..., m, k)
+            da = _back(ops, ops.matmul(g2, _swap_last(ops, b2)), ctx.back)  # (..., n, m) @ (..., m, k)
             da = ops.sum_to_shape(da, a2.shape) if da.ndim >= a2.ndim else da
             da = ops.reshape(da, a.shape)
         if ctx.needs_input_grad[1]:
-            db = ops.matmul(_swap_last(ops, a2), g2)  # (..., k, n) @ (..., n, m)
+            db = _back(ops, ops.matmul(_swap_last(ops, a2), g2), ctx.back)  # (..., k, n) @ (..., n, m)
             db = ops.sum_to_shape(db, b2.shape)
             db = ops.reshape(db, b.shape)
         return da, db
@@ -365,13 +392,15 @@ class Linear(Function):
     """``y = x Wᵀ + b (+ residual)``: W stored (out, in) as in PyTorch and HF checkpoints.
 
     The bias and optional residual are added in one epilogue (``ops.linear_forward``): the
-    Numba backend fuses it into a single pass over the output, torch into its GEMM.
+    Numba backend fuses it into a single pass over the output, torch into its GEMM. Under
+    ``autocast`` the GEMMs run in the low precision (see :class:`MatMul`); the bias gradient
+    is summed in float32.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias=None, residual=None):
         x2, y = linear_forward_2d(ctx, x, weight, bias, residual)
-        ctx.save(x2, weight)
+        ctx.save(x2, ctx.weight_used)
         return y
 
     @staticmethod
@@ -382,8 +411,9 @@ class Linear(Function):
         d_out = weight.shape[0]
         g2 = ops.reshape(g, (-1, d_out))  # (N, out)
         need = ctx.needs_input_grad
-        dx = ops.reshape(ops.matmul(g2, weight), ctx.lead + (weight.shape[1],)) if need[0] else None
-        dw = ops.matmul(ops.transpose(g2, (1, 0)), x2) if need[1] else None  # (out, in)
+        gl = g2 if ctx.back is None else ops.cast(g2, ctx.autocast)  # (N, out) in the product precision
+        dx = ops.reshape(_back(ops, ops.matmul(gl, weight), ctx.back), ctx.lead + (weight.shape[1],)) if need[0] else None
+        dw = _back(ops, ops.matmul(ops.transpose(gl, (1, 0)), x2), ctx.back) if need[1] else None  # (out, in)
         db = ops.sum(g2, axis=0) if len(need) > 2 and need[2] else None
         dr = g if len(need) > 3 and need[3] else None
         return dx, dw, db, dr
@@ -392,7 +422,11 @@ class Linear(Function):
 
 def linear_forward_2d(ctx, x, weight, bias=None, residual=None):
     """The shared forward of the linear Functions: checks the width, runs ``x Wᵀ + b (+ r)``
-    on rows and sets ``ctx.lead``; returns ``(x2 (N, in), y (..., out))``."""
+    on rows and sets ``ctx.lead``; returns ``(x2 (N, in), y (..., out))``.
+
+    Under ``autocast`` the GEMM and its bias run in the low precision and the residual is
+    added in float32; ``x2`` and ``ctx.weight_used`` are then the low-precision copies (what a
+    backward should save) and ``ctx.back`` the float dtype (else None)."""
     ops = ctx.ops
     d_in, d_out = weight.shape[1], weight.shape[0]
     if x.shape[-1] != d_in:
@@ -400,8 +434,12 @@ def linear_forward_2d(ctx, x, weight, bias=None, residual=None):
     lead = tuple(x.shape[:-1])
     x2 = ops.reshape(x, (-1, d_in))  # (N, in)
     r2 = None if residual is None else ops.reshape(residual, (-1, d_out))  # (N, out)
-    y = ops.linear_forward(x2, weight, bias, r2)  # (N, out)
-    ctx.lead = lead
+    (x2, weight, bias), ctx.back = low_precision(ctx, x2, weight, bias)
+    if ctx.back is None:
+        y = ops.linear_forward(x2, weight, bias, r2)  # (N, out)
+    else:
+        y = ops.bias_add(ops.cast(ops.linear_forward(x2, weight, bias), ctx.back), None, r2)  # (N, out) float32
+    ctx.lead, ctx.weight_used = lead, weight
     return x2, ops.reshape(y, lead + (d_out,))
 
 
@@ -422,6 +460,45 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, residual: Tens
     if residual is not None:
         args.append(residual)
     return Linear.apply(*args)
+
+
+class FusedAttention(Function):
+    """``softmax(q kᵀ · scale, mask) v`` in one fused kernel (``ops.attention_forward``): the
+    (B, H, T, T) probabilities are never stored, and the backward recomputes what it needs
+    from q, k, v and the softmax statistics (flash / memory-efficient attention). Under
+    ``autocast`` q, k, v go in at the low precision and the output comes back in float32."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask=None, scale: float = 1.0, dropout_p: float = 0.0):
+        ops = ctx.ops
+        (q, k, v), ctx.back = low_precision(ctx, q, k, v)
+        out, ctx.state = ops.attention_forward(q, k, v, mask, scale, dropout_p,
+                                               grad=any(ctx.needs_input_grad) and is_grad_enabled())
+        if ctx.state is not None:
+            ctx.save(q, k, v, out)  # what the kernel's own graph holds (for the tape's byte count)
+        return _back(ops, out, ctx.back)
+
+    @staticmethod
+    def backward(ctx, g):
+        ops = ctx.ops
+        grads = ops.attention_backward(ctx.state, g, tuple(ctx.needs_input_grad[:3]))
+        ctx.state = None
+        return tuple(None if d is None else _back(ops, d, ctx.back) for d in grads) + (None,) * (
+            len(ctx.needs_input_grad) - 3)
+
+
+def fused_attention(q: Tensor, k: Tensor, v: Tensor, mask=None, scale: float | None = None,
+                    dropout: float = 0.0) -> Tensor:
+    """Scaled dot-product attention without materialised maps, on backends that have a fused
+    kernel (``ops.fused_attention``: torch); q, k, v (B, H, T, d) → (B, H, T, d).
+
+    ``mask``: a keep-mask broadcastable to (B, H, T, T). ``dropout``: on the attention
+    probabilities (training only; drawn from the backend's generator).
+    """
+    if not q.backend.fused_attention:
+        raise NotImplementedError(f"the {q.backend.name} backend has no fused attention kernel")
+    scale = 1.0 / float(np.sqrt(q.shape[-1])) if scale is None else float(scale)
+    return FusedAttention.apply(q, k, v, _mask_data(mask, q.backend), scale=scale, dropout_p=float(dropout))
 
 
 # ------------------------------------------------------------------- shapes

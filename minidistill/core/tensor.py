@@ -23,6 +23,8 @@ import numpy as np
 from ..backends import Ops, get_backend, target_backend
 
 _GRAD_ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("minidistill_grad", default=True)
+_AUTOCAST: contextvars.ContextVar[str | None] = contextvars.ContextVar("minidistill_autocast", default=None)
+_GRAD_READY: contextvars.ContextVar[Any] = contextvars.ContextVar("minidistill_grad_ready", default=None)
 _DEFAULT_DTYPE = np.dtype("float32")
 
 
@@ -48,6 +50,46 @@ def enable_grad():
         yield
     finally:
         _GRAD_ENABLED.reset(token)
+
+
+LOW_PRECISION = ("bfloat16", "float16")
+
+
+@contextlib.contextmanager
+def autocast(dtype: str | None):
+    """Mixed precision inside this block: matrix products (``matmul``, ``linear`` and the
+    attention products) run in ``dtype`` (``"bfloat16"`` or ``"float16"``) on float32 inputs
+    and return float32; everything else (reductions, softmax, LayerNorm, losses) stays in
+    float32. ``autocast(None)`` turns it off inside an enclosing block (the distillation
+    losses do). Each Function records the setting at its forward, so its backward runs the
+    same products in the same precision wherever ``backward()`` is called.
+
+    Only the torch backend has low-precision matrix kernels; the others refuse.
+    """
+    if dtype is not None and dtype not in LOW_PRECISION:
+        raise ValueError(f"autocast dtype must be one of {LOW_PRECISION} or None, got {dtype!r}")
+    token = _AUTOCAST.set(dtype)
+    try:
+        yield
+    finally:
+        _AUTOCAST.reset(token)
+
+
+def autocast_dtype() -> str | None:
+    """The low precision in force (``autocast``), or None."""
+    return _AUTOCAST.get()
+
+
+@contextlib.contextmanager
+def on_grad_ready(hook):
+    """Call ``hook(leaf)`` during ``backward()`` as soon as a leaf's gradient is final (all of
+    its uses on the tape are done), so that work on it (a data-parallel all-reduce) can start
+    while the rest of the backward runs."""
+    token = _GRAD_READY.set(hook)
+    try:
+        yield
+    finally:
+        _GRAD_READY.reset(token)
 
 
 def is_grad_enabled() -> bool:
@@ -81,6 +123,8 @@ class Context:
         self.ops = ops
         self.needs_input_grad = needs_input_grad
         self.saved: tuple = ()
+        #: the low precision of matrix products under ``autocast`` at the forward (or None)
+        self.autocast = _AUTOCAST.get()
 
     def save(self, *arrays) -> None:
         """Keep ``arrays`` for the backward pass (retrieved as ``ctx.saved``)."""
@@ -318,6 +362,7 @@ class Tensor:
             raise ValueError(f"gradient shape {tuple(grad.shape)} does not match tensor shape {self.shape}")
 
         order = _topological_order(self)
+        ready = _GRAD_READY.get()
         grads: dict[int, Any] = {id(self._entry()): grad}
         for t in reversed(order):
             g = grads.pop(id(t), None)
@@ -326,6 +371,8 @@ class Tensor:
             if t._node is None:
                 if t.requires_grad:
                     t.grad = g if t.grad is None else t.grad + g
+                    if ready is not None:  # reversed topological order: no later use of t
+                        ready(t)
                 continue
             fn, ctx, inputs = t._node
             in_grads = fn.backward(ctx, g)

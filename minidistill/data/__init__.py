@@ -13,6 +13,8 @@ from .datasets import (
     load_rotten_tomatoes,
     model_inputs,
     rotten_tomatoes_split,
+    split_rows,
+    take_rows,
 )
 from .augment import augment
 from .cache import TeacherCache, data_fingerprint, model_fingerprint
@@ -35,4 +37,6 @@ __all__ = [
     "model_fingerprint",
     "model_inputs",
     "rotten_tomatoes_split",
+    "split_rows",
+    "take_rows",
 ]

@@ -195,6 +195,27 @@ class TextDataset:
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
+def take_rows(batch: dict, rows) -> dict:
+    """The rows ``rows`` (a slice or indices) of a padded batch, with the padding columns no
+    kept row uses cut off (a micro-batch or a data-parallel shard of a batch). Arrays of
+    width T (the token axis) are cut on that axis; per-example arrays are only sliced."""
+    width = batch["input_ids"].shape[1]
+    out = {k: v[rows] for k, v in batch.items()}
+    mask = out["attention_mask"]
+    used = max(1, int(mask.sum(axis=1).max())) if len(mask) else width
+    if used < width:
+        out = {k: (v[:, :used] if v.ndim >= 2 and v.shape[1] == width else v) for k, v in out.items()}
+    return out
+
+
+def split_rows(batch: dict, parts: int) -> list:
+    """``batch`` cut into at most ``parts`` consecutive micro-batches of ``ceil(B / parts)``
+    rows (the last may be smaller; none is empty), each with its own padding trimmed."""
+    n = len(batch["input_ids"])
+    size = max(1, -(-n // max(1, parts)))
+    return [take_rows(batch, slice(lo, lo + size)) for lo in range(0, n, size)]
+
+
 def model_inputs(batch: dict) -> dict:
     """The entries of a batch a model's forward takes (not labels or example ids)."""
     return {k: batch[k] for k in MODEL_INPUTS if k in batch}

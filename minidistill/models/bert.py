@@ -130,9 +130,10 @@ class BertAttention(Module):
         setattr(self, "self", BertSelfAttention(config))
         self.output = BertSelfOutput(config)
 
-    def forward(self, x: Tensor, mask=None, return_scores: bool = False, return_qkv: bool = False, adapter=None):
-        """Returns ``(output (B, T, D), probs (B, H, T, T), scores or None, (q, k, v) or None)``."""
-        context, probs, scores, qkv = getattr(self, "self")(x, mask, return_scores, return_qkv)
+    def forward(self, x: Tensor, mask=None, return_scores: bool = False, return_qkv: bool = False, adapter=None,
+                return_probs: bool = True):
+        """Returns ``(output (B, T, D), probs (B, H, T, T) or None, scores or None, (q, k, v) or None)``."""
+        context, probs, scores, qkv = getattr(self, "self")(x, mask, return_scores, return_qkv, return_probs)
         return self.output(context, x, adapter), probs, scores, qkv
 
 
@@ -168,15 +169,17 @@ class BertLayer(Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
-    def forward(self, x: Tensor, mask=None, return_scores: bool = False, return_qkv: bool = False, adapters=None):
-        """Returns ``(hidden (B, T, D), probs (B, H, T, T), scores or None, (q, k, v) or None)``.
+    def forward(self, x: Tensor, mask=None, return_scores: bool = False, return_qkv: bool = False, adapters=None,
+                return_probs: bool = True):
+        """Returns ``(hidden (B, T, D), probs (B, H, T, T) or None, scores or None, (q, k, v) or None)``.
+        ``return_probs=False`` lets the attention use a fused kernel (no (T, T) map is kept).
 
         ``adapters``: an optional ``(attention_adapter, ffn_adapter)`` pair used for this call
         instead of the layer's own (a shared layer run with per-repeat adapters: MiniALBERT).
         """
         attn_adapter, ffn_adapter = adapters if adapters is not None else (None, None)
         # BEGIN TASK 3.3
-        a, probs, scores, qkv = self.attention(x, mask, return_scores, return_qkv, attn_adapter)
+        a, probs, scores, qkv = self.attention(x, mask, return_scores, return_qkv, attn_adapter, return_probs)
         return self.output(self.intermediate(a), a, ffn_adapter), probs, scores, qkv
         # END TASK 3.3
 
@@ -196,7 +199,7 @@ class BertEncoder(Module):
         scores_all = [] if output_attention_scores else None
         qkv_all = [] if output_qkv else None
         for layer in self.layer:
-            x, probs, scores, qkv = layer(x, mask, output_attention_scores, output_qkv)
+            x, probs, scores, qkv = layer(x, mask, output_attention_scores, output_qkv, return_probs=output_attentions)
             if hidden is not None:
                 hidden.append(x)
             if attentions is not None:

@@ -139,7 +139,8 @@ class MiniAlbertEncoder(Module):
         qkv_all = [] if output_qkv else None
         for r in range(self.num_repeats):
             pair = (self.adapters[r].attention, self.adapters[r].ffn) if self.adapters is not None else None
-            x, probs, scores, qkv = self.shared_layer(x, mask, output_attention_scores, output_qkv, adapters=pair)
+            x, probs, scores, qkv = self.shared_layer(x, mask, output_attention_scores, output_qkv, adapters=pair,
+                                                     return_probs=output_attentions)
             for store, value in ((hidden, x), (attentions, probs), (scores_all, scores), (qkv_all, qkv)):
                 if store is not None:
                     store.append(value)

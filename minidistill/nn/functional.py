@@ -9,7 +9,7 @@ and the LSTM recurrence of :class:`~minidistill.nn.LSTM`.
 from __future__ import annotations
 
 from ..core.functions import (  # noqa: F401 - the generic ops, re-exported
-    add, cast, concat, cross_entropy, div, dropout, embedding, exp, gelu, getitem, kl_div,
+    add, cast, concat, cross_entropy, div, dropout, embedding, exp, fused_attention, gelu, getitem, kl_div,
     layer_norm, linear, log, log_softmax, matmul, max, mean, mse_loss, mul, neg, permute, pow, relu,
     reshape, sigmoid, softmax, sqrt, sub, sum, tanh, transpose, zeros,
 )

@@ -6,6 +6,8 @@ so loading a checkpoint is a key-by-key copy.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 
 from . import functional as F
@@ -109,6 +111,20 @@ class Dropout(Module):
         return f"p={self.p}"
 
 
+_FUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("minidistill_fused_attention", default=True)
+
+
+@contextlib.contextmanager
+def fused_attention_enabled(enabled: bool):
+    """Allow (default) or forbid the fused attention kernel inside this block; forbidding it
+    runs the materialised path everywhere (to compare the two, or to debug)."""
+    token = _FUSED.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _FUSED.reset(token)
+
+
 def attention_scores(q: Tensor, k: Tensor) -> Tensor:
     """Scaled dot products ``q kᵀ / √d`` for q, k (B, H, T, d) → (B, H, T, T)."""
     return F.matmul(q, F.transpose(k, -1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, H, T, T)
@@ -138,26 +154,36 @@ class MultiHeadSelfAttention(Module):
         b, t, _ = x.shape
         return F.transpose(x.reshape(b, t, self.num_attention_heads, self.attention_head_size), 1, 2)
 
-    def forward(self, x: Tensor, mask=None, return_scores: bool = False, return_qkv: bool = False):
+    def forward(self, x: Tensor, mask=None, return_scores: bool = False, return_qkv: bool = False,
+                return_probs: bool = True):
         """Attend over ``x`` (B, T, D) with a keep-``mask`` broadcastable to (B, H, T, T).
 
         The 1/√d scaling is applied after ``q kᵀ`` (the reference order) inside the softmax
-        kernel; the scaled scores are only materialised when ``return_scores`` is set.
+        kernel; the scaled scores are only materialised when ``return_scores`` is set. When
+        neither the probabilities nor the scores are wanted and the backend has a fused kernel
+        (torch's ``scaled_dot_product_attention``), that kernel runs instead and no (T, T) map
+        is stored (see :func:`fused_attention_enabled`).
 
         Returns:
-            ``(context, probs, scores, qkv)``: (B, T, D), (B, H, T, T), the scaled scores
-            (B, H, T, T) or None, and ``(q, k, v)`` each (B, H, T, d) when ``return_qkv``.
+            ``(context, probs, scores, qkv)``: (B, T, D), (B, H, T, T) or None (fused path),
+            the scaled scores (B, H, T, T) or None, and ``(q, k, v)`` each (B, H, T, d) when
+            ``return_qkv``.
         """
         # BEGIN TASK 1.4
         b, t, _ = x.shape
         q = self.split_heads(self.query(x))  # (B, H, T, d)
         k = self.split_heads(self.key(x))  # (B, H, T, d)
         v = self.split_heads(self.value(x))  # (B, H, T, d)
-        raw = F.matmul(q, F.transpose(k, -1, -2))  # (B, H, T, T)
         scale = 1.0 / math.sqrt(self.attention_head_size)
-        probs = F.softmax(raw, axis=-1, mask=mask, scale=scale)  # (B, H, T, T)
-        scores = raw * scale if return_scores else None  # (B, H, T, T)
-        context = F.matmul(self.dropout(probs), v)  # (B, H, T, d)
+        if not (return_probs or return_scores) and x.backend.fused_attention and _FUSED.get():
+            p = self.dropout.p if self.training else 0.0
+            context = F.fused_attention(q, k, v, mask, scale=scale, dropout=p)  # (B, H, T, d)
+            probs = scores = None
+        else:
+            raw = F.matmul(q, F.transpose(k, -1, -2))  # (B, H, T, T)
+            probs = F.softmax(raw, axis=-1, mask=mask, scale=scale)  # (B, H, T, T)
+            scores = raw * scale if return_scores else None  # (B, H, T, T)
+            context = F.matmul(self.dropout(probs), v)  # (B, H, T, d)
         context = F.transpose(context, 1, 2).reshape(b, t, self.all_head_size)  # (B, T, D)
         return context, probs, scores, ((q, k, v) if return_qkv else None)
         # END TASK 1.4

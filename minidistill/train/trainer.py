@@ -5,8 +5,13 @@ minGPT-style: a small loop, a config dataclass, and callbacks registered per eve
 what is optimised by passing ``compute_loss(model, batch) -> Tensor`` (distillation adds its
 teacher there) and which parameters by passing ``parameters``.
 
-Each step: forward, loss, backward, gradient clipping, optimizer and schedule step. Every
-step is appended to a JSON-lines log; evaluation runs every ``eval_every`` steps and at the
+Each step: forward, loss, backward, gradient clipping, optimizer and schedule step. A step
+is one global batch of ``batch_size`` examples whatever runs it: ``grad_accum_steps``
+micro-batches in turn and, under ``torchrun``, a share of the rows on each of several
+processes (:mod:`minidistill.train.distributed`); each part's loss is weighted by its share
+of the batch's examples, so the update is exactly the big batch's. ``precision`` runs the
+matrix products in bf16 / fp16 on float32 master weights (``core.autocast``), with dynamic
+loss scaling for fp16. Every step is appended to a JSON-lines log; evaluation runs every ``eval_every`` steps and at the
 end, with the task's metrics; early stopping watches a dev metric. Training checkpoints
 (model, optimizer, schedule, random states, position in the epoch) are written atomically
 and :meth:`Trainer.resume` continues a killed run to bit-identical parameters on the CPU
@@ -15,6 +20,7 @@ backends.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -27,13 +33,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.tensor import no_grad
-from ..data.datasets import model_inputs
+from ..core.tensor import autocast, no_grad, on_grad_ready
+from ..data.datasets import model_inputs, split_rows, take_rows
 from ..fileio import (CheckpointError, alias_metadata, atomic_path, load_weights, save_weights, unique_tensors,
                       write_json)
+from . import distributed
 from . import metrics as metrics_mod
 from .optim import SGD, AdamW, param_groups
 from .schedules import Schedule, clip_grad_norm
+
+
+#: ``train.precision`` → the dtype of the matrix products under ``autocast``
+PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
 
 
 @dataclass
@@ -46,7 +57,12 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW's moment decay rates
     eps: float = 1e-8  # AdamW's denominator term
     momentum: float = 0.0  # SGD's momentum
-    batch_size: int = 32  # examples per optimiser step
+    batch_size: int = 32  # examples per optimiser step (in all: split among micro-batches and processes)
+    grad_accum_steps: int = 1  # micro-batches per optimiser step (the same update in less memory)
+    precision: str = "fp32"  # fp32 | bf16 | fp16: matrix products in that precision, float32 master weights (torch backend)
+    precision_eval: bool = False  # evaluate (and build the teacher cache) in the training precision too
+    loss_scale: float = 65536.0  # fp16: the initial dynamic loss scale
+    loss_scale_window: int = 2000  # fp16: double the loss scale after this many steps without overflow
     eval_batch_size: int = 64  # examples per evaluation batch
     epochs: int = 1  # passes over the training set (unless max_steps is set)
     max_steps: int | None = None  # optimiser steps to run (overrides epochs)
@@ -77,6 +93,17 @@ class TrainConfig:
             raise ValueError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"train.max_steps must be positive, got {self.max_steps}")
+        if not isinstance(self.grad_accum_steps, int) or self.grad_accum_steps < 1:
+            raise ValueError(f"train.grad_accum_steps must be a positive integer, got {self.grad_accum_steps!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not (self.loss_scale > 0 and math.isfinite(self.loss_scale)) or self.loss_scale_window < 1:
+            raise ValueError("train.loss_scale must be a positive number and train.loss_scale_window a positive integer")
+
+    @property
+    def autocast_dtype(self) -> str | None:
+        """The dtype of the matrix products (None for fp32)."""
+        return PRECISIONS[self.precision]
 
 
 @dataclass
@@ -91,6 +118,9 @@ class TrainState:
     bad_evals: int = 0
     stopped_early: bool = False
     history: list = field(default_factory=list)
+    loss_scale: float | None = None  # fp16: the dynamic loss scale now
+    good_steps: int = 0  # fp16: steps since the last overflow
+    skipped_steps: int = 0  # fp16: steps skipped because a gradient overflowed
 
 
 class Trainer:
@@ -125,6 +155,12 @@ class Trainer:
                 self.add_callback(event, fn)
         self.state = TrainState()
         cfg = self.config
+        lp = cfg.autocast_dtype
+        if lp is not None and lp not in model.backend.low_precision:
+            raise ValueError(f"train.precision={cfg.precision} needs the torch backend (bf16 / fp16 matrix products); "
+                             f"this model is on the {model.backend.name} backend: use precision=fp32 there")
+        if cfg.precision == "fp16":
+            self.state.loss_scale = float(cfg.loss_scale)
         if cfg.checkpoint_every and cfg.checkpoint_dir is None:  # (the CLI picks a folder itself)
             raise ValueError("train.checkpoint_every needs train.checkpoint_dir")
         steps_per_epoch = train_data.num_batches(cfg.batch_size)
@@ -142,6 +178,13 @@ class Trainer:
         self.metric = cfg.metric or _default_metric(train_data)
         self._best_state = None
         self.last_loss = float("nan")
+        self.main = True  # whether this process writes checkpoints, logs and progress
+        self.reducer = None
+        if distributed.setup(model.backend):  # launched by torchrun: data-parallel
+            self.main = distributed.is_main()
+            trained = list(self.optimizer.parameters())
+            distributed.broadcast_parameters(trained)  # every rank starts from rank 0's weights
+            self.reducer = distributed.GradReducer(trained)
 
     def _non_finite_message(self, value: float, step: int) -> str:
         """What to say when the loss is NaN or infinite: the step and the last good checkpoint."""
@@ -169,11 +212,11 @@ class Trainer:
     def train(self) -> TrainState:
         """Run until ``max_steps`` / ``epochs`` or early stopping; returns the final state."""
         cfg, st = self.config, self.state
-        bar = _progress(self.total_steps, st.step, cfg.progress)
+        bar = _progress(self.total_steps, st.step, cfg.progress) if self.main else None
         ops = self.model.backend
         if st.step == 0:
             ops.seed(cfg.seed)  # dropout draws: deterministic from the run's seed
-        log = open(cfg.log_file, "a", encoding="utf-8") if cfg.log_file else None
+        log = open(cfg.log_file, "a", encoding="utf-8") if cfg.log_file and self.main else None
         try:
             self._trigger("on_train_begin")
             while st.step < self.total_steps and not st.stopped_early:
@@ -184,15 +227,12 @@ class Trainer:
                     start = time.perf_counter()
                     self.model.train()
                     self._trigger("on_step_begin")
-                    loss = self.compute_loss(self.model, batch)
-                    value = loss.item()
-                    if not math.isfinite(value):  # before backward: the parameters stay as they were
-                        raise FloatingPointError(self._non_finite_message(value, st.step + 1))
-                    loss.backward()
-                    params = list(self.optimizer.parameters())
-                    grad_norm = clip_grad_norm(params, cfg.max_grad_norm) if cfg.max_grad_norm else None
-                    lr = self.optimizer.param_groups[0]["lr"]
-                    self.optimizer.step()
+                    value, skipped = self._forward_backward(batch)
+                    grad_norm, lr = None, self.optimizer.param_groups[0]["lr"]
+                    if not skipped:
+                        params = list(self.optimizer.parameters())
+                        grad_norm = clip_grad_norm(params, cfg.max_grad_norm) if cfg.max_grad_norm else None
+                        self.optimizer.step()
                     self.schedule.step()
                     self.optimizer.zero_grad()
                     self.model.zero_grad()
@@ -204,6 +244,8 @@ class Trainer:
                     record = {"step": st.step, "epoch": st.epoch, "loss": self.last_loss, "lr": lr,
                               "grad_norm": grad_norm, "seq_per_s": n / seconds,
                               "tokens": int(batch["attention_mask"].sum())}
+                    if cfg.precision == "fp16":
+                        record.update(loss_scale=st.loss_scale, skipped=skipped, skipped_steps=st.skipped_steps)
                     if log:
                         log.write(json.dumps(record) + "\n")
                         log.flush()
@@ -233,6 +275,59 @@ class Trainer:
         self._trigger("on_train_end")
         return st
 
+    def _forward_backward(self, batch) -> tuple[float, bool]:
+        """Gradients of the global ``batch``'s loss in ``.grad``: this process's rows, in
+        ``grad_accum_steps`` micro-batches, each loss weighted by its share of the batch's
+        examples, summed over processes. Returns ``(loss, skipped)``: the batch's mean loss, and
+        whether the step must be skipped (fp16 overflow; the scale is lowered then)."""
+        cfg, st = self.config, self.state
+        n = len(batch["input_ids"])
+        mine = take_rows(batch, distributed.shard(n)) if self.reducer is not None else batch
+        parts = split_rows(mine, cfg.grad_accum_steps) if len(mine["input_ids"]) else []
+        scale = st.loss_scale if cfg.precision == "fp16" else 1.0
+        total = 0.0
+        for i, part in enumerate(parts):
+            weight = len(part["input_ids"]) / n
+            with autocast(cfg.autocast_dtype):
+                loss = self.compute_loss(self.model, part)
+            value = loss.item()
+            total += weight * value
+            if not math.isfinite(value):
+                continue  # no backward: the step is refused or skipped below
+            last = i == len(parts) - 1 and self.reducer is not None
+            with on_grad_ready(self.reducer.hook) if last else contextlib.nullcontext():
+                (loss * (weight * scale) if weight * scale != 1.0 else loss).backward()
+        if self.reducer is not None:
+            self.reducer.finish()  # every rank now holds the sum over ranks
+            total = float(distributed.all_reduce_sum([total])[0])
+        if cfg.precision != "fp16":
+            if not math.isfinite(total):  # the parameters are still as they were
+                raise FloatingPointError(self._non_finite_message(total, st.step + 1))
+            return total, False
+        return total, self._unscale(scale, finite=math.isfinite(total))
+
+    def _unscale(self, scale: float, finite: bool) -> bool:
+        """fp16: divide the gradients by the loss scale; on an overflow (a non-finite loss or
+        gradient) drop them, halve the scale and return True (skip the step); after
+        ``loss_scale_window`` good steps double the scale."""
+        st, cfg = self.state, self.config
+        params = [p for p in self.optimizer.parameters() if p.grad is not None]
+        if finite:
+            for p in params:
+                p.grad = p.grad * (1.0 / scale)
+            finite = math.isfinite(sum(float(p.backend.sum(p.grad * p.grad)) for p in params))
+        if not finite:
+            for p in params:
+                p.grad = None
+            st.loss_scale = max(scale / 2.0, 1.0)
+            st.good_steps = 0
+            st.skipped_steps += 1
+            return True
+        st.good_steps += 1
+        if st.good_steps >= cfg.loss_scale_window:
+            st.loss_scale, st.good_steps = scale * 2.0, 0
+        return False
+
     def _evaluate_and_track(self, log) -> dict:
         st, cfg = self.state, self.config
         result = self.evaluate(self.eval_data)
@@ -259,16 +354,24 @@ class Trainer:
         return predict(self.model, self.tokenizer, data, self.config.eval_batch_size, self.config.max_length)
 
     def evaluate(self, data) -> dict:
-        """The task's metrics (and mean loss) on ``data``."""
-        return evaluate(self.model, self.tokenizer, data, self.config.eval_batch_size, self.config.max_length)
+        """The task's metrics (and mean loss) on ``data`` (in the training precision with
+        ``precision_eval``; sharded over the processes of a data-parallel run)."""
+        cfg = self.config
+        with autocast(cfg.autocast_dtype if cfg.precision_eval else None):
+            return evaluate(self.model, self.tokenizer, data, cfg.eval_batch_size, cfg.max_length)
 
     # ----------------------------------------------------------- checkpoints
     def save_checkpoint(self, directory=None) -> Path:
         """Write a training checkpoint ``step-XXXXXXXX`` into ``directory`` (default: the
         config's ``checkpoint_dir``), atomically, and point ``latest`` at it."""
         root = Path(directory or self.config.checkpoint_dir)
-        root.mkdir(parents=True, exist_ok=True)
         name = f"step-{self.state.step:08d}"
+        ranks_rng = None
+        if self.reducer is not None:  # each rank's dropout stream, written by rank 0 alone
+            ranks_rng = _jsonable(distributed.all_gather_object(self.model.backend.get_rng_state()))
+            if not self.main:
+                return root / name
+        root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
         try:
             # every parameter of the training model (frozen ones and method parts too: a Theseus
@@ -291,7 +394,7 @@ class Trainer:
                 "state": asdict(self.state),
                 "optimizer": {"step": opt["step"], "groups": opt["groups"]},
                 "schedule": self.schedule.state_dict(),
-                "rng": {"backend": ops.name, "state": _jsonable(ops.get_rng_state())},
+                "rng": {"backend": ops.name, "state": _jsonable(ops.get_rng_state()), "ranks": ranks_rng},
                 "config": _jsonable(asdict(self.config)),
                 "model_config": self.model.config.to_dict(),
                 "model_class": type(self.model).__name__,
@@ -354,10 +457,14 @@ class Trainer:
         self.schedule.load_state_dict(meta["schedule"])
         ops = self.model.backend
         if meta["rng"]["backend"] == ops.name:
-            ops.set_rng_state(meta["rng"]["state"])
+            ranks = meta["rng"].get("ranks")
+            if self.reducer is not None and ranks is not None and len(ranks) != distributed.world_size():
+                raise CheckpointError(f"{path} was written by {len(ranks)} processes, and {distributed.world_size()} "
+                                      "resume it: resume with the same number (the dropout streams are per process)")
+            ops.set_rng_state(ranks[distributed.rank()] if self.reducer is not None and ranks else meta["rng"]["state"])
         self.state = TrainState(**meta["state"])
         log = self.config.log_file
-        if log and Path(log).is_file():  # drop log lines written after this checkpoint
+        if log and Path(log).is_file() and self.main:  # drop log lines written after this checkpoint
             kept = [line for line in Path(log).read_text().splitlines() if json.loads(line)["step"] <= self.state.step]
             with atomic_path(log) as tmp:
                 tmp.write_text("".join(line + "\n" for line in kept))
@@ -460,13 +567,22 @@ def default_loss(model, batch):
 
 
 def predict(model, tokenizer, data, batch_size: int = 64, max_length: int = 128) -> np.ndarray:
-    """Logits (N, C) for ``data`` in order, in evaluation mode without a tape."""
+    """Logits (N, C) for ``data`` in order, in evaluation mode without a tape.
+
+    In a data-parallel run every process predicts its contiguous share of the rows and the
+    shares are gathered in order, so each process returns the same full array (every rank
+    must call it)."""
     model.eval()
+    sharded = distributed.active()
+    part = data.select(range(*distributed.shard(len(data)).indices(len(data)))) if sharded else data
     outs = []
     with no_grad():
-        for batch in data.batches(tokenizer, batch_size, max_length, shuffle=False):
+        for batch in part.batches(tokenizer, batch_size, max_length, shuffle=False):
             outs.append(model(**model_inputs(batch)).logits.numpy())
-    return np.concatenate(outs) if outs else np.zeros((0, model.config.num_labels))
+    logits = np.concatenate(outs) if outs else np.zeros((0, model.config.num_labels), dtype=np.float32)
+    if sharded:
+        logits = np.concatenate(distributed.all_gather_object(logits))
+    return logits
 
 
 def evaluate(model, tokenizer, data, batch_size: int = 64, max_length: int = 128) -> dict:
