@@ -32,6 +32,7 @@ from .compress import registry
 from .compress.registry import AdapterSpec, DemoContext, StudentSpec
 from .compress.student import layer_spec
 from .course import grading
+from .train import distributed
 from .train.trainer import TrainConfig, merge_callbacks
 
 
@@ -245,7 +246,9 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
     path = _model_path(cfg.teacher.path, "teacher")
     train, dev, test = load_splits(cfg.data, announce)
     tok = Tokenizer.from_pretrained(path)
-    teacher = BertForSequenceClassification.from_pretrained(path, backend=cfg.teacher.backend, device=cfg.teacher.device)
+    teacher = BertForSequenceClassification.from_pretrained(path, backend=cfg.teacher.backend,
+                                                            device=distributed.local_device(cfg.teacher.device))
+    announce = _join_workers(teacher, announce)
     if teacher.config.num_labels != train.task.num_labels:
         raise ConfigError(f"the teacher at {path} predicts {teacher.config.num_labels} labels but "
                           f"{train.task.name} has {train.task.num_labels}; fine-tune it on the task first")
@@ -356,7 +359,14 @@ def _checkpointing(cfg, total_steps: int) -> tuple:
     ``OUTPUT_DIR/checkpoints``), every ``train.checkpoint_every`` steps (default: a tenth of a
     run of at least ``AUTO_CHECKPOINT_STEPS`` steps; 0: none). A folder holding checkpoints of
     this very run means the run was killed: it continues (``resume`` unset or true); checkpoints of
-    another run are an error, unless ``--resume=false`` starts afresh."""
+    another run are an error, unless ``--resume=false`` starts afresh. In a data-parallel run the
+    first process decides (and writes ``run.json``) and the others follow it."""
+    if not distributed.is_main():  # the first process decides and tells the others
+        return distributed.broadcast_object(None)
+    return distributed.broadcast_object(_checkpointing_here(cfg, total_steps))
+
+
+def _checkpointing_here(cfg, total_steps: int) -> tuple:
     import shutil
 
     from .fileio import write_json
@@ -383,6 +393,13 @@ def _checkpointing(cfg, total_steps: int) -> tuple:
         return dataclasses.replace(t, checkpoint_every=0), False
     write_json(record, run)
     return dataclasses.replace(t, checkpoint_dir=str(folder), checkpoint_every=every), resume
+
+
+def _join_workers(model, announce):
+    """Join the data-parallel process group when torchrun launched this process (a no-op
+    otherwise); only the first process announces."""
+    distributed.setup(model.backend)
+    return announce if distributed.is_main() else (lambda *args, **kwargs: None)
 
 
 def _drop_checkpoints(cfg) -> None:
@@ -515,7 +532,9 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
         labels["label2id"] = {str(n): i for i, n in enumerate(task.labels)}
     if cfg.classifier_pooling is not None:
         labels["classifier_pooling"] = cfg.classifier_pooling
-    model = BertForSequenceClassification.from_pretrained(path, backend=cfg.model.backend, device=cfg.model.device, **labels)
+    model = BertForSequenceClassification.from_pretrained(path, backend=cfg.model.backend,
+                                                          device=distributed.local_device(cfg.model.device), **labels)
+    announce = _join_workers(model, announce)
     fresh = model.loading_info.get("newly_initialized", [])
     if any(k.startswith("classifier.") for k in fresh):
         announce(f"a fresh classification head for {task.num_labels} labels ({cfg.model.path} has no head of that size)")
@@ -575,6 +594,8 @@ def _evaluate_and_save(model, tok, dev, test, cfg, result: dict) -> dict:
         result[name] = evaluate(model, tok, split, cfg.train.eval_batch_size, cfg.train.max_length)
         result[f"{name}_seq_per_s"] = len(split) / (time.perf_counter() - t0)
     out = Path(cfg.output_dir)
+    if not distributed.is_main():  # data-parallel: the first process alone writes
+        return {**result, "output_dir": str(out)}
     model.save_pretrained(out)
     tok.save_pretrained(out)
     write_json(out / "metrics.json", {**result, "config": to_dict(cfg)})
@@ -1150,15 +1171,17 @@ def main(argv=None) -> int:
         if args.command == "finetune":
             cfg = load_config(FinetuneConfig, args.config, rest, base=_preset("finetune", args.preset))
             result = finetune(cfg)
-            print_table([{**result, "name": Path(cfg.output_dir).name}],
-                        (result.get("dev") and next(iter(result["dev"]))) or "accuracy")
-            print(f"saved to {result['output_dir']}")
+            if distributed.is_main():
+                print_table([{**result, "name": Path(cfg.output_dir).name}],
+                            (result.get("dev") and next(iter(result["dev"]))) or "accuracy")
+                print(f"saved to {result['output_dir']}")
             return 0
         if args.command == "distill":
             cfg = load_config(DistillConfig, args.config, rest, base=_preset("distill", args.preset))
             result = distill_run(cfg)
-            print_table([{**result, "name": Path(cfg.output_dir).name}])
-            print(f"saved to {result['output_dir']}")
+            if distributed.is_main():
+                print_table([{**result, "name": Path(cfg.output_dir).name}])
+                print(f"saved to {result['output_dir']}")
             return 0
         if args.command in ("evaluate", "report") and any(not a.startswith("--data.") for a in rest):
             parser.error(f"{args.command} takes --data.key=value overrides only, got {' '.join(rest)}")

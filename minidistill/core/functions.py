@@ -323,7 +323,7 @@ def cast(a: Tensor, dtype) -> Tensor:
 
 
 # ------------------------------------------------------------------- matmuls
-def low_precision(ctx: Context, *arrays):
+def _low_precision(ctx: Context, *arrays):
     """Under ``autocast``: ``arrays`` cast to the low precision (None stays None), and the
     float dtype to cast products back to; otherwise ``(arrays, None)`` unchanged. Integer
     operands (int8 layers) never take part."""
@@ -352,7 +352,7 @@ class MatMul(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        (a, b), ctx.back = low_precision(ctx, a, b)
+        (a, b), ctx.back = _low_precision(ctx, a, b)
         ctx.save(a, b)
         return _back(ctx.ops, ctx.ops.matmul(a, b), ctx.back)
 
@@ -434,7 +434,7 @@ def linear_forward_2d(ctx, x, weight, bias=None, residual=None):
     lead = tuple(x.shape[:-1])
     x2 = ops.reshape(x, (-1, d_in))  # (N, in)
     r2 = None if residual is None else ops.reshape(residual, (-1, d_out))  # (N, out)
-    (x2, weight, bias), ctx.back = low_precision(ctx, x2, weight, bias)
+    (x2, weight, bias), ctx.back = _low_precision(ctx, x2, weight, bias)
     if ctx.back is None:
         y = ops.linear_forward(x2, weight, bias, r2)  # (N, out)
     else:
@@ -471,7 +471,7 @@ class FusedAttention(Function):
     @staticmethod
     def forward(ctx, q, k, v, mask=None, scale: float = 1.0, dropout_p: float = 0.0):
         ops = ctx.ops
-        (q, k, v), ctx.back = low_precision(ctx, q, k, v)
+        (q, k, v), ctx.back = _low_precision(ctx, q, k, v)
         out, ctx.state = ops.attention_forward(q, k, v, mask, scale, dropout_p,
                                                grad=any(ctx.needs_input_grad) and is_grad_enabled())
         if ctx.state is not None:
