@@ -253,3 +253,21 @@ def test_fused_attention_dropout_is_reproducible():
 def _eval_materialised(model):
     with fused_attention_enabled(False):
         return model(input_ids=IDS, attention_mask=MASK).logits.numpy()
+
+
+def test_gpu_check_script_runs_on_cpu_at_a_tiny_size():
+    """``benchmarks/gpu_check.py --device cpu --tiny``: the GPU check cannot rot between GPU runs.
+    Its parity checks (every op against NumPy, BERT against transformers in fp32 and bf16) must
+    pass; it writes nothing on the CPU."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    results = (root / "benchmarks" / "RESULTS.md").read_text()
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--tiny",
+                           "--rounds", "1"], capture_output=True, text=True, timeout=600, cwd=root)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "FAIL" not in proc.stdout and proc.stdout.count(" ok ") >= 25
+    assert "ours / transformers speed" in proc.stdout
+    assert (root / "benchmarks" / "RESULTS.md").read_text() == results
