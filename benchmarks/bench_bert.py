@@ -107,17 +107,18 @@ def model_contenders(path, batch, seq, device, dtype, autocast, backends):
         model.load_state_dict({k: v for k, v in state.items() if not k.endswith("position_ids")})
         opt = AdamW(param_groups(model, 0.01), lr=1e-5)
         ids_b, mask_b = ops.asarray(ids), ops.asarray(mask)
-        if dtype == "bfloat16" and name == "torch":
-            model.to(dtype="bfloat16")
+        # bf16: mixed precision as in training (float32 weights, bf16 products), as the peer's autocast
+        low = "bfloat16" if dtype == "bfloat16" and name == "torch" else None
 
-        def forward(model=model, ids_b=ids_b, mask_b=mask_b):
+        def forward(model=model, ids_b=ids_b, mask_b=mask_b, low=low):
             model.eval()
-            with md.no_grad():
+            with md.no_grad(), md.core.autocast(low):
                 model(ids_b, attention_mask=mask_b)
 
-        def train(model=model, opt=opt, ids_b=ids_b, mask_b=mask_b):
+        def train(model=model, opt=opt, ids_b=ids_b, mask_b=mask_b, low=low):
             model.train()
-            loss = model(ids_b, attention_mask=mask_b, labels=labels).loss
+            with md.core.autocast(low):
+                loss = model(ids_b, attention_mask=mask_b, labels=labels).loss
             loss.backward()
             opt.step()
             opt.zero_grad()
@@ -221,10 +222,11 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--model", default="minilm-l6", choices=["minilm-l6", "bert-base-random"])
     p.add_argument("--backends", default=None, help="comma-separated (default: numpy,numba,torch on CPU; torch on GPU)")
+    p.add_argument("--batch", type=int, default=32, help="sequences per batch (128 tokens each)")
     p.add_argument("--skip-kernels", action="store_true")
     p.add_argument("--json", default=None, help="write the figures to this file")
     args = p.parse_args(argv)
-    batch, seq = (8, 32) if args.quick else (32, 128)
+    batch, seq = (8, 32) if args.quick else (args.batch, 128)
     rounds = 2 if args.quick else args.rounds
     on_gpu = args.device.startswith("cuda")
     backends = args.backends.split(",") if args.backends else (["torch"] if on_gpu else ["numpy", "numba", "torch"])
