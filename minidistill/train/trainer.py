@@ -546,11 +546,12 @@ def time_step(model, tokenizer, data, config: TrainConfig, compute_loss=None, re
     times = []
     try:
         model.train()
-        compute_loss(model, batch).backward()  # compiles and allocates: not counted
-        for _ in range(max(1, repeats)):
-            start = time.perf_counter()
-            compute_loss(model, batch).backward()
-            times.append(time.perf_counter() - start)
+        with autocast(config.autocast_dtype):
+            compute_loss(model, batch).backward()  # compiles and allocates: not counted
+            for _ in range(max(1, repeats)):
+                start = time.perf_counter()
+                compute_loss(model, batch).backward()
+                times.append(time.perf_counter() - start)
     finally:
         for p in model.parameters():
             p.grad = grads[id(p)]
