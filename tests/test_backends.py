@@ -29,7 +29,7 @@ def test_every_backend_implements_the_interface_with_the_same_signatures(name):
     for method in _public_methods(Ops):
         impl = getattr(type(ops), method)
         defaults = {"sum_to_shape", "linear_forward", "adamw_update",  # written once in Ops over other methods
-                    "lstm_forward", "lstm_backward", "phm_forward", "phm_backward"}
+                    "lstm_forward", "lstm_backward", "phm_forward", "phm_backward", "native_low_precision"}
         if not ops.fused_attention:  # optional: only backends with a fused kernel say they have one
             defaults |= {"attention_forward", "attention_backward"}
         assert impl is not getattr(Ops, method) or method in defaults, f"{name} lacks {method}"

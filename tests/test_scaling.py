@@ -271,3 +271,18 @@ def test_gpu_check_script_runs_on_cpu_at_a_tiny_size():
     assert "FAIL" not in proc.stdout and proc.stdout.count(" ok ") >= 25
     assert "ours / transformers speed" in proc.stdout
     assert (root / "benchmarks" / "RESULTS.md").read_text() == results
+
+
+def test_emulated_low_precision_is_announced(monkeypatch):
+    import warnings
+
+    with md.use_backend("torch"):
+        model = tiny_bert(0)
+    ops = model.backend
+    monkeypatch.setattr(type(ops), "native_low_precision", lambda self, dtype: False)
+    with pytest.warns(UserWarning, match="emulates"):
+        Trainer(model, None, toy_data(4), None, TrainConfig(precision="bf16"))
+    monkeypatch.setattr(type(ops), "native_low_precision", lambda self, dtype: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trainer(model, None, toy_data(4), None, TrainConfig(precision="bf16"))

@@ -23,6 +23,10 @@ class Ops:
     #: the dtypes ``autocast`` may run matrix products in on this backend (NumPy has no bfloat16
     #: and no fast float16 GEMM, so only torch lists any)
     low_precision: tuple = ()
+    def native_low_precision(self, dtype: str) -> bool:
+        """Whether the device has hardware for ``dtype`` matrix products (False: none, or emulated)."""
+        return False
+
     #: whether :meth:`attention_forward` exists (a fused kernel that never stores the (T, T) maps)
     fused_attention: bool = False
 
