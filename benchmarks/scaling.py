@@ -160,8 +160,9 @@ def block(data: dict) -> list[str]:
         peer = f32["training step"]["transformers"]["seconds"] / b16["training step"]["transformers"]["seconds"]
         lines += [f"bf16 against fp32 on this machine (BERT-base training step, medians of the two runs above): ours "
                   f"{ours:.2f}×, transformers under `torch.autocast` {peer:.2f}× (< 1: bf16 is slower).", ""]
-    if data.get("gpu_note"):
-        lines += [data["gpu_note"], ""]
+    for note in ("speed_note", "ddp_note", "gpu_note"):
+        if data.get(note):
+            lines += [data[note], ""]
     return lines
 
 
