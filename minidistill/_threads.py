@@ -78,15 +78,23 @@ def loaded_openblas() -> list[str]:
     return loaded_libraries("openblas")
 
 
+def _openblas_handles():
+    """``(path, library)`` for each loaded OpenBLAS, opened without loading anything new."""
+    for path in loaded_openblas():
+        try:
+            yield path, ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_GLOBAL)
+        except OSError:
+            continue
+
+
 def retune_openblas() -> list[str]:
     """Make every loaded OpenBLAS re-read ``OPENBLAS_THREAD_TIMEOUT`` and restart its threads
     with it; returns the libraries retuned (those exporting the functions needed)."""
     done = []
-    for path in loaded_openblas():
+    for path, lib in _openblas_handles():
         try:
-            lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_GLOBAL)
             read_env, shutdown = lib.openblas_read_env, lib.blas_thread_shutdown_
-        except (OSError, AttributeError):
+        except AttributeError:
             continue
         read_env()
         shutdown()  # the next BLAS call starts the pool again, with the timeout just read
@@ -97,10 +105,9 @@ def retune_openblas() -> list[str]:
 def openblas_timeouts() -> dict:
     """``{library: OPENBLAS_THREAD_TIMEOUT it has read}`` for each loaded OpenBLAS (0: unset)."""
     out = {}
-    for path in loaded_openblas():
+    for path, lib in _openblas_handles():
         try:
-            lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_GLOBAL)
             out[path] = int(lib.openblas_thread_timeout())
-        except (OSError, AttributeError):
+        except AttributeError:
             continue
     return out

@@ -137,7 +137,7 @@ def all_reduce_sum(values) -> np.ndarray:
     return t.numpy()
 
 
-def _as_torch(ops, a):
+def _as_torch(a):
     """A torch view of a backend array (no copy for NumPy arrays and torch tensors)."""
     import torch
 
@@ -153,7 +153,7 @@ def broadcast_parameters(params, src: int = 0) -> None:
         return
     dist = _dist()
     for p in params:
-        t = _as_torch(p.backend, p.data).contiguous()
+        t = _as_torch(p.data).contiguous()
         dist.broadcast(t, src=src)
         if not (p.backend.name == "torch" and t.data_ptr() == p.data.data_ptr()):
             p.data = p.backend.asarray(t.numpy() if p.backend.name != "torch" else t, dtype=p.dtype.name)
@@ -214,7 +214,7 @@ class GradReducer:
             has = p.grad is not None
             flags.append(1.0 if has else 0.0)
             n = int(np.prod(grad_shape(p)))
-            parts.append(_as_torch(p.backend, p.grad).reshape(-1).to(dtype) if has else
+            parts.append(_as_torch(p.grad).reshape(-1).to(dtype) if has else
                          torch.zeros(n, dtype=dtype, device=_device_of(p)))
         flat = torch.cat(parts + [torch.tensor(flags, dtype=dtype, device=parts[0].device)])
         work = dist.all_reduce(flat, async_op=True)
