@@ -254,7 +254,7 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
                           f"{train.task.name} has {train.task.num_labels}; fine-tune it on the task first")
     st = cfg.student
     train_cfg = cfg.train
-    total_steps = train_cfg.max_steps or train_cfg.epochs * train.num_batches(train_cfg.batch_size)
+    total_steps = train_cfg.max_steps or train_cfg.epochs * train.num_batches(train_cfg.batch_size, tok, train_cfg.max_length)
     try:
         method = registry.get(st.kind, "student")
     except KeyError as e:
@@ -290,7 +290,7 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
     step_seconds = time_step(student, tok, train, train_cfg) + (teacher_s if live else 0.0)
     plan = _plan_distill(stages, student, {"train": train, "transfer": transfer}, train_cfg, step_seconds)
     if not live:  # the cache costs one teacher pass over the transfer set (once for every later run)
-        plan += (f", and {_duration(teacher_s * transfer.num_batches(train_cfg.batch_size))} for the teacher's cache "
+        plan += (f", and {_duration(teacher_s * transfer.num_batches(train_cfg.batch_size, tok, train_cfg.max_length))} for the teacher's cache "
                  "unless an earlier run on this data made it")
     announce(plan)
     own = student.callbacks() if callable(getattr(student, "callbacks", None)) else None  # WID's, Theseus's schedules
@@ -539,7 +539,7 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
     if any(k.startswith("classifier.") for k in fresh):
         announce(f"a fresh classification head for {task.num_labels} labels ({cfg.model.path} has no head of that size)")
     _add_finetune_adapters(model, cfg, announce)
-    steps = cfg.train.max_steps or cfg.train.epochs * train.num_batches(cfg.train.batch_size)
+    steps = cfg.train.max_steps or cfg.train.epochs * train.num_batches(cfg.train.batch_size, tok, cfg.train.max_length)
     announce(f"fine-tuning {cfg.model.path} ({model.num_parameters() / 1e6:.1f}M parameters) on {task.name}: "
              f"{len(train)} examples, {steps} steps of {cfg.train.batch_size}, max length {cfg.train.max_length}, "
              f"backend {cfg.model.backend}")

@@ -169,8 +169,66 @@ class Objective:
         return self.loss(student_out, teacher_out, batch) * self.weight
 
 
+def _as_rows(x: Tensor, m):
+    """Distributions along the last axis and a mask of the counted ones: (…, C) → (N, C), (N, 1)."""
+    c = x.shape[-1]
+    return x.reshape(-1, c), m.reshape(-1, 1)
+
+
+def logit_distributions(student_out, teacher_out, batch):
+    """The distributions a logit objective compares, as ``(s, t, rows, keys)`` tuples: student
+    logits (N, K), teacher logits (N, K) (constants), ``rows`` (N, 1) the distributions that
+    count (1) and ``keys`` (N, K) the entries each one ranges over (None: all).
+
+    * sentence logits (B, C): every example, over the C classes;
+    * token logits (B, T, C): the positions of ``batch["token_mask"]`` (each word's first
+      sub-word; without one, every real token), over the C tags;
+    * QA (``start_logits`` / ``end_logits`` (B, T)): one distribution per example and per end,
+      over the real tokens of the window.
+
+    Padding never counts, so padding a batch further changes no loss and no gradient.
+    """
+    start = getattr(student_out, "start_logits", None)
+    if start is not None:  # extractive QA: distributions over positions
+        ops = start.backend
+        keys = Tensor._wrap(_token_mask(batch, start), ops)  # (B, T)
+        rows = ops.asarray(np.ones((start.shape[0], 1)), dtype=start.dtype)  # (B, 1)
+        t_logits = getattr(teacher_out, "logits", None)  # (B, T, 2), when start / end come from a cache
+        out = []
+        for k, name in enumerate(("start_logits", "end_logits")):
+            t = getattr(teacher_out, name, None)
+            if t is None:
+                t = ops.to_numpy(t_logits.data if isinstance(t_logits, Tensor) else t_logits)[..., k]
+            out.append((getattr(student_out, name), _const(t, start), Tensor._wrap(rows, ops), keys))
+        return out
+    s = student_out.logits  # (B, C) or (B, T, C)
+    t = _const(teacher_out.logits, s)
+    if s.shape != t.shape:
+        raise ValueError(f"student logits {s.shape} and teacher logits {t.shape} differ in shape")
+    ops = s.backend
+    if len(s.shape) == 3:  # token classification
+        m = batch.get("token_mask") if batch is not None else None
+        rows = ops.asarray(np.asarray(m), dtype=s.dtype) if m is not None else _token_mask(batch, s)  # (B, T)
+        s2, r2 = _as_rows(s, Tensor._wrap(rows, ops))
+        return [(s2, t.reshape(-1, s.shape[-1]), r2, None)]
+    rows = ops.asarray(np.ones((s.shape[0], 1)), dtype=s.dtype)  # (B, 1)
+    return [(s, t, Tensor._wrap(rows, ops), None)]
+
+
+def _keys_mask(keys, like):
+    return None if keys is None else keys.data != 0 if isinstance(keys, Tensor) else keys != 0
+
+
+def _masked_kl(log_q: Tensor, p_or_log_p: Tensor, rows: Tensor, log_target: bool) -> Tensor:
+    """Mean over the counted rows of KL(p ‖ q) summed over the last axis."""
+    per_row = F.kl_div(log_q, p_or_log_p, reduction="none", log_target=log_target).sum(axis=-1)  # (N,)
+    r = rows.reshape(-1)
+    return (per_row * r).sum() * (1.0 / max(float(r.sum().item()), 1.0))
+
+
 class SoftKD(Objective, Module):
-    """``T² · KL(softmax(t/T) ‖ softmax(s/T))``, batch-mean (Hinton et al.)."""
+    """``T² · KL(softmax(t/T) ‖ softmax(s/T))``, batch-mean over the counted distributions
+    (Hinton et al.): examples, words (token tasks) or answer starts and ends (QA, averaged)."""
 
     needs = ("logits",)
 
@@ -180,20 +238,23 @@ class SoftKD(Objective, Module):
         self.weight, self.temperature = weight, temperature
 
     def loss(self, student_out, teacher_out, batch=None):
-        # BEGIN TASK 4.1
-        s = student_out.logits  # (B, C)
-        t = _const(teacher_out.logits, s)  # (B, C)
         T = self.temperature
-        log_q = F.log_softmax(s * (1.0 / T))
-        log_p = F.log_softmax(t * (1.0 / T))
-        return F.kl_div(log_q.reshape(-1, s.shape[-1]), log_p.reshape(-1, s.shape[-1]),
-                        reduction="batchmean", log_target=True) * (T * T)
-        # END TASK 4.1
+        parts = logit_distributions(student_out, teacher_out, batch)
+        total = None
+        for s, t, rows, keys in parts:
+            # BEGIN TASK 4.1
+            mask = _keys_mask(keys, s)
+            log_q = F.log_softmax(s * (1.0 / T), mask=mask)  # (N, K)
+            log_p = F.log_softmax(t * (1.0 / T), mask=mask)
+            term = _masked_kl(log_q, log_p, rows, log_target=True) * (T * T)
+            # END TASK 4.1
+            total = term if total is None else total + term
+        return total * (1.0 / len(parts))
 
 
 class HardKD(Objective, Module):
-    """Cross-entropy on the teacher's argmax labels; with ``threshold`` only where the
-    teacher's top probability reaches it."""
+    """Cross-entropy on the teacher's argmax labels (per example, word or answer end); with
+    ``threshold`` only where the teacher's top probability reaches it."""
 
     needs = ("logits",)
 
@@ -201,18 +262,32 @@ class HardKD(Objective, Module):
         self.weight, self.threshold = weight, threshold
 
     def loss(self, student_out, teacher_out, batch=None):
-        s = student_out.logits
-        t = np.asarray(_const(teacher_out.logits, s).numpy(), dtype=np.float64)
-        target = t.argmax(-1)
-        if self.threshold is not None:
-            p = np.exp(t - t.max(-1, keepdims=True))
-            p /= p.sum(-1, keepdims=True)
-            target = np.where(p.max(-1) >= self.threshold, target, -100)
-        return F.cross_entropy(s, target.astype(np.int64), ignore_index=-100)
+        parts = logit_distributions(student_out, teacher_out, batch)
+        total = None
+        for s, t, rows, keys in parts:
+            ops = s.backend
+            tn = np.asarray(t.numpy(), dtype=np.float64)  # (N, K)
+            mask = None if keys is None else np.asarray(ops.to_numpy(keys.data)) != 0
+            if mask is not None:
+                tn = np.where(mask, tn, -np.inf)
+            target = tn.argmax(-1)
+            r = np.asarray(ops.to_numpy(rows.data), dtype=np.float64).reshape(-1)
+            if self.threshold is not None:
+                p = np.exp(tn - tn.max(-1, keepdims=True))
+                p /= p.sum(-1, keepdims=True)
+                r = np.where(p.max(-1) >= self.threshold, r, 0.0)
+            onehot = np.zeros(tn.shape)
+            onehot[np.arange(len(target)), target] = 1.0
+            # KL(one-hot ‖ q) = −log q[target]: the cross-entropy, masked like the soft objective
+            log_q = F.log_softmax(s, mask=_keys_mask(keys, s))
+            term = _masked_kl(log_q, _const(onehot, s), Tensor._wrap(ops.asarray(r.reshape(-1, 1), dtype=s.dtype), ops),
+                              log_target=False)
+            total = term if total is None else total + term
+        return total * (1.0 / len(parts))
 
 
 class LogitMSE(Objective, Module):
-    """Mean squared difference of logits."""
+    """Mean squared difference of logits over the counted distributions and their entries."""
 
     needs = ("logits",)
 
@@ -220,8 +295,15 @@ class LogitMSE(Objective, Module):
         self.weight = weight
 
     def loss(self, student_out, teacher_out, batch=None):
-        s = student_out.logits
-        return F.mse_loss(s, _const(teacher_out.logits, s))
+        parts = logit_distributions(student_out, teacher_out, batch)
+        total = None
+        for s, t, rows, keys in parts:
+            m = rows if keys is None else keys * rows  # (N, 1) or (N, K)
+            diff = (s - t) * m
+            count = float(m.sum().item()) * (s.shape[-1] if keys is None else 1)
+            term = (diff * diff).sum() * (1.0 / max(count, 1.0))
+            total = term if total is None else total + term
+        return total * (1.0 / len(parts))
 
 
 class LayerPairObjective(Objective, Module):

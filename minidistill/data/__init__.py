@@ -1,5 +1,5 @@
-"""Data: tokenisation, text datasets (local files, GLUE, rotten_tomatoes), batching and the
-teacher-output cache."""
+"""Data: tokenisation, text datasets (local files, GLUE, rotten_tomatoes), token-labelled
+sentences (CoNLL / JSON lines), extractive QA (SQuAD), batching and the teacher-output cache."""
 
 from .datasets import (
     GLUE_TASKS,
@@ -7,6 +7,8 @@ from .datasets import (
     DataError,
     TaskSpec,
     TextDataset,
+    WindowedDataset,
+    batch_order,
     load_dataset,
     load_file,
     load_glue,
@@ -16,11 +18,37 @@ from .datasets import (
     split_rows,
     take_rows,
 )
+from .tagging import (
+    TokenDataset,
+    entities,
+    load_tagged_file,
+    read_conll,
+    read_token_jsonl,
+    split_tag,
+    tag_names,
+    validate_tags,
+)
+from .qa import QADataset, QAExample, best_answers, load_squad_file, read_squad
 from .augment import augment
 from .cache import TeacherCache, data_fingerprint, model_fingerprint
 from .tokenizer import Tokenizer
 
 __all__ = [
+    "QADataset",
+    "QAExample",
+    "TokenDataset",
+    "WindowedDataset",
+    "batch_order",
+    "best_answers",
+    "entities",
+    "load_squad_file",
+    "load_tagged_file",
+    "read_conll",
+    "read_squad",
+    "read_token_jsonl",
+    "split_tag",
+    "tag_names",
+    "validate_tags",
     "DataError",
     "GLUE_TASKS",
     "ROTTEN_TOMATOES",

@@ -46,6 +46,8 @@ class TaskSpec:
     header: bool = True
     columns: tuple | None = None  # column names for header-less files
     label_map: dict | None = None
+    kind: str = "sequence"  # "sequence" (one label per example), "token" (one per word) or "qa" (answer spans)
+    scheme: str | None = None  # token tasks: the tag scheme (BIO / BIOES)
 
     @property
     def is_regression(self) -> bool:
@@ -135,24 +137,8 @@ class TextDataset:
 
     def batch_order(self, batch_size: int, lengths, shuffle: bool, seed: int, epoch: int = 0,
                     bucket: bool = True) -> list[np.ndarray]:
-        """Index batches for one epoch.
-
-        With ``shuffle``, examples are permuted by a generator seeded from ``(seed, epoch)``;
-        with ``bucket``, each window of 50 batches is sorted by length before being cut into
-        batches (less padding), and the batches are then shuffled again.
-        """
-        n = len(self)
-        rng = np.random.default_rng([seed, epoch])
-        order = rng.permutation(n) if shuffle else np.arange(n)
-        if bucket and shuffle:
-            window = batch_size * 50
-            lengths = np.asarray(lengths)
-            chunks = [order[i:i + window] for i in range(0, n, window)]
-            order = np.concatenate([c[np.argsort(lengths[c], kind="stable")] for c in chunks]) if chunks else order
-        batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
-        if bucket and shuffle:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        return batches
+        """Index batches for one epoch (see :func:`batch_order`)."""
+        return batch_order(len(self), batch_size, lengths, shuffle, seed, epoch, bucket)
 
     def collate(self, encoded, indices, pad_id: int) -> dict:
         """Pad the examples at ``indices`` to the longest of them.
@@ -187,9 +173,63 @@ class TextDataset:
         for idx in order[skip:]:
             yield self.collate(encoded, idx, tokenizer.pad_token_id)
 
-    def num_batches(self, batch_size: int) -> int:
-        """Batches per epoch."""
+    def num_batches(self, batch_size: int, tokenizer=None, max_length: int | None = None) -> int:
+        """Batches per epoch (the tokenizer and length are accepted for the windowed datasets'
+        sake: here one example is one row)."""
         return (len(self) + batch_size - 1) // batch_size
+
+
+def batch_order(n: int, batch_size: int, lengths, shuffle: bool, seed: int, epoch: int = 0,
+                bucket: bool = True) -> list[np.ndarray]:
+    """Index batches of ``n`` rows for one epoch.
+
+    With ``shuffle``, rows are permuted by a generator seeded from ``(seed, epoch)``; with
+    ``bucket``, each window of 50 batches is sorted by length before being cut into batches
+    (less padding), and the batches are then shuffled again.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    if bucket and shuffle:
+        window = batch_size * 50
+        lengths = np.asarray(lengths)
+        chunks = [order[i:i + window] for i in range(0, n, window)]
+        order = np.concatenate([c[np.argsort(lengths[c], kind="stable")] for c in chunks]) if chunks else order
+    batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    if bucket and shuffle:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+class WindowedDataset:
+    """Batching over model *windows* rather than examples, for datasets whose examples become
+    one or more windows (long sentences, long contexts): subclasses define ``encode(tokenizer,
+    max_length)`` (the windows, cached in ``self._encoded``) and ``collate``."""
+
+    _encoded = None
+
+    def batch_order(self, batch_size: int, lengths, shuffle: bool, seed: int, epoch: int = 0,
+                    bucket: bool = True) -> list[np.ndarray]:
+        """Window index batches for one epoch (see :func:`batch_order`)."""
+        return batch_order(len(lengths), batch_size, lengths, shuffle, seed, epoch, bucket)
+
+    def batches(self, tokenizer, batch_size: int = 32, max_length: int = 128, shuffle: bool = False,
+                seed: int = 0, epoch: int = 0, bucket: bool = True, skip: int = 0):
+        """Yield padded window batches (see ``collate``); ``skip`` drops the first batches."""
+        encoded = self.encode(tokenizer, max_length)
+        order = self.batch_order(batch_size, [len(e[0]) for e in encoded], shuffle, seed, epoch, bucket)
+        for idx in order[skip:]:
+            yield self.collate(encoded, idx, tokenizer.pad_token_id)
+
+    def num_batches(self, batch_size: int, tokenizer=None, max_length: int | None = None) -> int:
+        """Batches per epoch: of windows when the tokenizer and length are given (or the windows
+        were made already), else of examples (a lower bound)."""
+        if tokenizer is not None and max_length is not None:
+            n = len(self.encode(tokenizer, max_length))
+        elif self._encoded is not None:
+            n = len(self._encoded[1])
+        else:
+            n = len(self)
+        return (n + batch_size - 1) // batch_size
 
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")

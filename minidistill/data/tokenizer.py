@@ -157,6 +157,37 @@ class Tokenizer:
             self._tok.no_truncation()
         return [(e.ids, e.type_ids) for e in encs]
 
+    def encode_words(self, sentences) -> list:
+        """Pre-split words (a list of word lists) to WordPiece ids without [CLS]/[SEP] and without
+        truncation: per sentence ``(ids, word_ids)``, ``word_ids[k]`` the index of the word token
+        ``k`` belongs to (the fast tokenizer's word ids)."""
+        sentences = [list(map(str, words)) for words in sentences]
+        out = []
+        for words, enc in zip(sentences, self._tok.encode_batch(sentences, is_pretokenized=True,
+                                                                 add_special_tokens=False)):
+            word_ids = [-1 if w is None else int(w) for w in enc.word_ids]
+            out.append((list(enc.ids), word_ids))
+        return out
+
+    def encode_windows(self, questions, contexts, max_length: int, stride: int) -> list:
+        """Question / context pairs, the context cut into overlapping windows (``stride`` tokens
+        shared by neighbours; the question is never cut). Per pair a list of windows, each a dict
+        with ``ids``, ``type_ids``, ``offsets`` (character spans in the context; None outside it)."""
+        self._tok.enable_truncation(max_length, stride=stride, strategy="only_second")
+        try:
+            encs = self._tok.encode_batch(list(zip(questions, contexts)))
+        finally:
+            self._tok.no_truncation()
+        out = []
+        for enc in encs:
+            windows = []
+            for e in [enc] + list(enc.overflowing):
+                seq = e.sequence_ids
+                windows.append({"ids": list(e.ids), "type_ids": list(e.type_ids),
+                                "offsets": [tuple(o) if s == 1 else None for o, s in zip(e.offsets, seq)]})
+            out.append(windows)
+        return out
+
     def get_vocab(self) -> dict:
         """The vocabulary, token → id."""
         return self._tok.get_vocab()

@@ -4,6 +4,7 @@ the MiniALBERT recursive student."""
 from .bert import (
     BertEmbeddings,
     BertEncoder,
+    BertForQuestionAnswering,
     BertForSequenceClassification,
     BertForTokenClassification,
     BertLayer,
@@ -22,6 +23,7 @@ __all__ = [
     "BertConfig",
     "BertEmbeddings",
     "BertEncoder",
+    "BertForQuestionAnswering",
     "BertForSequenceClassification",
     "BertForTokenClassification",
     "BertLayer",

@@ -556,6 +556,54 @@ class BertForTokenClassification(BertPreTrainedModel):
                            attentions=out.attentions, attention_scores=out.attention_scores, qkv=out.qkv)
 
 
+class BertForQuestionAnswering(BertPreTrainedModel):
+    """BERT with a linear layer giving every token a start and an end logit (HF's
+    ``qa_outputs``, no pooler): extractive question answering."""
+
+    def __init__(self, config: BertConfig):
+        self.config = config
+        self.num_labels = 2
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.qa_outputs = Linear(config.hidden_size, 2)
+        self.init_weights()
+
+    ignored_checkpoint_keys = BertPreTrainedModel.ignored_checkpoint_keys + ("pooler.",)
+
+    def head_parameter_names(self):
+        return ["qa_outputs.weight", "qa_outputs.bias"]
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                start_positions=None, end_positions=None, output_hidden_states=False, output_attentions=False,
+                output_attention_scores=False, output_qkv=False) -> ModelOutput:
+        """Start and end logits (B, T) of a batch; with targets — ``labels`` (B, 2) or
+        ``start_positions`` / ``end_positions`` (B,) — also the loss: the mean of the start and
+        end cross-entropies over the positions, targets outside the sequence ignored (HF's rule)."""
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
+                        output_hidden_states, output_attentions, output_attention_scores, output_qkv)
+        both = self.qa_outputs(out.last_hidden_state)  # (B, T, 2)
+        b, t = both.shape[0], both.shape[1]
+        start_logits = both[:, :, 0].reshape(b, t)  # (B, T)
+        end_logits = both[:, :, 1].reshape(b, t)  # (B, T)
+        if labels is not None:
+            raw = np.asarray(labels.numpy() if isinstance(labels, Tensor) else labels).reshape(-1, 2)
+            start_positions, end_positions = raw[:, 0], raw[:, 1]
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = (_span_loss(start_logits, start_positions) + _span_loss(end_logits, end_positions)) * 0.5
+        return ModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits,
+                           logits=both, hidden_states=out.hidden_states, attentions=out.attentions,
+                           attention_scores=out.attention_scores, qkv=out.qkv)
+
+
+def _span_loss(logits: Tensor, positions) -> Tensor:
+    """Cross-entropy over the T positions, a target outside 0..T-1 clamped to T and ignored."""
+    t = logits.shape[1]
+    raw = np.asarray(positions.numpy() if isinstance(positions, Tensor) else positions).reshape(-1).astype(np.int64)
+    raw = np.clip(raw, 0, t)
+    raw = np.where(raw == t, -100, raw)
+    return F.cross_entropy(logits, logits.backend.asarray(raw), ignore_index=-100)
+
+
 def _as_labels(labels, logits: Tensor):
     return logits.backend.asarray(labels.data if isinstance(labels, Tensor) else np.asarray(labels))
 

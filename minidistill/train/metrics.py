@@ -1,8 +1,24 @@
-"""Task metrics: accuracy, F1, Matthews correlation, Pearson and Spearman correlation."""
+"""Task metrics: accuracy, F1, Matthews correlation, Pearson and Spearman correlation;
+entity-level precision / recall / F1 for tagging (conlleval's semantics); SQuAD exact match
+and F1 (the official evaluation script's rules, with v2.0's no-answer handling).
+
+Entity scores (:func:`entity_scores`) count an entity as found when its type, first and last
+word all match a gold entity; chunks are read with conlleval's rules (``I-X`` after ``O`` opens
+an entity), micro-averaged over all entities, with per-type scores beside. SQuAD scores
+(:func:`squad_scores`) normalise answers (lower case, punctuation and the articles a / an / the
+removed, whitespace collapsed), take the best score over a question's gold answers, and count a
+question without answers as right only when the prediction is empty.
+"""
 
 from __future__ import annotations
 
+import collections
+import re
+import string
+
 import numpy as np
+
+from ..data.tagging import entities
 
 
 def accuracy(pred, gold) -> float:
@@ -61,6 +77,99 @@ def _ranks(a) -> np.ndarray:
 def spearman(pred, gold) -> float:
     """Spearman rank correlation (Pearson of average ranks)."""
     return pearson(_ranks(pred), _ranks(gold))
+
+
+# ------------------------------------------------------------------ tagging
+def _prf(tp: int, n_pred: int, n_gold: int) -> dict:
+    p = tp / n_pred if n_pred else 0.0
+    r = tp / n_gold if n_gold else 0.0
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0,
+            "support": n_gold}
+
+
+def entity_scores(pred_tags, gold_tags, scheme: str | None = None) -> dict:
+    """Entity-level micro precision / recall / F1, per-type scores and word accuracy.
+
+    Args:
+        pred_tags, gold_tags: per sentence a list of tag names (equal lengths).
+
+    Returns:
+        ``{"precision", "recall", "f1", "token_accuracy", "per_type": {type: {...}}}``.
+    """
+    if len(pred_tags) != len(gold_tags):
+        raise ValueError(f"{len(pred_tags)} predicted sentences but {len(gold_tags)} gold ones")
+    tp, n_pred, n_gold = collections.Counter(), collections.Counter(), collections.Counter()
+    right = total = 0
+    for k, (p, g) in enumerate(zip(pred_tags, gold_tags)):
+        if len(p) != len(g):
+            raise ValueError(f"sentence {k}: {len(p)} predicted tags but {len(g)} gold ones")
+        pe, ge = set(entities(p, scheme)), set(entities(g, scheme))
+        for kind, _, _ in pe:
+            n_pred[kind] += 1
+        for kind, _, _ in ge:
+            n_gold[kind] += 1
+        for kind, _, _ in pe & ge:
+            tp[kind] += 1
+        right += sum(a == b for a, b in zip(p, g))
+        total += len(g)
+    out = _prf(sum(tp.values()), sum(n_pred.values()), sum(n_gold.values()))
+    out.pop("support")
+    out["token_accuracy"] = right / total if total else 0.0
+    out["per_type"] = {kind: _prf(tp[kind], n_pred[kind], n_gold[kind]) for kind in sorted(set(n_pred) | set(n_gold))}
+    return out
+
+
+# --------------------------------------------------------------------- SQuAD
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCTUATION = set(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's answer normalisation: lower case, punctuation and articles removed, single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def squad_exact(prediction: str, gold: str) -> float:
+    """1.0 when the normalised answers are equal."""
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def squad_f1(prediction: str, gold: str) -> float:
+    """Token-overlap F1 of the normalised answers (an empty one scores 1 only against another)."""
+    p, g = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not p or not g:
+        return float(p == g)
+    common = sum((collections.Counter(p) & collections.Counter(g)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(p), common / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_scores(predictions, gold_answers) -> dict:
+    """Exact match and F1 in percent, each the best over a question's gold answers (a question
+    with no gold answer scores 100 for an empty prediction, else 0), with ``HasAns`` / ``NoAns``
+    breakdowns when both kinds of question occur (v2.0).
+
+    Args:
+        predictions: per question the predicted text.
+        gold_answers: per question a list of gold texts (empty: unanswerable).
+    """
+    if len(predictions) != len(gold_answers):
+        raise ValueError(f"{len(predictions)} predictions but {len(gold_answers)} questions")
+    em, f1s = [], []
+    for pred, golds in zip(predictions, gold_answers):
+        golds = [g for g in golds if normalize_answer(g)] or [""]
+        em.append(max(squad_exact(pred, g) for g in golds))
+        f1s.append(max(squad_f1(pred, g) for g in golds))
+    em, f1s = np.asarray(em), np.asarray(f1s)
+    out = {"exact_match": 100.0 * em.mean() if len(em) else 0.0, "f1": 100.0 * f1s.mean() if len(f1s) else 0.0}
+    has = np.asarray([bool(g) for g in gold_answers])
+    if has.any() and not has.all():
+        out.update({"HasAns_exact": 100.0 * em[has].mean(), "HasAns_f1": 100.0 * f1s[has].mean(),
+                    "NoAns_exact": 100.0 * em[~has].mean(), "NoAns_f1": 100.0 * f1s[~has].mean()})
+    return out
 
 
 METRICS = {"accuracy": accuracy, "f1": f1, "matthews": matthews, "pearson": pearson, "spearman": spearman}

@@ -168,7 +168,7 @@ class Trainer:
             self.state.loss_scale = float(cfg.loss_scale)
         if cfg.checkpoint_every and cfg.checkpoint_dir is None:  # (the CLI picks a folder itself)
             raise ValueError("train.checkpoint_every needs train.checkpoint_dir")
-        steps_per_epoch = train_data.num_batches(cfg.batch_size)
+        steps_per_epoch = train_data.num_batches(cfg.batch_size, tokenizer, cfg.max_length)
         self.total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
         if parameters is None:
             params = param_groups(model, cfg.weight_decay) if cfg.optimizer == "adamw" else [
@@ -573,7 +573,9 @@ def default_loss(model, batch):
 
 
 def predict(model, tokenizer, data, batch_size: int = 64, max_length: int = 128) -> np.ndarray:
-    """Logits (N, C) for ``data`` in order, in evaluation mode without a tape.
+    """Logits for ``data`` in order, in evaluation mode without a tape: (N, C) for sentence
+    tasks; for windowed data (token tagging, QA) one row per window, (windows, T, C), padded
+    with zeros to the longest window.
 
     In a data-parallel run every process predicts its contiguous share of the rows and the
     shares are gathered in order, so each process returns the same full array (every rank
@@ -585,29 +587,85 @@ def predict(model, tokenizer, data, batch_size: int = 64, max_length: int = 128)
     with no_grad():
         for batch in part.batches(tokenizer, batch_size, max_length, shuffle=False):
             outs.append(model(**model_inputs(batch)).logits.numpy())
-    logits = np.concatenate(outs) if outs else np.zeros((0, model.config.num_labels), dtype=np.float32)
+    logits = _stack_rows(outs, (0, model.config.num_labels))
     if sharded:
-        logits = np.concatenate(distributed.all_gather_object(logits))
+        logits = _stack_rows(distributed.all_gather_object(logits), (0, model.config.num_labels))
     return logits
 
 
+def _stack_rows(parts, empty_shape) -> np.ndarray:
+    """Concatenate arrays along rows, padding a token axis (axis 1 of 3-D arrays) with zeros."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return np.zeros(empty_shape, dtype=np.float32)
+    if parts[0].ndim == 3:
+        width = max(p.shape[1] for p in parts)
+        parts = [np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0))) for p in parts]
+    return np.concatenate(parts)
+
+
 def evaluate(model, tokenizer, data, batch_size: int = 64, max_length: int = 128) -> dict:
-    """Metrics of the task on ``data`` (which must be labelled), plus the mean loss."""
+    """Metrics of the task on ``data`` (which must be labelled), plus the mean loss: the task's
+    own metrics for sentence tasks, entity precision / recall / F1 and word accuracy for
+    tagging, SQuAD exact match and F1 for question answering."""
     if data.labels is None:
         raise ValueError("evaluate needs labelled data")
     logits = predict(model, tokenizer, data, batch_size, max_length)
-    gold = data.labels
     task = data.task
+    kind = getattr(task, "kind", "sequence")
+    if kind == "token":
+        return evaluate_tagging(data, logits, tokenizer, max_length)
+    if kind == "qa":
+        return evaluate_qa(data, logits, tokenizer, max_length)
+    gold = data.labels
     if task is not None and task.is_regression:
         pred = logits[:, 0]
         loss = float(np.mean((pred - gold) ** 2))
     else:
         pred = logits.argmax(-1)
-        z = logits - logits.max(-1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
-        loss = float(-logp[np.arange(len(gold)), gold].mean())
+        loss = _mean_nll(logits, gold)
     names = task.metrics if task is not None else ("accuracy",)
     return {**metrics_mod.compute(names, pred, gold), "loss": loss}
+
+
+def _mean_nll(logits, gold) -> float:
+    """Mean negative log-likelihood of integer targets (-100 ignored) under ``logits`` (…, C)."""
+    logits, gold = logits.reshape(-1, logits.shape[-1]).astype(np.float64), np.asarray(gold).reshape(-1)
+    keep = gold != -100
+    z = logits[keep] - logits[keep].max(-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    return float(-logp[np.arange(int(keep.sum())), gold[keep]].mean()) if keep.any() else 0.0
+
+
+def evaluate_tagging(data, logits, tokenizer, max_length: int) -> dict:
+    """Entity-level scores (conlleval's rules) of window logits (W, T, C) on a token dataset:
+    each word's tag is read at its first sub-word in the window that owns it."""
+    encoded = data.encode(tokenizer, max_length)
+    gold = np.full(logits.shape[:2], -100, dtype=np.int64)
+    for w, (ids, _, labels, _, _) in enumerate(encoded):
+        gold[w, :len(labels)] = labels
+    names = data.task.labels
+    pred = data.word_predictions(logits, tokenizer, max_length)
+    pred_tags = [[names[t] for t in p] for p in pred]
+    gold_tags = [data.tag_strings(i) for i in range(len(data))]
+    scores = metrics_mod.entity_scores(pred_tags, gold_tags, data.task.scheme)
+    scores.pop("per_type")
+    return {**scores, "loss": _mean_nll(logits, gold)}
+
+
+def evaluate_qa(data, logits, tokenizer, max_length: int) -> dict:
+    """SQuAD exact match and F1 of window start / end logits (W, T, 2) on a QA dataset."""
+    encoded = data.encode(tokenizer, max_length)
+    answers = data.predictions(logits[..., 0], logits[..., 1], tokenizer, max_length)
+    scores = metrics_mod.squad_scores([a for a, _ in answers], [[t for t, _ in e.answers] for e in data.examples])
+    targets = np.asarray([e[2] for e in encoded], dtype=np.int64).reshape(-1, 2)
+    losses = []
+    for k in range(2):
+        z = logits[..., k].copy()  # (W, T)
+        for w, e in enumerate(encoded):
+            z[w, len(e[0]):] = -np.inf  # padding is no position
+        losses.append(_mean_nll(z[:, None, :], targets[:, k]))
+    return {**scores, "loss": float(np.mean(losses))}
 
 
 def _default_metric(data) -> str:
