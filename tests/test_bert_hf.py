@@ -13,7 +13,8 @@ import pytest
 import minidistill as md
 from minidistill.core import functions as F
 from minidistill.data import Tokenizer
-from minidistill.models import BertConfig, BertForSequenceClassification, BertForTokenClassification, BertModel
+from minidistill.models import (BertConfig, BertForQuestionAnswering, BertForSequenceClassification,
+                               BertForTokenClassification, BertModel)
 from minidistill.fileio import CheckpointError
 
 from .conftest import ALL_BACKENDS, SENTENCES
@@ -152,6 +153,49 @@ def test_token_classification_loss_matches_transformers(minilm_path, batch, tmp_
         out = tc(**batch, labels=labels)
     np.testing.assert_allclose(out.loss.item(), ref.loss.item(), rtol=1e-5)
     np.testing.assert_allclose(out.logits.numpy(), ref.logits.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ALL_BACKENDS)
+@pytest.mark.parametrize("head", ["token", "qa"])
+def test_token_and_qa_heads_match_transformers_with_gradients(minilm_path, batch, tmp_path, name, head):
+    """Both heads on the real checkpoint: logits, loss and every gradient against transformers."""
+    ours_cls, hf_cls = ((BertForTokenClassification, transformers.BertForTokenClassification) if head == "token" else
+                        (BertForQuestionAnswering, transformers.BertForQuestionAnswering))
+    md.manual_seed(0)
+    kw = {"num_labels": 5} if head == "token" else {}
+    ours_cls.from_pretrained(minilm_path, backend="numpy", **kw).save_pretrained(tmp_path / head)
+    hf = hf_cls.from_pretrained(str(tmp_path / head), attn_implementation="eager").eval()
+    ours = ours_cls.from_pretrained(tmp_path / head, backend=name).eval()
+    assert ours.loading_info["newly_initialized"] == []
+    shape = batch["input_ids"].shape
+    if head == "token":
+        labels = np.where(batch["attention_mask"] == 1, np.arange(np.prod(shape)).reshape(shape) % 5, -100)
+        targets, hf_targets = {"labels": labels}, {"labels": torch.tensor(labels)}
+    else:
+        span = np.array([[1, 3], [2, 2], [4, 9], [0, 0]])
+        span[2, 1] = shape[1] + 5  # outside the sequence: ignored by both
+        targets = {"labels": span}
+        hf_targets = {"start_positions": torch.tensor(span[:, 0]), "end_positions": torch.tensor(span[:, 1])}
+    ref = hf(**{k: torch.tensor(v) for k, v in batch.items()}, **hf_targets)
+    ref.loss.backward()
+    out = ours(**batch, **targets)
+    out.loss.backward()
+    np.testing.assert_allclose(out.loss.item(), ref.loss.item(), rtol=1e-5)
+    if head == "token":
+        np.testing.assert_allclose(out.logits.numpy(), ref.logits.detach().numpy(), atol=1e-4)
+    else:
+        np.testing.assert_allclose(out.start_logits.numpy(), ref.start_logits.detach().numpy(), atol=1e-4)
+        np.testing.assert_allclose(out.end_logits.numpy(), ref.end_logits.detach().numpy(), atol=1e-4)
+    hf_grads = dict(hf.named_parameters())
+    checked = 0
+    for n, p in ours.named_parameters():
+        g = hf_grads[n].grad
+        if g is None:
+            continue
+        scale = max(float(g.abs().max()), 1e-3)
+        np.testing.assert_allclose(ours.backend.to_numpy(p.grad), g.numpy(), atol=2e-4 * scale, err_msg=n)
+        checked += 1
+    assert checked == len(hf_grads)  # every parameter has its gradient compared
 
 
 def test_pytorch_bin_checkpoint_loads_safely(minilm_path, batch, tmp_path, hf_model):

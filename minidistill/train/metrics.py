@@ -136,7 +136,9 @@ def squad_exact(prediction: str, gold: str) -> float:
 
 
 def squad_f1(prediction: str, gold: str) -> float:
-    """Token-overlap F1 of the normalised answers (an empty one scores 1 only against another)."""
+    """Token-overlap F1 of the normalised answers; an empty one scores 1 against another empty
+    one, else 0 (v2.0's rule, which v1.1's script lacks: it scores an empty pair 0; only a gold
+    answer that normalises to nothing, such as "the", tells them apart)."""
     p, g = normalize_answer(prediction).split(), normalize_answer(gold).split()
     if not p or not g:
         return float(p == g)
@@ -147,20 +149,27 @@ def squad_f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def squad_scores(predictions, gold_answers) -> dict:
-    """Exact match and F1 in percent, each the best over a question's gold answers (a question
-    with no gold answer scores 100 for an empty prediction, else 0), with ``HasAns`` / ``NoAns``
-    breakdowns when both kinds of question occur (v2.0).
+def squad_scores(predictions, gold_answers, version_2: bool | None = None) -> dict:
+    """Exact match and F1 in percent, each the best over a question's gold answers, with
+    ``HasAns`` / ``NoAns`` breakdowns when both kinds of question occur.
+
+    The two official scripts differ, and each is followed: v2.0's drops gold answers that
+    normalise to nothing and scores a question without answers 100 for an empty prediction
+    (else 0); v1.1's keeps every gold answer as written.
 
     Args:
         predictions: per question the predicted text.
         gold_answers: per question a list of gold texts (empty: unanswerable).
+        version_2: the rules to follow (default: v2.0's when a question has no answer).
     """
     if len(predictions) != len(gold_answers):
         raise ValueError(f"{len(predictions)} predictions but {len(gold_answers)} questions")
+    if version_2 is None:
+        version_2 = any(not g for g in gold_answers)
     em, f1s = [], []
     for pred, golds in zip(predictions, gold_answers):
-        golds = [g for g in golds if normalize_answer(g)] or [""]
+        if version_2 or not golds:
+            golds = [g for g in golds if normalize_answer(g)] or [""]
         em.append(max(squad_exact(pred, g) for g in golds))
         f1s.append(max(squad_f1(pred, g) for g in golds))
     em, f1s = np.asarray(em), np.asarray(f1s)

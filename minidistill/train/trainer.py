@@ -657,7 +657,8 @@ def evaluate_qa(data, logits, tokenizer, max_length: int) -> dict:
     """SQuAD exact match and F1 of window start / end logits (W, T, 2) on a QA dataset."""
     encoded = data.encode(tokenizer, max_length)
     answers = data.predictions(logits[..., 0], logits[..., 1], tokenizer, max_length)
-    scores = metrics_mod.squad_scores([a for a, _ in answers], [[t for t, _ in e.answers] for e in data.examples])
+    scores = metrics_mod.squad_scores([a for a, _ in answers], [[t for t, _ in e.answers] for e in data.examples],
+                                      data.version_2)
     targets = np.asarray([e[2] for e in encoded], dtype=np.int64).reshape(-1, 2)
     losses = []
     for k in range(2):
