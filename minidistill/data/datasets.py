@@ -502,12 +502,17 @@ def _rotten_tomatoes_splits() -> dict:
     return {name: (tuple(t), tuple(lab)) for name, (t, lab) in out.items()}
 
 
-def load_dataset(name: str, split: str = "train", data_dir=None) -> TextDataset:
-    """A task by name: ``rotten_tomatoes`` (packaged) or a GLUE task (needs ``data_dir``)."""
+def load_dataset(name: str, split: str = "train", data_dir=None):
+    """A task by name: ``rotten_tomatoes`` (packaged), ``conll2003`` (named entities, packaged:
+    a :class:`~minidistill.data.tagging.TokenDataset`) or a GLUE task (needs ``data_dir``)."""
     if name == "rotten_tomatoes":
         return load_rotten_tomatoes(split)
+    if name == "conll2003":
+        from .tagging import load_conll2003
+
+        return load_conll2003(split)
     if name.lower().replace("-", "") in GLUE_TASKS:
         if data_dir is None:
             raise DataError(f"GLUE task {name!r} needs data_dir: the folder you downloaded GLUE into")
         return load_glue(name, data_dir, split)
-    raise DataError(f"unknown dataset {name!r}: use 'rotten_tomatoes', a GLUE task, or load_file(path)")
+    raise DataError(f"unknown dataset {name!r}: use 'rotten_tomatoes', 'conll2003', a GLUE task, or load_file(path)")

@@ -224,6 +224,22 @@ def load_tagged_file(path, labels=None, name: str | None = None, scheme: str = "
     return TokenDataset.from_tags(sentences, tags, task, where=str(path))
 
 
+CONLL2003_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
+CONLL2003 = TaskSpec("conll2003", "tokens", None, "tags", CONLL2003_TAGS, ENTITY_METRICS, kind="token", scheme="BIO")
+CONLL2003_FILES = {"train": "train.txt", "dev": "valid.txt", "test": "test.txt"}
+
+
+def load_conll2003(split: str = "train") -> "TokenDataset":
+    """CoNLL-2003 English NER (the packaged asset ``conll2003``): ``train`` (14,041 sentences),
+    ``dev`` (3,250) or ``test`` (3,453), with the 9 BIO tags of PER / ORG / LOC / MISC."""
+    from .. import assets
+
+    if split not in CONLL2003_FILES:
+        raise DataError(f"conll2003 has splits train, dev and test, not {split!r}")
+    sentences, tags = read_conll(assets.path("conll2003") / CONLL2003_FILES[split], tag_column=3)
+    return TokenDataset.from_tags(sentences, tags, CONLL2003, where=f"conll2003/{CONLL2003_FILES[split]}")
+
+
 # ------------------------------------------------------------------- dataset
 @dataclass
 class TokenDataset(WindowedDataset):
