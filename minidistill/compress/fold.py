@@ -104,7 +104,7 @@ def fold(model: Module, return_report: bool = False, unroll: bool = False):
 
 def _fold(module: Module, path: str, report: FoldReport) -> Module:
     """``module`` with every sub-module that has a rule replaced (in place), or its replacement."""
-    rule = _RULES.get(type(module))
+    rule = next((_RULES[c] for c in type(module).__mro__ if c in _RULES), None)  # a base's rule serves its subclasses
     if rule is not None:
         new = rule(module, report)
         if new is not module:  # a rule may decline (return the module) and let the walk go on

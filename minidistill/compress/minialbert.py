@@ -24,9 +24,9 @@ the uniform layer map (which is l ↔ 2l + 1 for a teacher twice as deep, l ↔ 
 deep). Our attention KL is a batch mean over rows (``kd.py``); the original averages over
 every element.
 
-``fold(model, unroll=True)`` writes the L repeats out as L layers of a
-``BertForSequenceClassification`` (with per-layer adapters when the student has them):
-the same function, exactly.
+``fold(model, unroll=True)`` writes the L repeats out as L layers of the BERT task model with
+the same head (with per-layer adapters when the student has them): the same function, exactly.
+Students have the teacher's head, so tagging and QA teachers give tagging and QA students.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backends import use_backend
-from ..models.bert import BertForSequenceClassification
+from ..models.bert import BERT_TASK_MODELS, BertTaskModel, head_kind
 from ..models.config import BertConfig
-from ..models.minialbert import MiniAlbertConfig, MiniAlbertForSequenceClassification, embedding_tables_from
+from ..models.minialbert import MINIALBERT_TASK_MODELS, MiniAlbertConfig, MiniAlbertTaskModel, embedding_tables_from
 from ..nn import init as nn_init
 from ..nn.adapters import add_adapters
 from . import kd
@@ -48,8 +48,9 @@ from .registry import DemoStep, Method, register
 
 def make_minialbert(teacher, embedding_size: int = 128, num_repeats: int | None = None,
                     adapter_reduction: int = 16, adapter_kind: str = "dense", shared_init="middle",
-                    adapter_layer_norm: bool = False, seed: int = 0) -> MiniAlbertForSequenceClassification:
-    """A MiniALBERT student initialised from a ``BertForSequenceClassification`` teacher.
+                    adapter_layer_norm: bool = False, seed: int = 0) -> MiniAlbertTaskModel:
+    """A MiniALBERT student with the teacher's head (sentence, token or QA), initialised from
+    the teacher.
 
     Args:
         teacher: the teacher (its width, heads and FFN are kept).
@@ -62,8 +63,10 @@ def make_minialbert(teacher, embedding_size: int = 128, num_repeats: int | None 
         adapter_layer_norm: the original's LayerNorm inside each adapter.
         seed: for the fresh weights (adapters, a random shared layer).
     """
-    if not isinstance(teacher, BertForSequenceClassification):
-        raise TypeError(f"make_minialbert needs a BertForSequenceClassification teacher, got {type(teacher).__name__}")
+    kind = head_kind(teacher) if isinstance(teacher, BertTaskModel) else None
+    if kind is None:
+        raise TypeError("make_minialbert needs a BERT task model teacher (sentence, token or QA head), got "
+                        f"{type(teacher).__name__}")
     ct = teacher.config
     if embedding_size > ct.hidden_size:
         raise ValueError(f"embedding_size {embedding_size} is wider than the teacher's hidden size {ct.hidden_size}")
@@ -79,7 +82,7 @@ def make_minialbert(teacher, embedding_size: int = 128, num_repeats: int | None 
     cfg = MiniAlbertConfig(**fields)
     nn_init.manual_seed(seed)
     with use_backend(teacher.backend):
-        student = MiniAlbertForSequenceClassification(cfg)
+        student = MINIALBERT_TASK_MODELS[kind](cfg)  # the teacher's head
     student.to(dtype=next(teacher.parameters()).dtype.name)
     t = {k: teacher.backend.to_numpy(v) for k, v in teacher.state_dict().items()}
     emb = "bert.embeddings."
@@ -92,9 +95,10 @@ def make_minialbert(teacher, embedding_size: int = 128, num_repeats: int | None 
     if layer != "random":
         src = f"bert.encoder.layer.{layer}."
         state.update({"encoder.shared_layer." + k[len(src):]: v for k, v in t.items() if k.startswith(src)})
-    for k in ("pooler.dense.weight", "pooler.dense.bias"):
-        state[k] = t["bert." + k]
-    state.update({k: t[k] for k in ("classifier.weight", "classifier.bias")})
+    if student.pooler is not None:
+        for k in ("pooler.dense.weight", "pooler.dense.bias"):
+            state[k] = t["bert." + k]
+    state.update({k: t[k] for k in teacher.head_parameter_names()})
     student.load_state_dict({k: np.asarray(v) for k, v in state.items()}, strict=False)
     student.train(teacher.training)
     student.shared_init = layer
@@ -119,9 +123,9 @@ def unrolled_config(cfg: MiniAlbertConfig):
     return BertConfig(**fields), cfg.adapter_config()
 
 
-@register_fold(MiniAlbertForSequenceClassification)
-def _fold_minialbert(model: MiniAlbertForSequenceClassification, report):
-    """With ``unroll=True``: the equivalent ``BertForSequenceClassification`` (L layers, each a
+@register_fold(MiniAlbertTaskModel)
+def _fold_minialbert(model: MiniAlbertTaskModel, report):
+    """With ``unroll=True``: the equivalent BERT task model of the same head (L layers, each a
     copy of the shared one, with that repeat's adapters); otherwise the model itself (its PHM
     adapters, if any, still fold into dense ones)."""
     if not report.options.get("unroll"):
@@ -145,11 +149,12 @@ def _fold_minialbert(model: MiniAlbertForSequenceClassification, report):
             for site, dst in (("attention", "attention.output.adapter."), ("ffn", "output.adapter.")):
                 src = f"encoder.adapters.{r}.{site}."
                 state.update({layer + dst + k[len(src):]: v for k, v in arr.items() if k.startswith(src)})
-    for k in ("pooler.dense.weight", "pooler.dense.bias"):
-        state["bert." + k] = arr[k]
-    state.update({k: arr[k] for k in ("classifier.weight", "classifier.bias")})
+    if model.pooler is not None:
+        for k in ("pooler.dense.weight", "pooler.dense.bias"):
+            state["bert." + k] = arr[k]
+    state.update({k: arr[k] for k in model.head_parameter_names()})
     with use_backend(ops):
-        out = BertForSequenceClassification(cfg)
+        out = BERT_TASK_MODELS[model.kind](cfg)
         if acfg is not None:
             add_adapters(out, acfg)  # both sites: MiniALBERT's adapter config is Houlsby placement
     out.to(dtype=next(model.parameters()).dtype.name)

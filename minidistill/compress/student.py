@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends import use_backend
-from ..models.bert import BertForSequenceClassification, BertForTokenClassification
 from ..nn import init as nn_init
 from ..nn.init import pca_projection
 from .registry import DemoStep, Method, register
@@ -54,7 +53,7 @@ def make_student(teacher, num_layers: int, hidden_size: int | None = None, init=
     """A smaller model of the teacher's class, initialised from it.
 
     Args:
-        teacher: a ``BertModel`` / ``BertForSequenceClassification`` / ``BertForTokenClassification``.
+        teacher: a ``BertModel`` or a BERT task model (sentence, token or QA head; the student has the same).
         num_layers: student depth.
         hidden_size: student width (default: the teacher's). A narrower student gets fresh
             layers and PCA-reduced embeddings; heads and FFN default to the teacher's ratios.
@@ -80,7 +79,7 @@ def make_student(teacher, num_layers: int, hidden_size: int | None = None, init=
         student = type(teacher)(cfg_s)
     student.to(dtype=next(teacher.parameters()).dtype.name)
     t_state = {k: teacher.backend.to_numpy(v) for k, v in teacher.state_dict().items()}
-    prefix = "bert." if isinstance(teacher, (BertForSequenceClassification, BertForTokenClassification)) else ""
+    prefix = "bert." if hasattr(teacher, "bert") else ""  # a task model (any head) or the bare encoder
     new = {}
     if not narrower:
         for k, v in t_state.items():

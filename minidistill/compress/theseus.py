@@ -21,6 +21,8 @@ Replacement schedules (``p`` after step t):
 
 Gates come from the model's own seeded generator, one per module per step (a known port bug
 draws one gate per batch for all modules). ``minidistill.fold`` extracts the successor.
+The head is whatever the predecessor's is (sentence classifier, token tagger, QA span head):
+the mixed encoder's output goes through the successor's ``head_output``.
 """
 
 from __future__ import annotations
@@ -29,8 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..models.bert import (BertForSequenceClassification, ModelOutput, _classification_loss,
-                           keep_mask_from_attention_mask)
+from ..models.bert import BertTaskModel, ModelOutput, keep_mask_from_attention_mask
 from ..nn.module import Module
 from .fold import clone, register_fold
 from .student import layer_spec, make_student
@@ -96,7 +97,8 @@ class TheseusModel(Module):
     """A predecessor (frozen) and its successor, mixed by per-module gates while training.
 
     Args:
-        predecessor: a fine-tuned ``BertForSequenceClassification`` (copied, not modified).
+        predecessor: a fine-tuned BERT task model with any head — sentence, token or QA —
+            (copied, not modified); the successor has the same head.
         num_layers: successor depth n (one successor layer per module).
         init: how successor layers start (``make_student``: ``"lower"`` copies the first n
             layers as the original, or ``"upper"``, ``"uniform"``, a list).
@@ -107,8 +109,9 @@ class TheseusModel(Module):
     """
 
     def __init__(self, predecessor, num_layers: int, init="lower", grouping=None, schedule=None, seed: int = 0):
-        if not isinstance(predecessor, BertForSequenceClassification):
-            raise TypeError(f"Theseus replaces modules of a BertForSequenceClassification, got {type(predecessor).__name__}")
+        if not isinstance(predecessor, BertTaskModel):
+            raise TypeError("Theseus replaces modules of a BERT task model (sentence, token or QA head), got "
+                            f"{type(predecessor).__name__}")
         self.grouping = module_grouping(predecessor.config.num_hidden_layers, num_layers, grouping)
         self.predecessor = clone(predecessor)
         self.predecessor.requires_grad_(False)
@@ -132,13 +135,15 @@ class TheseusModel(Module):
         return self.rng.random(len(self.grouping)) < self.p
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
-                output_hidden_states=False, **unused) -> ModelOutput:
+                output_hidden_states=False, start_positions=None, end_positions=None, **unused) -> ModelOutput:
         """In training mode, a gated mix of successor layers and predecessor modules; in
         evaluation mode, the successor alone. Returns ``logits``, ``loss`` (with labels),
         ``pooler_output`` and, when asked, the hidden state after every module."""
+        targets = {k: v for k, v in (("start_positions", start_positions), ("end_positions", end_positions))
+                   if v is not None}
         if not self.training:
             return self.successor(input_ids, attention_mask, token_type_ids, position_ids, labels,
-                                  output_hidden_states=output_hidden_states)
+                                  output_hidden_states=output_hidden_states, **targets)
         gates = self.last_gates = self.draw_gates()
         s = self.successor
         x = s.bert.embeddings(input_ids, token_type_ids, position_ids)  # (B, T, D)
@@ -153,11 +158,10 @@ class TheseusModel(Module):
                     x = self.predecessor.bert.encoder.layer[j](x, mask, return_probs=False)[0]  # (B, T, D)
             if hidden is not None:
                 hidden.append(x)
-        pooled = s.bert.pooler(x, attention_mask)  # (B, D)
-        logits = s.classifier(s.dropout(pooled))  # (B, C)
-        loss = _classification_loss(logits, labels, s.config) if labels is not None else None
-        return ModelOutput(loss=loss, logits=logits, pooler_output=pooled, last_hidden_state=x,
-                           hidden_states=tuple(hidden) if hidden is not None else None)
+        pooled = s.bert.pooler(x, attention_mask) if s.bert.pooler is not None else None  # (B, D)
+        out = ModelOutput(last_hidden_state=x, pooler_output=pooled,
+                          hidden_states=tuple(hidden) if hidden is not None else None)
+        return s.head_output(out, labels, **targets)  # the successor's own head, whatever the task
 
     def requires_grad_(self, flag: bool = True) -> "TheseusModel":
         """Freeze or unfreeze the successor; the predecessor always stays frozen."""

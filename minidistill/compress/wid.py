@@ -56,7 +56,7 @@ import numpy as np
 
 from ..core import functions as F
 from ..core.tensor import Tensor
-from ..models.bert import BertForSequenceClassification, BertModel
+from ..models.bert import BertModel, BertTaskModel
 from ..nn.layers import LayerNorm, Linear, LinearMap
 from ..nn.module import Module, Parameter
 from ..train.optim import decay_groups
@@ -295,7 +295,7 @@ class WIDModel(Module):
     """A BERT with compactors around every linear map, masks and the pruning schedule.
 
     Args:
-        teacher: a ``BertForSequenceClassification`` or ``BertModel`` (not modified: the
+        teacher: a BERT task model (any head) or a ``BertModel`` (not modified: the
             WID model works on a copy and inherits its weights).
         config: a :class:`WIDConfig` with the target widths and the schedule.
 
@@ -306,8 +306,9 @@ class WIDModel(Module):
     """
 
     def __init__(self, teacher, config: WIDConfig | None = None):
-        if not isinstance(teacher, (BertForSequenceClassification, BertModel)):
-            raise TypeError(f"WID compacts a BertForSequenceClassification or BertModel, got {type(teacher).__name__}")
+        if not isinstance(teacher, (BertTaskModel, BertModel)):
+            raise TypeError("WID compacts a BERT task model (sentence, token or QA head) or a BertModel, got "
+                            f"{type(teacher).__name__}")
         self.wid_config = cfg = config or WIDConfig()
         tc = teacher.config
         h, d_ffn, heads = tc.hidden_size, tc.intermediate_size, tc.num_attention_heads
@@ -327,7 +328,7 @@ class WIDModel(Module):
         self.state = _State()
         res = MaskGroup("residual", h, t_hidden)
         self.groups = {"residual": res}
-        bert = self.model.bert if isinstance(self.model, BertForSequenceClassification) else self.model
+        bert = self.model.bert if isinstance(self.model, BertTaskModel) else self.model
         st = self.state
         emb = bert.embeddings
         emb.LayerNorm = WIDLayerNorm(emb.LayerNorm, res, st, compactor=True)
@@ -345,8 +346,9 @@ class WIDModel(Module):
             layer.output.LayerNorm = WIDLayerNorm(layer.output.LayerNorm, res, st)
         if bert.pooler is not None:
             bert.pooler.dense = CompactedLinear(bert.pooler.dense, res, res, st, "pooler")
-        if isinstance(self.model, BertForSequenceClassification):
-            self.model.classifier = CompactedLinear(self.model.classifier, res, None, st, "classifier")
+        if isinstance(self.model, BertTaskModel):  # the head reads the residual stream, whatever the task
+            for name in self.model.head_linears:
+                setattr(self.model, name, CompactedLinear(getattr(self.model, name), res, None, st, name))
         self.history: list[dict] = []
 
     # ----------------------------------------------------------- the model

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backends import use_backend
+from ..models.bert import head_kind
 from ..models.bilstm import BiLSTMConfig, BiLSTMStudent
 from ..nn import init as nn_init
 from .distill import Stage
@@ -50,13 +51,18 @@ def make_bilstm_student(teacher, hidden_size: int = 300, embedding_size: int | N
                         dropout: float = 0.2, seed: int = 0) -> BiLSTMStudent:
     """A BiLSTM student for ``teacher``: word embeddings copied from the teacher (reduced by PCA
     when ``embedding_size`` is smaller than the teacher's width), the representation layer as
-    wide as the teacher's pooled output, the teacher's number of labels; on its backend.
+    wide as the teacher's hidden states, the teacher's number of labels; on its backend. A
+    token-classification teacher gets a per-token student (``task="token"``: XtremeDistil's
+    NER setting); a QA teacher is refused (XtremeDistil has no RNN student for QA).
 
     Args:
         hidden_size: LSTM units per direction.
         embedding_size: student embedding width (default: the teacher's).
     """
     cfg_t = teacher.config
+    kind = head_kind(teacher) or "sequence"
+    if kind not in ("sequence", "token"):
+        raise ValueError(f"a BiLSTM student labels sentences or tokens; the teacher has a {kind} head")
     words = _word_embeddings(teacher)  # (V, D_t)
     width = embedding_size or words.shape[1]
     if width != words.shape[1]:
@@ -66,7 +72,7 @@ def make_bilstm_student(teacher, hidden_size: int = 300, embedding_size: int | N
                           representation_size=cfg_t.hidden_size, num_labels=cfg_t.num_labels, num_layers=num_layers,
                           dropout=dropout, pad_token_id=cfg_t.pad_token_id,
                           problem_type=getattr(cfg_t, "problem_type", None),
-                          id2label=dict(getattr(cfg_t, "id2label", None) or {}) or None)
+                          id2label=dict(getattr(cfg_t, "id2label", None) or {}) or None, task=kind)
     nn_init.manual_seed(seed)
     with use_backend(teacher.backend):
         student = BiLSTMStudent(config)
@@ -76,7 +82,7 @@ def make_bilstm_student(teacher, hidden_size: int = 300, embedding_size: int | N
 
 
 def xtremedistil_stages(student, teacher, variant: str = "staged", representation=None, logits=None,
-                        labels=None, temperature: float = 1.0) -> list[Stage]:
+                        labels=None, temperature: float = 1.0, teacher_layer: int | None = None) -> list[Stage]:
     """The stages of an XtremeDistil run of ``student`` from ``teacher``.
 
     Args:
@@ -87,6 +93,10 @@ def xtremedistil_stages(student, teacher, variant: str = "staged", representatio
         logits: the same, for the logit stage.
         labels: the same, for the fine-tuning stage on labels.
         temperature: of the soft variant.
+        teacher_layer: the teacher hidden state a per-token BiLSTM's representation matches in
+            stage 1 (default: the middle one, L_t // 2; negative counts from the top).
+
+    Sentence tasks compare [CLS] positions in stage 1, token tasks every real token (NER).
     """
     if variant == "hard":
         return [Stage("hard", [HardKD()], data="transfer", config=logits)]
@@ -94,12 +104,18 @@ def xtremedistil_stages(student, teacher, variant: str = "staged", representatio
         return [Stage("soft", [SoftKD(temperature=temperature)], data="transfer", config=logits)]
     if variant != "staged":
         raise ValueError(f"unknown XtremeDistil variant {variant!r}: use 'staged', 'hard' or 'soft'")
-    if isinstance(student, BiLSTMStudent):
+    lt = teacher.config.num_hidden_layers
+    tokens = "all" if head_kind(teacher) in ("token", "qa") else "cls"
+    if isinstance(student, BiLSTMStudent) and student.config.task == "token":
+        j = lt // 2 if teacher_layer is None else teacher_layer % (lt + 1)
+        pair = LayerMap(((2, j),), 2, lt)  # the student's representation r ↔ teacher hidden state j
+        first = [HiddenMSE(pair, student.config.representation_size, teacher.config.hidden_size, tokens="all")]
+    elif isinstance(student, BiLSTMStudent):
         first = [PooledMSE(student.config.representation_size, teacher.config.hidden_size)]
     else:
-        ls, lt = student.config.num_hidden_layers, teacher.config.num_hidden_layers
+        ls = student.config.num_hidden_layers
         top = LayerMap.build(list(range(lt - ls, lt + 1)), ls, lt, "hidden")  # student 0..L_s ↔ top L_s+1
-        first = [HiddenMSE(top, student.config.hidden_size, teacher.config.hidden_size, tokens="cls")]
+        first = [HiddenMSE(top, student.config.hidden_size, teacher.config.hidden_size, tokens=tokens)]
         if student.config.num_attention_heads == teacher.config.num_attention_heads:
             last = LayerMap.build(list(range(lt - ls, lt)), ls, lt, "attention")
             first.append(AttentionScoreMSE(last))

@@ -487,99 +487,114 @@ class BertModel(BertPreTrainedModel):
         )
 
 
-class BertForSequenceClassification(BertPreTrainedModel):
-    """BERT with dropout and a linear classifier on the pooled output (HF names)."""
+# ------------------------------------------------------------------ task heads
+class TaskHead:
+    """A task head, mixed into a model class that has an encoder (BERT, MiniALBERT …).
 
-    def __init__(self, config: BertConfig):
-        self.config = config
-        self.num_labels = config.num_labels
-        self.bert = BertModel(config)
-        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = Dropout(p)
-        self.classifier = Linear(config.hidden_size, config.num_labels)
-        self.init_weights()
+    A head says what it reads (``needs_pooler``: the pooled [CLS] vector, else every token's
+    state), builds its layers (:meth:`init_head`, HF's names) and turns an encoder's output
+    into the task's output and loss (:meth:`head_output`). Every compression method that
+    computes its own encoder pass (Theseus's mixed layers, MiniALBERT's recursion, WID's
+    compacted maps) finishes it with ``model.head_output``, so every head combines with every
+    method; ``TASK_HEADS[kind]`` finds the head of a task kind.
+    """
+
+    kind = ""
+    needs_pooler = False
+    head_linears: tuple = ()  # the head's linear maps by attribute name (WID compacts their inputs)
+
+    @staticmethod
+    def head_config(config):
+        """The config the head needs (a head may fix a field, as QA fixes ``num_labels = 2``)."""
+        return config
+
+    def init_head(self, config) -> None:  # pragma: no cover - interface
+        """Create the head's layers."""
+        raise NotImplementedError
 
     def head_parameter_names(self):
-        return ["classifier.weight", "classifier.bias"]
+        """The head's parameter names (what a checkpoint of another task lacks)."""
+        return [f"{name}.{w}" for name in self.head_linears for w in ("weight", "bias")]
 
-    def layer_groups(self) -> list:
-        """Parameter groups from the top, for gradual unfreezing: head (classifier and
-        pooler), the layers from the last down, embeddings."""
-        top = [self.classifier] + ([self.bert.pooler] if self.bert.pooler is not None else [])
-        layers = [(f"layer.{i}", [layer]) for i, layer in reversed(list(enumerate(self.bert.encoder.layer)))]
-        return [("head", top)] + layers + [("embeddings", [self.bert.embeddings])]
+    def head_modules(self) -> list:
+        """The head's modules (trained first when unfreezing gradually)."""
+        return [getattr(self, name) for name in self.head_linears]
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
-                output_hidden_states=False, output_attentions=False, output_attention_scores=False,
-                output_qkv=False) -> ModelOutput:
-        """Classify a batch; with ``labels`` (B,) also return the loss (cross-entropy, or MSE
-        when ``num_labels == 1``: regression)."""
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
-                        output_hidden_states, output_attentions, output_attention_scores, output_qkv)
+    def head_output(self, out, labels=None, **targets):  # pragma: no cover - interface
+        """The task's output from an encoder output (``last_hidden_state``, ``pooler_output``)."""
+        raise NotImplementedError
+
+
+def _dropout_of(config) -> Dropout:
+    return Dropout(config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob)
+
+
+class SequenceHead(TaskHead):
+    """Dropout and a linear classifier on the pooled [CLS] vector: logits (B, C); the loss is
+    cross-entropy on ``labels`` (B,), or MSE when ``num_labels == 1`` (regression)."""
+
+    kind = "sequence"
+    needs_pooler = True
+    head_linears = ("classifier",)
+
+    def init_head(self, config) -> None:
+        """``dropout`` and ``classifier`` (hidden → num_labels)."""
+        self.dropout = _dropout_of(config)
+        self.classifier = Linear(config.hidden_size, config.num_labels)
+
+    def head_output(self, out, labels=None) -> ModelOutput:
+        """Logits (B, C) from ``out.pooler_output`` (B, D), and the loss with ``labels``."""
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, C)
         loss = None
         if labels is not None:
             loss = _classification_loss(logits, labels, self.config)
-        return ModelOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
-                           attentions=out.attentions, attention_scores=out.attention_scores,
-                           qkv=out.qkv, pooler_output=out.pooler_output)
+        return _task_output(out, loss=loss, logits=logits)
 
 
-class BertForTokenClassification(BertPreTrainedModel):
-    """BERT with dropout and a linear classifier on every token (HF names, no pooler)."""
+class TokenHead(TaskHead):
+    """Dropout and a linear classifier on every token's state: logits (B, T, C); the loss is
+    cross-entropy on ``labels`` (B, T) over the positions not -100."""
 
-    def __init__(self, config: BertConfig):
-        self.config = config
-        self.num_labels = config.num_labels
-        self.bert = BertModel(config, add_pooling_layer=False)
-        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = Dropout(p)
+    kind = "token"
+    head_linears = ("classifier",)
+
+    def init_head(self, config) -> None:
+        """``dropout`` and ``classifier`` (hidden → num_labels)."""
+        self.dropout = _dropout_of(config)
         self.classifier = Linear(config.hidden_size, config.num_labels)
-        self.init_weights()
 
-    ignored_checkpoint_keys = BertPreTrainedModel.ignored_checkpoint_keys + ("pooler.",)
-
-    def head_parameter_names(self):
-        return ["classifier.weight", "classifier.bias"]
-
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
-                output_hidden_states=False, output_attentions=False, output_attention_scores=False,
-                output_qkv=False) -> ModelOutput:
-        """Label every token; with ``labels`` (B, T) (-100 = ignore) also return the loss."""
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
-                        output_hidden_states, output_attentions, output_attention_scores, output_qkv)
+    def head_output(self, out, labels=None) -> ModelOutput:
+        """Logits (B, T, C) from ``out.last_hidden_state`` (B, T, D), and the loss with ``labels``."""
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, C)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits, _as_labels(labels, logits), ignore_index=-100)
-        return ModelOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
-                           attentions=out.attentions, attention_scores=out.attention_scores, qkv=out.qkv)
+        return _task_output(out, loss=loss, logits=logits)
 
 
-class BertForQuestionAnswering(BertPreTrainedModel):
-    """BERT with a linear layer giving every token a start and an end logit (HF's
-    ``qa_outputs``, no pooler): extractive question answering."""
+class QuestionAnsweringHead(TaskHead):
+    """A linear map giving every token a start and an end logit (HF's ``qa_outputs``).
 
-    def __init__(self, config: BertConfig):
-        self.config = config
-        self.num_labels = 2
-        self.bert = BertModel(config, add_pooling_layer=False)
+    Targets are ``labels`` (B, 2) or ``start_positions`` / ``end_positions`` (B,); the loss is
+    the mean of the start and end cross-entropies over the positions, a target outside the
+    sequence ignored (HF's rule)."""
+
+    kind = "qa"
+    head_linears = ("qa_outputs",)
+
+    @staticmethod
+    def head_config(config):
+        """Two outputs, start and end: ``num_labels`` is 2 (what transformers sizes the layer by)."""
+        if config.num_labels == 2:
+            return config
+        return config.replace(num_labels=2, id2label=None, label2id=None, extra=dict(config.extra))
+
+    def init_head(self, config) -> None:
+        """``qa_outputs`` (hidden → 2)."""
         self.qa_outputs = Linear(config.hidden_size, 2)
-        self.init_weights()
 
-    ignored_checkpoint_keys = BertPreTrainedModel.ignored_checkpoint_keys + ("pooler.",)
-
-    def head_parameter_names(self):
-        return ["qa_outputs.weight", "qa_outputs.bias"]
-
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
-                start_positions=None, end_positions=None, output_hidden_states=False, output_attentions=False,
-                output_attention_scores=False, output_qkv=False) -> ModelOutput:
-        """Start and end logits (B, T) of a batch; with targets — ``labels`` (B, 2) or
-        ``start_positions`` / ``end_positions`` (B,) — also the loss: the mean of the start and
-        end cross-entropies over the positions, targets outside the sequence ignored (HF's rule)."""
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
-                        output_hidden_states, output_attentions, output_attention_scores, output_qkv)
+    def head_output(self, out, labels=None, start_positions=None, end_positions=None) -> ModelOutput:
+        """Start and end logits (B, T), ``logits`` (B, T, 2) both, and the loss with targets."""
         both = self.qa_outputs(out.last_hidden_state)  # (B, T, 2)
         b, t = both.shape[0], both.shape[1]
         start_logits = both[:, :, 0].reshape(b, t)  # (B, T)
@@ -590,9 +605,77 @@ class BertForQuestionAnswering(BertPreTrainedModel):
         loss = None
         if start_positions is not None and end_positions is not None:
             loss = (_span_loss(start_logits, start_positions) + _span_loss(end_logits, end_positions)) * 0.5
-        return ModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits,
-                           logits=both, hidden_states=out.hidden_states, attentions=out.attentions,
-                           attention_scores=out.attention_scores, qkv=out.qkv)
+        return _task_output(out, loss=loss, logits=both, start_logits=start_logits, end_logits=end_logits)
+
+
+TASK_HEADS = {"sequence": SequenceHead, "token": TokenHead, "qa": QuestionAnsweringHead}
+
+
+def head_kind(model) -> str | None:
+    """The task kind of a model's head (``sequence``, ``token``, ``qa``), None for a bare encoder."""
+    for kind, head in TASK_HEADS.items():
+        if isinstance(model, head):
+            return kind
+    inner = getattr(model, "successor", None) or getattr(model, "model", None)
+    return head_kind(inner) if isinstance(inner, Module) and inner is not model else None
+
+
+def _task_output(out, **head) -> ModelOutput:
+    """A task model's output: the head's fields and the encoder's states passed through."""
+    keep = {k: getattr(out, k, None) for k in ("hidden_states", "attentions", "attention_scores", "qkv",
+                                               "pooler_output", "last_hidden_state")}
+    return ModelOutput(**keep, **head)
+
+
+class BertTaskModel(BertPreTrainedModel):
+    """A BERT encoder (``bert``) with a task head (a :class:`TaskHead` mixed in before this class)."""
+
+    def __init__(self, config: BertConfig):
+        self.config = config = self.head_config(config)
+        self.num_labels = config.num_labels
+        self.bert = BertModel(config, add_pooling_layer=self.needs_pooler)
+        self.init_head(config)
+        self.init_weights()
+
+    @property
+    def ignored_checkpoint_keys(self):
+        """A head without a pooler skips a checkpoint's pooler weights."""
+        base = BertPreTrainedModel.ignored_checkpoint_keys
+        return base if self.needs_pooler else base + ("pooler.",)
+
+    def layer_groups(self) -> list:
+        """Parameter groups from the top, for gradual unfreezing: head (and pooler), the layers
+        from the last down, embeddings."""
+        top = self.head_modules() + ([self.bert.pooler] if self.bert.pooler is not None else [])
+        layers = [(f"layer.{i}", [layer]) for i, layer in reversed(list(enumerate(self.bert.encoder.layer)))]
+        return [("head", top)] + layers + [("embeddings", [self.bert.embeddings])]
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                output_hidden_states=False, output_attentions=False, output_attention_scores=False,
+                output_qkv=False, **targets) -> ModelOutput:
+        """The encoder, then the head (see the head's ``head_output`` for the outputs and the
+        loss); ``labels`` (or a QA head's ``start_positions`` / ``end_positions``) add the loss."""
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids,
+                        output_hidden_states, output_attentions, output_attention_scores, output_qkv)
+        return self.head_output(out, labels, **targets)
+
+
+class BertForSequenceClassification(SequenceHead, BertTaskModel):
+    """BERT with dropout and a linear classifier on the pooled output (HF names)."""
+
+
+class BertForTokenClassification(TokenHead, BertTaskModel):
+    """BERT with dropout and a linear classifier on every token (HF names, no pooler)."""
+
+
+class BertForQuestionAnswering(QuestionAnsweringHead, BertTaskModel):
+    """BERT with a linear layer giving every token a start and an end logit (HF's
+    ``qa_outputs``, no pooler): extractive question answering."""
+
+
+#: the BERT model class of each head kind
+BERT_TASK_MODELS = {"sequence": BertForSequenceClassification, "token": BertForTokenClassification,
+                    "qa": BertForQuestionAnswering}
 
 
 def _span_loss(logits: Tensor, positions) -> Tensor:

@@ -7,7 +7,16 @@
     z = Dropout(r) W_cᵀ + b_c                   (B, C)     logits
 
 ``r`` is returned as ``pooler_output`` so the same objectives compare it with a BERT
-teacher's pooler output. Saved as ``config.json`` (``model_type: minidistill-bilstm``) and
+teacher's pooler output.
+
+With ``task="token"`` (XtremeDistil's NER setting) nothing is pooled: every token's BiLSTM
+state goes through the GELU dense layer and the classifier,
+
+    r_t = GELU(h_t W_rᵀ + b_r)                  (B, T, D_t) per token, matched to a teacher layer's states
+    z_t = Dropout(r_t) W_cᵀ + b_c               (B, T, C)   per-token logits
+
+and ``hidden_states`` are (embeddings, BiLSTM output, r), so a hidden-state objective compares
+``r`` with any teacher layer over all real tokens. Saved as ``config.json`` (``model_type: minidistill-bilstm``) and
 ``model.safetensors``; the LSTM's weights keep torch.nn.LSTM's names.
 """
 
@@ -42,6 +51,7 @@ class BiLSTMConfig:
     pad_token_id: int = 0
     problem_type: str | None = None
     id2label: dict | None = None  # label names (the teacher's), so predictions print them
+    task: str = "sequence"  # "sequence": max-pooled sentence logits; "token": logits for every token
     model_type: str = MODEL_TYPE
 
     def __post_init__(self):
@@ -56,6 +66,8 @@ class BiLSTMConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"BiLSTMConfig.{name} must be a positive integer, got {v!r}")
+        if self.task not in ("sequence", "token"):
+            raise ValueError(f"BiLSTMConfig.task must be 'sequence' or 'token', got {self.task!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"BiLSTMConfig.dropout must be in [0, 1), got {self.dropout}")
 
@@ -91,8 +103,9 @@ class BiLSTMStudent(Module):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
                 output_hidden_states=False, output_attentions=False, output_attention_scores=False,
                 output_qkv=False) -> ModelOutput:
-        """Classify a batch (token_type_ids are accepted and unused). ``hidden_states`` are
-        (embeddings, BiLSTM output) when asked for; a BiLSTM has no attention to return."""
+        """Classify a batch, or every token of it with ``task="token"`` (token_type_ids are
+        accepted and unused). ``hidden_states`` are (embeddings, BiLSTM output) when asked for,
+        and the per-token representation r third in token mode; a BiLSTM has no attention."""
         if output_attentions or output_attention_scores or output_qkv:
             raise ValueError("a BiLSTM student has no attention maps; use logit, pooled or hidden-state objectives")
         ids = np.asarray(input_ids.numpy() if isinstance(input_ids, Tensor) else input_ids)
@@ -102,6 +115,16 @@ class BiLSTMStudent(Module):
             attention_mask.numpy() if isinstance(attention_mask, Tensor) else attention_mask) != 0  # (B, T)
         e = self.dropout(self.embeddings(ids))  # (B, T, E)
         h = self.lstm(e, mask)  # (B, T, 2H)
+        if self.config.task == "token":
+            rep = F.gelu(self.dense(self.dropout(h)))  # (B, T, D_t)
+            logits = self.classifier(self.dropout(rep))  # (B, T, C)
+            loss = None
+            if labels is not None:
+                raw = np.asarray(labels.numpy() if isinstance(labels, Tensor) else labels)
+                loss = F.cross_entropy(logits, logits.backend.asarray(raw), ignore_index=-100)
+            return ModelOutput(loss=loss, logits=logits, pooler_output=None, last_hidden_state=rep,
+                               hidden_states=(e, h, rep) if output_hidden_states else None,
+                               attentions=None, attention_scores=None, qkv=None)
         ops = h.backend
         penalty = ops.asarray((~mask[:, :, None]).astype(np.float64) * -1e4, dtype=h.dtype.name)  # (B, T, 1)
         pooled = F.max(h + Tensor._wrap(penalty, ops), axis=1)  # (B, 2H) over real tokens only

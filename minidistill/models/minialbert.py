@@ -41,8 +41,8 @@ from ..core.tensor import Tensor
 from ..nn.adapters import Adapter, AdapterConfig, phm_rule
 from ..nn.layers import Dropout, Embedding, LayerNorm, Linear
 from ..nn.module import Module, ModuleList
-from .bert import (BertEmbeddings, BertLayer, BertPooler, BertPreTrainedModel, ModelOutput, _classification_loss,
-                   keep_mask_from_attention_mask)
+from .bert import (BertEmbeddings, BertLayer, BertPooler, BertPreTrainedModel, ModelOutput, QuestionAnsweringHead,
+                   SequenceHead, TokenHead, keep_mask_from_attention_mask)
 from .config import BertConfig
 
 
@@ -147,23 +147,23 @@ class MiniAlbertEncoder(Module):
         return x, hidden, attentions, scores_all, qkv_all
 
 
-class MiniAlbertForSequenceClassification(BertPreTrainedModel):
-    """A MiniALBERT encoder with BERT's pooler and a linear classifier (a task student)."""
+class MiniAlbertTaskModel(BertPreTrainedModel):
+    """A MiniALBERT encoder (factorised embeddings, one shared layer run L times, per-repeat
+    adapters) with a task head mixed in before this class (:class:`~minidistill.models.bert.TaskHead`):
+    BERT's pooler when the head reads the pooled vector."""
 
     config_class = MiniAlbertConfig
     base_model_prefix = "minialbert"
 
     def __init__(self, config: MiniAlbertConfig):
         if not isinstance(config, MiniAlbertConfig):
-            raise TypeError(f"MiniAlbertForSequenceClassification needs a MiniAlbertConfig, got {type(config).__name__}")
-        self.config = config
+            raise TypeError(f"{type(self).__name__} needs a MiniAlbertConfig, got {type(config).__name__}")
+        self.config = config = self.head_config(config)
         self.num_labels = config.num_labels
         self.embeddings = MiniAlbertEmbeddings(config)
         self.encoder = MiniAlbertEncoder(config)
-        self.pooler = BertPooler(config)
-        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = Dropout(p)
-        self.classifier = Linear(config.hidden_size, config.num_labels)
+        self.pooler = BertPooler(config) if self.needs_pooler else None
+        self.init_head(config)
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -173,26 +173,39 @@ class MiniAlbertForSequenceClassification(BertPreTrainedModel):
             if isinstance(m, Adapter):
                 m.reset_parameters()
 
-    def head_parameter_names(self):
-        return ["classifier.weight", "classifier.bias"]
-
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
                 output_hidden_states=False, output_attentions=False, output_attention_scores=False,
-                output_qkv=False) -> ModelOutput:
-        """As :meth:`BertForSequenceClassification.forward`; the L repeats give L hidden states
-        after the embeddings' and L attention maps, so distillation objectives and layer maps
-        treat the repeats as layers."""
+                output_qkv=False, **targets) -> ModelOutput:
+        """As the BERT model of the same head; the L repeats give L hidden states after the
+        embeddings' and L attention maps, so distillation objectives and layer maps treat the
+        repeats as layers."""
         ops = self.embeddings.word_embeddings.weight.backend
         x = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, T, H)
         mask = None if attention_mask is None else keep_mask_from_attention_mask(attention_mask, ops)
         h, hidden, attentions, scores, qkv = self.encoder(
             x, mask, output_hidden_states, output_attentions, output_attention_scores, output_qkv)
-        pooled = self.pooler(h, attention_mask)  # (B, H)
-        logits = self.classifier(self.dropout(pooled))  # (B, C)
-        loss = _classification_loss(logits, labels, self.config) if labels is not None else None
+        pooled = self.pooler(h, attention_mask) if self.pooler is not None else None  # (B, H)
         tup = (lambda v: tuple(v) if v is not None else None)
-        return ModelOutput(loss=loss, logits=logits, hidden_states=tup(hidden), attentions=tup(attentions),
-                           attention_scores=tup(scores), qkv=tup(qkv), pooler_output=pooled)
+        out = ModelOutput(last_hidden_state=h, pooler_output=pooled, hidden_states=tup(hidden),
+                          attentions=tup(attentions), attention_scores=tup(scores), qkv=tup(qkv))
+        return self.head_output(out, labels, **targets)
+
+
+class MiniAlbertForSequenceClassification(SequenceHead, MiniAlbertTaskModel):
+    """A MiniALBERT encoder with BERT's pooler and a linear classifier (a sentence-task student)."""
+
+
+class MiniAlbertForTokenClassification(TokenHead, MiniAlbertTaskModel):
+    """A MiniALBERT encoder with a linear classifier on every token (a tagging student)."""
+
+
+class MiniAlbertForQuestionAnswering(QuestionAnsweringHead, MiniAlbertTaskModel):
+    """A MiniALBERT encoder with HF's ``qa_outputs`` span head (a QA student)."""
+
+
+#: the MiniALBERT model class of each head kind
+MINIALBERT_TASK_MODELS = {"sequence": MiniAlbertForSequenceClassification, "token": MiniAlbertForTokenClassification,
+                          "qa": MiniAlbertForQuestionAnswering}
 
 
 def embedding_tables_from(word: np.ndarray, position: np.ndarray, token_type: np.ndarray, width: int):
