@@ -253,3 +253,10 @@ def test_squad_reader_checks_answers(tmp_path):
     path.write_text("{}", encoding="utf-8")
     with pytest.raises(DataError, match="not a SQuAD file"):
         load_squad_file(path)
+
+
+def test_a_window_too_small_for_the_question_is_a_clear_error(squad, tok):
+    data = load_squad_file(squad)
+    data.doc_stride = 8
+    with pytest.raises(DataError, match="question 1 takes 7 tokens: max_length 16 leaves 6 for the context"):
+        data.encode(tok, 16)

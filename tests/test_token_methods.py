@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import minidistill as md
-from minidistill.compress import (HardKD, TheseusModel, WIDConfig, WIDModel, distill, fold, make_bilstm_student,
+from minidistill.compress import (HardKD, SoftKD, TheseusModel, WIDConfig, WIDModel, distill, fold, make_bilstm_student,
                                   make_minialbert, make_student, xtremedistil_stages)
 from minidistill.models import BertForQuestionAnswering, BertForTokenClassification
 from minidistill.models.bert import head_kind
@@ -160,3 +160,35 @@ def test_token_student_distilled_to_full_agreement(minilm_path):
             agree += int((t == s)[words_at].sum())
             total += int(words_at.sum())
     assert total > 200 and agree == total
+
+
+@pytest.mark.parametrize("kind", list(HEADS))
+def test_teacher_cache_serves_token_and_qa_logits(tmp_path, minilm_path, kind):
+    """A cached tagging / QA teacher gives the live teacher's logits on every window (and the
+    distillation loss is the same from either)."""
+    from minidistill.compress.distill import _teacher_outputs
+    from minidistill.data import QADataset, QAExample, TaskSpec, TokenDataset, Tokenizer
+    from minidistill.models import BertConfig
+
+    tok = Tokenizer.from_pretrained(minilm_path)
+    md.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=24, max_position_embeddings=64, num_labels=3)
+    teacher = HEADS[kind](cfg).eval()
+    if kind == "token":
+        task = TaskSpec("t", "tokens", None, "tags", ("O", "B-X", "I-X"), ("f1",), kind="token", scheme="BIO")
+        data = TokenDataset([["a", "long", "sentence", "of", "words"] * 6, ["short", "one"]], None, task, stride=2)
+    else:
+        task = TaskSpec("q", "question", "context", "answers", None, ("f1",), kind="qa", scheme="squad")
+        ctx = "Paris is the capital of France and the river Seine runs through it. " * 2
+        data = QADataset([QAExample("1", "what runs through Paris?", ctx, (("Seine", 45),))], task, doc_stride=4)
+    config = md.train.TrainConfig(max_length=20, eval_batch_size=2)
+    cached = _teacher_outputs(teacher, tok, data, [SoftKD()], config, tmp_path / "cache")
+    live = _teacher_outputs(teacher, tok, data, [SoftKD()], config, None)
+    n = 0
+    for batch in data.batches(tok, 3, 20):
+        a, b = cached(batch), live(batch)
+        m = batch["attention_mask"] == 1
+        np.testing.assert_allclose(a.logits.numpy()[m], b.logits.numpy()[m], atol=1e-6)
+        n += len(batch["input_ids"])
+    assert n > len(data)  # long examples became several windows, each cached

@@ -5,7 +5,8 @@ need no teacher forward.
 Layout of a cache folder::
 
     meta.json             fingerprint of the teacher and the data, shapes, examples done
-    logits.f32            (N, C) float32, memory-mapped
+    logits.f32            (N, C) float32, memory-mapped; (N, T, C) for token and QA heads
+                          (one row per window, padded to T = max length; QA: C = 2, start and end)
     pooled.f32            (N, D) float32, the pooled [CLS] representation (when the teacher has a pooler)
     hidden_<i>.f32        (N, T, D) float32 for each cached hidden state i, padded to T
 
@@ -38,8 +39,11 @@ def model_fingerprint(model) -> str:
 
 
 def data_fingerprint(data, max_length: int) -> str:
-    """sha1 of the texts (and pairs) and the max length."""
+    """sha1 of the texts (and pairs), the max length and, for windowed data, the window stride."""
     h = hashlib.sha1(str(max_length).encode())
+    stride = getattr(data, "stride", getattr(data, "doc_stride", None))
+    if stride is not None:
+        h.update(f"stride={stride}".encode())
     for i, text in enumerate(data.texts):
         h.update(text.encode("utf-8") + b"\x00")
         if data.text_pairs is not None:
@@ -79,19 +83,21 @@ class TeacherCache:
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        n = len(data)
+        encoded = data.encode(tokenizer, max_length)
+        n = len(encoded)  # rows: examples, or windows of a windowed dataset
+        per_token = getattr(getattr(data, "task", None), "kind", "sequence") in ("token", "qa")
         meta = {
             "format": "minidistill-teacher-cache-1",
             "teacher": model_fingerprint(teacher),
             "data": data_fingerprint(data, max_length),
-            "n": n, "max_length": max_length, "num_labels": teacher.config.num_labels,
+            "n": n, "max_length": max_length, "num_labels": teacher.config.num_labels, "per_token": per_token,
             "hidden_size": teacher.config.hidden_size, "hidden_states": sorted(int(i) for i in hidden_states),
             "pooled": _has_pooler(teacher),
             "done": 0,
         }
         old = cls(path).meta
         if old is not None:
-            for key in ("format", "teacher", "data", "hidden_states", "max_length", "pooled"):
+            for key in ("format", "teacher", "data", "hidden_states", "max_length", "pooled", "per_token"):
                 if old.get(key) != meta[key]:
                     what = {"teacher": "another teacher (config or weights differ)",
                             "data": "other data (texts or max length differ)"}.get(key, f"a different {key}")
@@ -102,7 +108,6 @@ class TeacherCache:
             write_json(path / "meta.json", meta)
         teacher.eval()
         order = [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
-        encoded = data.encode(tokenizer, max_length)
         with no_grad():
             for idx in order:
                 if idx[-1] < meta["done"]:
@@ -110,10 +115,14 @@ class TeacherCache:
                 batch = data.collate(encoded, idx, tokenizer.pad_token_id)
                 out = teacher(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
                               output_hidden_states=bool(meta["hidden_states"]))
-                arrays["logits"][idx] = out.logits.numpy()
+                width = batch["input_ids"].shape[1]
+                if per_token:  # (B, width, C), padded to the cache's length
+                    arrays["logits"][idx, :width] = out.logits.numpy()
+                    arrays["logits"][idx, width:] = 0.0
+                else:
+                    arrays["logits"][idx] = out.logits.numpy()
                 if meta["pooled"]:
                     arrays["pooled"][idx] = out.pooler_output.numpy()
-                width = batch["input_ids"].shape[1]
                 for i in meta["hidden_states"]:
                     rows = arrays[f"hidden_{i}"]
                     rows[idx, :width] = out.hidden_states[i].numpy()
@@ -129,7 +138,8 @@ class TeacherCache:
     @staticmethod
     def _open(path: Path, meta: dict, mode: str) -> dict:
         n, t, d = meta["n"], meta["max_length"], meta["hidden_size"]
-        arrays = {"logits": np.memmap(path / "logits.f32", np.float32, mode, shape=(n, meta["num_labels"]))}
+        shape = (n, t, meta["num_labels"]) if meta.get("per_token") else (n, meta["num_labels"])
+        arrays = {"logits": np.memmap(path / "logits.f32", np.float32, mode, shape=shape)}
         if meta.get("pooled"):
             arrays["pooled"] = np.memmap(path / "pooled.f32", np.float32, mode, shape=(n, d))
         for i in meta["hidden_states"]:
@@ -154,7 +164,7 @@ class TeacherCache:
             raise CheckpointError(f"{self.path} is incomplete ({self.meta['done']} of {self.meta['n']}); build it again to finish")
 
     def lookup(self, indices, width: int | None = None) -> dict:
-        """Cached outputs for examples ``indices``: ``logits`` (B, C), ``pooler_output``
+        """Cached outputs for examples ``indices``: ``logits`` (B, C) (or (B, width, C) per token), ``pooler_output``
         (B, D) or None, and ``hidden_states`` {i: (B, width, D)} (cut to the batch's padded width)."""
         if self.meta is None:
             raise CheckpointError(f"{self.path} holds no teacher cache")
@@ -162,8 +172,9 @@ class TeacherCache:
             self._arrays = self._open(self.path, self.meta, "r")
         arrays = self._arrays
         idx = np.asarray(indices)
-        out = {"logits": np.array(arrays["logits"][idx]),
-               "pooler_output": np.array(arrays["pooled"][idx]) if "pooled" in arrays else None}
         width = width or self.meta["max_length"]
+        logits = arrays["logits"][idx, :width] if self.meta.get("per_token") else arrays["logits"][idx]
+        out = {"logits": np.array(logits),
+               "pooler_output": np.array(arrays["pooled"][idx]) if "pooled" in arrays else None}
         out["hidden_states"] = {i: np.array(arrays[f"hidden_{i}"][idx, :width]) for i in self.meta["hidden_states"]}
         return out

@@ -164,7 +164,11 @@ class QADataset(WindowedDataset):
         out = []
         q = [e.question for e in self.examples]
         c = [e.context for e in self.examples]
-        for i, (ex, windows) in enumerate(zip(self.examples, tokenizer.encode_windows(q, c, max_length, self.doc_stride))):
+        try:
+            pieces = tokenizer.encode_windows(q, c, max_length, self.doc_stride)
+        except ValueError as e:
+            raise DataError(f"{self.task.name if self.task else 'QA data'}: {e}") from None
+        for i, (ex, windows) in enumerate(zip(self.examples, pieces)):
             for w in windows:
                 out.append((w["ids"], w["type_ids"], _target(ex, w["offsets"]), w["offsets"], i))
         return out

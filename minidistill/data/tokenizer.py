@@ -172,7 +172,17 @@ class Tokenizer:
     def encode_windows(self, questions, contexts, max_length: int, stride: int) -> list:
         """Question / context pairs, the context cut into overlapping windows (``stride`` tokens
         shared by neighbours; the question is never cut). Per pair a list of windows, each a dict
-        with ``ids``, ``type_ids``, ``offsets`` (character spans in the context; None outside it)."""
+        with ``ids``, ``type_ids``, ``offsets`` (character spans in the context; None outside it).
+
+        Raises:
+            ValueError: a question leaves the context no more room than the stride.
+        """
+        for k, enc in enumerate(self._tok.encode_batch(list(questions), add_special_tokens=False)):
+            room = max_length - len(enc.ids) - 3  # [CLS] question [SEP] context [SEP]
+            if room <= stride:
+                raise ValueError(f"question {k + 1} takes {len(enc.ids)} tokens: max_length {max_length} leaves "
+                                 f"{max(room, 0)} for the context, which must exceed the stride ({stride}); "
+                                 "raise max_length or lower the stride")
         self._tok.enable_truncation(max_length, stride=stride, strategy="only_second")
         try:
             encs = self._tok.encode_batch(list(zip(questions, contexts)))
