@@ -4,7 +4,7 @@
     minidistill finetune [--config run.toml] [--train.lr=3e-5 --data.task=sst2 ...]
     minidistill distill --teacher.path=runs/teacher [--student.num_layers=2 --objectives.attention_kl=1 ...]
     minidistill evaluate MODEL_DIR [--split dev] [--data.task=...]
-    minidistill predict MODEL_DIR --text "a gripping film" [--text ...]
+    minidistill predict MODEL_DIR --text "a gripping film" [--text ...] [--context PASSAGE (QA)]
     minidistill info MODEL_DIR
     minidistill quantize MODEL_DIR OUT_DIR [--mode dynamic|static]
     minidistill export MODEL_DIR OUT_DIR [--int8] [--int8-style exact|fused]
@@ -49,15 +49,19 @@ class ModelSection:
 class DataSection:
     """Which task and files to train and evaluate on."""
 
-    task: str = "rotten_tomatoes"  # rotten_tomatoes, a GLUE task, or "files"
+    task: str = "rotten_tomatoes"  # rotten_tomatoes, conll2003 (NER), a GLUE task, or "files"
     data_dir: str | None = None  # GLUE folder
-    train_file: str | None = None  # task = files: CSV, TSV, JSON lines or parquet
+    train_file: str | None = None  # task = files: CSV, TSV, JSON lines, parquet; CoNLL / token JSON lines; SQuAD JSON
     dev_file: str | None = None  # task = files: the dev split (optional)
     test_file: str | None = None  # task = files: the test split (optional)
     text_column: str = "text"  # the column holding the text
     text_pair_column: str | None = None  # a second text column, for sentence pairs
     label_column: str = "label"  # the column holding the label
     labels: list | None = None  # the label names in class order (default: those found in train_file)
+    format: str | None = None  # task = files: csv | tsv | json | parquet | conll | tokens (JSON lines of tokens / tags) | squad (default: from the suffix; .conll / .iob → conll)
+    tag_column: int = -1  # conll: the column holding the tag (default: the last)
+    tag_scheme: str = "BIO"  # token files: BIO (IOB2) or BIOES, checked on reading
+    stride: int | None = None  # tokens shared by neighbouring windows of a long sentence / context (default: 32 for tagging, 128 for QA)
     max_train_examples: int | None = None  # train on the first N training examples only
     max_eval_examples: int | None = None  # evaluate on the first N dev / test examples only
 
@@ -240,18 +244,15 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
     from .compress import Stage, distill, xtremedistil_stages
     from .train.trainer import time_step
     from .data import Tokenizer, augment
-    from .models import BertForSequenceClassification
+    from .models import load_model
 
     _check_output_dir(cfg)
     path = _model_path(cfg.teacher.path, "teacher")
     train, dev, test = load_splits(cfg.data, announce)
     tok = Tokenizer.from_pretrained(path)
-    teacher = BertForSequenceClassification.from_pretrained(path, backend=cfg.teacher.backend,
-                                                            device=distributed.local_device(cfg.teacher.device))
+    teacher = load_model(path, backend=cfg.teacher.backend, device=distributed.local_device(cfg.teacher.device))
     announce = _join_workers(teacher, announce)
-    if teacher.config.num_labels != train.task.num_labels:
-        raise ConfigError(f"the teacher at {path} predicts {teacher.config.num_labels} labels but "
-                          f"{train.task.name} has {train.task.num_labels}; fine-tune it on the task first")
+    _check_model_fits(teacher, train, path, "the teacher at")
     st = cfg.student
     train_cfg = cfg.train
     total_steps = train_cfg.max_steps or train_cfg.epochs * train.num_batches(train_cfg.batch_size, tok, train_cfg.max_length)
@@ -272,6 +273,9 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
     tr = cfg.transfer
     transfer = train.without_labels()
     if tr.augment_copies:
+        if train.task.kind != "sequence":
+            raise ConfigError("transfer.augment_copies rewrites sentences: it is for sentence tasks (tags and answer "
+                              "spans would no longer line up)")
         transfer = augment(transfer, tok, tr.augment_copies, tr.p_mask, tr.p_replace, tr.seed)
     md.manual_seed(cfg.train.seed)
     start = time.perf_counter()
@@ -423,28 +427,70 @@ def load_splits(cfg: DataSection, announce=None):
     """(train, dev, test) datasets of the configured task (dev and test may be None). With
     user files and no ``labels`` given, ``announce`` (if given) hears the label set found, and
     about classes seen once or missing from dev."""
-    from .data import load_dataset, load_file
+    from .data import load_dataset, load_file, load_squad_file, load_tagged_file
 
     if cfg.task == "files":
         if not cfg.train_file:
             raise ConfigError("data.task = 'files' needs data.train_file")
-        kw = dict(text_column=cfg.text_column, text_pair_column=cfg.text_pair_column,
-                  label_column=cfg.label_column, labels=cfg.labels)
-        train = load_file(cfg.train_file, **kw)
-        kw["labels"] = train.task.labels
-        dev = load_file(cfg.dev_file, **kw) if cfg.dev_file else None
-        test = load_file(cfg.test_file, **kw) if cfg.test_file else None
-        if announce is not None and cfg.labels is None and train.labels is not None:
-            _announce_labels(train, dev, announce)
+        fmt = _file_format(cfg)
+        if fmt in ("conll", "tokens"):
+            def read(path, labels):
+                return load_tagged_file(path, labels, scheme=cfg.tag_scheme, format="jsonl" if fmt == "tokens" else "conll",
+                                        tag_column=cfg.tag_column)
+            train = read(cfg.train_file, cfg.labels)
+            labels = train.task.labels
+            dev, test = (read(f, labels) if f else None for f in (cfg.dev_file, cfg.test_file))
+        elif fmt == "squad":
+            train = load_squad_file(cfg.train_file)
+            dev, test = (load_squad_file(f) if f else None for f in (cfg.dev_file, cfg.test_file))
+        else:
+            kw = dict(text_column=cfg.text_column, text_pair_column=cfg.text_pair_column,
+                      label_column=cfg.label_column, labels=cfg.labels, format=fmt)
+            train = load_file(cfg.train_file, **kw)
+            kw["labels"] = train.task.labels
+            dev = load_file(cfg.dev_file, **kw) if cfg.dev_file else None
+            test = load_file(cfg.test_file, **kw) if cfg.test_file else None
+            if announce is not None and cfg.labels is None and train.labels is not None:
+                _announce_labels(train, dev, announce)
     else:
         train = load_dataset(cfg.task, "train", cfg.data_dir)
         dev = load_dataset(cfg.task, "dev", cfg.data_dir)
-        test = load_dataset(cfg.task, "test", cfg.data_dir) if cfg.task == "rotten_tomatoes" else None
+        test = load_dataset(cfg.task, "test", cfg.data_dir) if cfg.task in ("rotten_tomatoes", "conll2003") else None
+    if cfg.stride is not None:
+        for d in (train, dev, test):
+            if d is not None and hasattr(d, "stride"):
+                d.stride = cfg.stride
+            elif d is not None and hasattr(d, "doc_stride"):
+                d.doc_stride = cfg.stride
     if cfg.max_train_examples:
         train = train.select(range(min(cfg.max_train_examples, len(train))))
     if cfg.max_eval_examples:
         dev, test = (None if d is None else d.select(range(min(cfg.max_eval_examples, len(d)))) for d in (dev, test))
     return train, dev, test
+
+
+TABLE_FORMATS = ("csv", "tsv", "json", "parquet")
+TOKEN_SUFFIXES = (".conll", ".iob", ".iob2", ".bio", ".bioes", ".conllu")
+
+
+def _file_format(cfg: DataSection) -> str | None:
+    """The format of ``data.train_file``: ``data.format``, else its suffix (None: a table
+    format that :func:`~minidistill.data.load_file` infers itself)."""
+    known = TABLE_FORMATS + ("conll", "tokens", "squad")
+    if cfg.format is not None:
+        if cfg.format not in known:
+            raise ConfigError(f"data.format must be one of {', '.join(known)}, got {cfg.format!r}")
+        return cfg.format
+    path = Path(cfg.train_file)
+    suffix = path.suffix.lower()
+    if suffix in TOKEN_SUFFIXES:
+        return "conll"
+    if suffix == ".json" and path.is_file():  # SQuAD's layout: one object with "data" → "paragraphs"
+        with open(path, encoding="utf-8", errors="replace") as f:
+            head = f.read(1 << 16)
+        if '"paragraphs"' in head and '"data"' in head:
+            return "squad"
+    return None
 
 
 def _duration(seconds: float) -> str:
@@ -513,7 +559,7 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
     """Fine-tune a BERT on a task; save it to ``cfg.output_dir``; return the figures."""
     import minidistill as md
     from .data import Tokenizer
-    from .models import BertConfig, BertForSequenceClassification
+    from .models import BERT_TASK_MODELS, BertConfig
     from .train import Trainer
     from .train.trainer import has_checkpoint, latest_checkpoint, time_step
 
@@ -527,17 +573,19 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
     tok = Tokenizer.from_pretrained(path)
     md.manual_seed(cfg.train.seed)
     labels = {"num_labels": task.num_labels}
-    if task.labels is not None:
+    if task.labels is not None and task.kind != "qa":
         labels["id2label"] = {i: str(n) for i, n in enumerate(task.labels)}
         labels["label2id"] = {str(n): i for i, n in enumerate(task.labels)}
     if cfg.classifier_pooling is not None:
         labels["classifier_pooling"] = cfg.classifier_pooling
-    model = BertForSequenceClassification.from_pretrained(path, backend=cfg.model.backend,
-                                                          device=distributed.local_device(cfg.model.device), **labels)
+    model_cls = BERT_TASK_MODELS[task.kind]  # the task's head: sentence classifier, token tagger, QA spans
+    model = model_cls.from_pretrained(path, backend=cfg.model.backend,
+                                      device=distributed.local_device(cfg.model.device), **labels)
     announce = _join_workers(model, announce)
     fresh = model.loading_info.get("newly_initialized", [])
-    if any(k.startswith("classifier.") for k in fresh):
-        announce(f"a fresh classification head for {task.num_labels} labels ({cfg.model.path} has no head of that size)")
+    if any(k in fresh for k in model.head_parameter_names()):
+        what = "span head (start and end)" if task.kind == "qa" else f"{task.kind} head for {task.num_labels} labels"
+        announce(f"a fresh {what} ({cfg.model.path} has no head of that size)")
     _add_finetune_adapters(model, cfg, announce)
     steps = cfg.train.max_steps or cfg.train.epochs * train.num_batches(cfg.train.batch_size, tok, cfg.train.max_length)
     announce(f"fine-tuning {cfg.model.path} ({model.num_parameters() / 1e6:.1f}M parameters) on {task.name}: "
@@ -821,11 +869,24 @@ def evaluate_cmd(model_dir: str, split: str, overrides, max_length: int | None =
         raise ConfigError(f"task {data_cfg.task!r} has no {split} split")
     model = load_classifier(model_dir)
     tok = Tokenizer.from_pretrained(model_dir)
-    if model.config.num_labels != data.task.num_labels:
-        raise ConfigError(f"{model_dir} predicts {model.config.num_labels} labels but {data.task.name} has {data.task.num_labels}")
+    _check_model_fits(model, data, model_dir, "")
     length = max_length or _trained_max_length(model_dir)
     print(json.dumps(evaluate(model, tok, data, max_length=length), indent=2))
     return 0
+
+
+def _check_model_fits(model, data, where, role: str) -> None:
+    """Refuse a model whose head does not fit the data's task (kind and number of labels)."""
+    from .models import head_kind
+
+    kind, want = head_kind(model) or "sequence", data.task.kind
+    who = f"{role} {where}".strip()
+    if kind != want:
+        raise ConfigError(f"{who} has a {kind} head but {data.task.name} is a {want} task; fine-tune it on the task first")
+    have = model.config.num_labels
+    if want != "qa" and have != data.task.num_labels:
+        raise ConfigError(f"{who} predicts {have} labels but {data.task.name} has {data.task.num_labels}; "
+                          "fine-tune it on the task first")
 
 
 def quantize_saved(src, out, mode: str = "dynamic", activations: str | None = None, embeddings: bool = True,
@@ -908,36 +969,65 @@ def _folder_mb(folder) -> float:
 
 
 def load_classifier(model_dir):
-    """A saved classifier of any kind minidistill writes (BERT with or without adapters, float
-    or int8, a MiniALBERT, a BiLSTM student, or an ONNX export run by ONNX Runtime)."""
-    from .models import BertForSequenceClassification, BiLSTMStudent, MiniAlbertConfig, MiniAlbertForSequenceClassification
-    from .models.bilstm import MODEL_TYPE
-    from .fileio import read_config
+    """A saved model of any kind minidistill writes (BERT with or without adapters, float or
+    int8, with a sentence, token or QA head; a MiniALBERT; a BiLSTM student; or an ONNX export
+    run by ONNX Runtime)."""
+    from .models import load_model
 
     if (Path(model_dir) / "model.onnx").is_file() and not (Path(model_dir) / "model.safetensors").is_file():
         from .export import OnnxModel
 
         return OnnxModel(model_dir)  # an exported model, run by ONNX Runtime
-    kind = read_config(model_dir).get("model_type")
-    if kind == MODEL_TYPE:
-        return BiLSTMStudent.from_pretrained(model_dir)
-    if kind == MiniAlbertConfig.MODEL_TYPE:
-        return MiniAlbertForSequenceClassification.from_pretrained(model_dir)
-    return BertForSequenceClassification.from_pretrained(model_dir)
+    return load_model(model_dir)
 
 
-def predict_cmd(model_dir: str, texts: list[str]) -> int:
-    """Print the predicted label and probabilities for each text."""
+def predict_cmd(model_dir: str, texts: list[str], context: str | None = None) -> int:
+    """Print, per text, the predicted label and its probability (sentence classifiers), the
+    entities found with their character spans (taggers), or the answer found in ``context``
+    with its score (QA models: each text is a question)."""
+    import re
+
     import minidistill as md
-    from .data import Tokenizer
+    from .data import QADataset, QAExample, TaskSpec, TokenDataset, Tokenizer, entities
+    from .models import head_kind
 
     model = load_classifier(model_dir)
     tok = Tokenizer.from_pretrained(model_dir)
+    kind = head_kind(model) or "sequence"
+    length = _trained_max_length(model_dir)
+    names = getattr(model.config, "id2label", None) or {}
+    if kind == "qa":
+        if context is None:
+            raise ConfigError(f"{model_dir} answers questions: give the passage with --context")
+        task = TaskSpec("predict", "question", "context", None, None, (), kind="qa", scheme="squad_v2")
+        data = QADataset([QAExample(str(i), q, context) for i, q in enumerate(texts)], task, labelled=False)
+        from .train import predict
+
+        logits = predict(model, tok, data, 32, max(length, 384))
+        for q, (answer, score) in zip(texts, data.predictions(logits[..., 0], logits[..., 1], tok, max(length, 384))):
+            print(f"{answer or '(no answer)'}\t{score:.2f}\t{q}")
+        return 0
+    if context is not None:
+        raise ConfigError("--context is for question-answering models")
+    if kind == "token":
+        spans = [[(m.start(), m.end()) for m in re.finditer(r"\S+", t)] for t in texts]
+        words = [[t[a:b] for a, b in sp] for t, sp in zip(texts, spans)]
+        task = TaskSpec("predict", "tokens", None, None, tuple(names.get(i, str(i)) for i in range(model.config.num_labels)),
+                        (), kind="token")
+        data = TokenDataset(words, None, task)
+        from .train import predict
+
+        pred = data.word_predictions(predict(model, tok, data, 32, length), tok, length)
+        for text, sp, p in zip(texts, spans, pred):
+            tags = [task.labels[i] for i in p]
+            found = [f"{kind_}: {text[sp[a][0]:sp[b][1]]!r} [{sp[a][0]}:{sp[b][1]}]" for kind_, a, b in entities(tags)]
+            print(f"{'; '.join(found) or '(no entities)'}\t{text}")
+        return 0
     with md.no_grad():
         logits = model(**tok.encode(texts)).logits.numpy()
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
-    names = getattr(model.config, "id2label", None) or {i: str(i) for i in range(logits.shape[1])}
+    names = names or {i: str(i) for i in range(logits.shape[1])}
     for text, p in zip(texts, probs):
         k = int(p.argmax())
         print(f"{names.get(k, k)}\t{p[k]:.3f}\t{text}")
@@ -1115,9 +1205,10 @@ def main(argv=None) -> int:
     p_ev.add_argument("model_dir")
     p_ev.add_argument("--split", default="dev", choices=["train", "dev", "test"])
     p_ev.add_argument("--max-length", type=int, default=None, help="default: the length used in training")
-    p_pr = sub.add_parser("predict", help="classify texts with a saved classifier")
+    p_pr = sub.add_parser("predict", help="classify texts, tag their entities, or answer questions with a saved model")
     p_pr.add_argument("model_dir")
-    p_pr.add_argument("--text", action="append", required=True)
+    p_pr.add_argument("--text", action="append", required=True, help="a text (a question for QA models); repeatable")
+    p_pr.add_argument("--context", default=None, help="QA models: the passage the questions are about")
     p_q = sub.add_parser("quantize", help="an int8 copy of a saved classifier (post-training quantization)")
     p_q.add_argument("model_dir")
     p_q.add_argument("out_dir")
@@ -1195,7 +1286,7 @@ def main(argv=None) -> int:
             preset = "quick" if args.quick else "full" if args.full else "tiny" if args.tiny else "default"
             return demo(preset, args.backend, args.output_dir, args.fresh)
         if args.command == "predict":
-            return predict_cmd(args.model_dir, args.text)
+            return predict_cmd(args.model_dir, args.text, args.context)
         if args.command == "quantize":
             return quantize_cmd(args)
         if args.command == "export":

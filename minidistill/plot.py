@@ -152,7 +152,7 @@ def pareto_front(points: list[tuple[float, float]], larger_x_is_better: bool) ->
     return sorted(front)
 
 
-def report_svg(rows: list[dict], teacher: str | None = None, split: str = "test") -> str:
+def report_svg(rows: list[dict], teacher: str | None = None, split: str = "test", metric: str = "accuracy") -> str:
     """The compression report's picture as SVG text (no plotting library needed).
 
     Two panels: accuracy against sequences/s and against size on disk, both on log axes; the
@@ -163,11 +163,11 @@ def report_svg(rows: list[dict], teacher: str | None = None, split: str = "test"
     import math
     from xml.sax.saxutils import escape
 
-    rows = [r for r in rows if r.get("accuracy") is not None]
+    rows = [r for r in rows if r.get(metric) is not None]
     if not rows:
-        raise ValueError("nothing to plot: no model has an accuracy (give data)")
+        raise ValueError(f"nothing to plot: no model has a {metric} (give data)")
     W, H, pad_l, pad_r, pad_t, pad_b = 520, 400, 58, 24, 34, 46
-    accs = [r["accuracy"] for r in rows]
+    accs = [r[metric] for r in rows]
     y_lo, y_hi = min(accs) - 0.01, max(accs) + 0.01
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * W}" height="{H}" font-family="sans-serif" '
              f'font-size="11"><rect width="100%" height="100%" fill="white"/>',
@@ -175,7 +175,7 @@ def report_svg(rows: list[dict], teacher: str | None = None, split: str = "test"
              '</tspan>   <tspan fill="#999">- - int8 / ONNX variant of a model</tspan></text>']
     panels = (("seq_per_s", "sequences / s (log)", True), ("disk_mb", "size on disk, MB (log)", False))
     for k, (key, title, faster_better) in enumerate(panels):
-        pts = [(r[key], r["accuracy"], r["name"]) for r in rows if r.get(key)]
+        pts = [(r[key], r[metric], r["name"]) for r in rows if r.get(key)]
         if not pts:
             continue
         xs = [math.log10(p[0]) for p in pts]
@@ -203,7 +203,7 @@ def report_svg(rows: list[dict], teacher: str | None = None, split: str = "test"
                     parts.append(f'<text x="{sx(v):.1f}" y="{H - pad_b + 15}" text-anchor="middle">{v:g}</text>')
         parts.append(f'<text x="{ox + (W + pad_l - pad_r) / 2}" y="{H - 8}" text-anchor="middle">{title}</text>'
                      f'<text x="{ox + 14}" y="{(H + pad_t - pad_b) / 2}" text-anchor="middle" '
-                     f'transform="rotate(-90 {ox + 14} {(H + pad_t - pad_b) / 2})">{escape(split)} accuracy</text>')
+                     f'transform="rotate(-90 {ox + 14} {(H + pad_t - pad_b) / 2})">{escape(split)} {escape(metric.replace("_", " "))}</text>')
         front = pareto_front([(v, a) for v, a, _ in pts], larger_x_is_better=faster_better)
         steps = [f"{sx(v):.1f},{sy(a):.1f}" for v, a in front]
         parts.append(f'<polyline class="pareto" points="{" ".join(steps)}" fill="none" stroke="seagreen" '

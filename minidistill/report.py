@@ -34,6 +34,7 @@ class Report:
     teacher: str | None = None
     split: str = "test"
     meta: dict = field(default_factory=dict)
+    metric: str = "accuracy"  # the score of the task: accuracy, or entity / SQuAD F1 (tagging, QA)
 
     def row(self, name: str) -> dict:
         """The row of model ``name``."""
@@ -44,7 +45,8 @@ class Report:
 
     def to_json(self) -> str:
         """The report as JSON (for scripts)."""
-        return json.dumps({"teacher": self.teacher, "split": self.split, "meta": self.meta, "rows": self.rows},
+        return json.dumps({"teacher": self.teacher, "split": self.split, "metric": self.metric, "meta": self.meta,
+                           "rows": self.rows},
                           indent=2, default=float)
 
     def save_json(self, path) -> None:
@@ -59,7 +61,7 @@ class Report:
         cols = [("model", "name", "{}"), ("unique", "unique_parameters", "{:,.0f}"),
                 ("executed", "executed_parameters", "{:,.0f}"), ("MFLOP/tok", "mflops_per_token", "{:.1f}"),
                 ("disk MB", "disk_mb", "{:.1f}"), ("latency ms", "latency_ms", "{:.1f}"), ("seq/s", "seq_per_s", "{:.0f}"),
-                ("± speed", "speed_spread", "{:.0%}"), ("speed-up", "speedup", "{:.2f}×"), (f"{self.split} acc", "accuracy", "{:.4f}"),
+                ("± speed", "speed_spread", "{:.0%}"), ("speed-up", "speedup", "{:.2f}×"), (f"{self.split} {_SHORT.get(self.metric, self.metric)}", self.metric, "{:.4f}"),
                 ("retention", "retention", "{:.1f}%"), ("fold Δ", "fold_residual", "{:.1e}"),
                 ("trained", "trained_fraction", "{:.3%}")]
         cells = [[h for h, _, _ in cols]]
@@ -87,7 +89,7 @@ class Report:
             from .plot import report_svg
 
             with atomic_path(path) as tmp:
-                tmp.write_text(report_svg(self.rows, self.teacher, self.split), encoding="utf-8")
+                tmp.write_text(report_svg(self.rows, self.teacher, self.split, self.metric), encoding="utf-8")
             return path
         try:
             import matplotlib
@@ -100,13 +102,14 @@ class Report:
 
         from .plot import _place_labels, pareto_front
 
-        rows = [r for r in self.rows if r.get("accuracy") is not None]
+        metric = self.metric
+        rows = [r for r in self.rows if r.get(metric) is not None]
         if not rows:
-            raise ValueError("nothing to plot: no model has an accuracy (give data)")
+            raise ValueError(f"nothing to plot: no model has a {metric} (give data)")
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120)  # the dpi it is saved at: label offsets are in pixels
         panels = ((axes[0], "seq_per_s", "sequences / s (log)", True), (axes[1], "disk_mb", "size on disk, MB (log)", False))
         for ax, key, label, faster_better in panels:
-            pts = {r["name"]: (r[key], r["accuracy"]) for r in rows if r.get(key)}  # untimed: not on the speed panel
+            pts = {r["name"]: (r[key], r[metric]) for r in rows if r.get(key)}  # untimed: not on the speed panel
             ax.set_xscale("log")
             for r in rows:
                 if r["name"] in pts and r.get("variant_of") in pts:
@@ -120,7 +123,7 @@ class Report:
                 ax.scatter([x], [y], marker="*" if teacher else "o", s=160 if teacher else 40,
                            color="crimson" if teacher else "steelblue", zorder=3)
             ax.set_xlabel(label)
-            ax.set_ylabel(f"{self.split} accuracy")
+            ax.set_ylabel(f"{self.split} {metric.replace('_', ' ')}")
             ax.grid(alpha=0.3, which="both")
             ax.margins(0.12)
             fig.canvas.draw()  # fixes the limits, so data → pixels is final
@@ -143,6 +146,8 @@ class Report:
         plt.close(fig)
         return path
 
+
+_SHORT = {"accuracy": "acc", "exact_match": "EM"}
 
 #: a run with fewer optimiser steps than this is flagged in the report as too short to mean much
 SHORT_RUN_STEPS = 100
@@ -326,8 +331,8 @@ def report(students, teacher=None, data=None, tokenizer=None, split: str = "test
         folders: name → saved folder, to read the size on disk instead of writing a copy.
         fold_check: fold each model (PHM adapters, WID, MiniALBERT unrolled …) and report the
             largest logit difference.
-        accuracies: name → accuracy already measured on ``data`` (e.g. from a run's
-            ``metrics.json``), used instead of evaluating again.
+        accuracies: name → score (accuracy, or F1 for tagging and QA) already measured on
+            ``data`` (e.g. from a run's ``metrics.json``), used instead of evaluating again.
 
     Returns:
         A :class:`Report`.
@@ -348,6 +353,7 @@ def report(students, teacher=None, data=None, tokenizer=None, split: str = "test
                              "report models of one task together, on that task's data")
     folders = folders or {}
     rows = []
+    metric = task_metric(data)
     from .data import TextDataset
     from .data.datasets import model_inputs
 
@@ -368,9 +374,10 @@ def report(students, teacher=None, data=None, tokenizer=None, split: str = "test
                "variant_of": _variant_of(folders.get(name), folders),
                **speed.get(name, {"seq_per_s": None, "latency_ms": None, "speed_spread": None})}
         if accuracies and name in accuracies:
-            row["accuracy"] = accuracies[name]
+            row[metric] = accuracies[name]
         elif data is not None:
-            row["accuracy"] = evaluate(m, tokenizer, data, 64, max_length)["accuracy"]
+            scores = evaluate(m, tokenizer, data, 64, max_length)
+            row.update({k: scores[k] for k in (metric, "exact_match") if k in scores})
         row["fold_residual"] = _fold_residual(m, probe) if fold_check and probe is not None and name != "teacher" else None
         rows.append(row)
     majority = _majority_rate(data)
@@ -379,10 +386,17 @@ def report(students, teacher=None, data=None, tokenizer=None, split: str = "test
     base = rows[0] if teacher is not None else None
     for r in rows:
         r["speedup"] = r["seq_per_s"] / base["seq_per_s"] if base and r.get("seq_per_s") and base.get("seq_per_s") else None
-        r["retention"] = (100 * r["accuracy"] / base["accuracy"]) if base and r.get("accuracy") is not None and base.get("accuracy") else None
+        r["retention"] = (100 * r[metric] / base[metric]) if base and r.get(metric) is not None and base.get(metric) else None
     return Report(rows, "teacher" if teacher is not None else None, split,
                   {"rounds": max((v["rounds"] for v in speed.values()), default=rounds), "max_length": max_length,
-                   "speed_examples": len(timing)})
+                   "speed_examples": len(timing)}, metric)
+
+
+def task_metric(data) -> str:
+    """The score a report shows for ``data``'s task: accuracy for sentence tasks, entity F1 for
+    tagging, SQuAD F1 for QA (EM beside it)."""
+    kind = getattr(getattr(data, "task", None), "kind", "sequence")
+    return "accuracy" if kind == "sequence" else "f1"
 
 
 def saved_models(paths) -> dict:

@@ -52,11 +52,13 @@ class TaskSpec:
     @property
     def is_regression(self) -> bool:
         """True when the label is a real number (STS-B)."""
-        return self.labels is None
+        return self.labels is None and self.kind == "sequence"
 
     @property
     def num_labels(self) -> int:
-        """Number of classes (1 for regression)."""
+        """Number of classes (1 for regression; 2 for QA: the start and end logits)."""
+        if self.kind == "qa":
+            return 2
         return 1 if self.labels is None else len(self.labels)
 
 

@@ -15,7 +15,10 @@ from .bert import (
 from .bilstm import BiLSTMConfig, BiLSTMStudent
 from .config import BertConfig
 from ..fileio import CheckpointError
-from .minialbert import MiniAlbertConfig, MiniAlbertForSequenceClassification
+from .minialbert import (MiniAlbertConfig, MiniAlbertForQuestionAnswering, MiniAlbertForSequenceClassification,
+                         MiniAlbertForTokenClassification)
+from .bert import BERT_TASK_MODELS, TASK_HEADS, TaskHead, head_kind
+from .auto import load_model, model_class
 
 __all__ = [
     "BiLSTMConfig",
@@ -31,6 +34,14 @@ __all__ = [
     "BertPreTrainedModel",
     "CheckpointError",
     "MiniAlbertConfig",
+    "MiniAlbertForQuestionAnswering",
     "MiniAlbertForSequenceClassification",
+    "MiniAlbertForTokenClassification",
+    "BERT_TASK_MODELS",
+    "TASK_HEADS",
+    "TaskHead",
+    "head_kind",
+    "load_model",
+    "model_class",
     "ModelOutput",
 ]

@@ -639,9 +639,12 @@ class BertTaskModel(BertPreTrainedModel):
 
     @property
     def ignored_checkpoint_keys(self):
-        """A head without a pooler skips a checkpoint's pooler weights."""
-        base = BertPreTrainedModel.ignored_checkpoint_keys
-        return base if self.needs_pooler else base + ("pooler.",)
+        """A checkpoint of another task loads: its pooler (when this head has none) and the other
+        heads' layers are skipped (listed in ``loading_info["ignored"]``), as transformers does."""
+        base = BertPreTrainedModel.ignored_checkpoint_keys + ("pooler.",) * (not self.needs_pooler)
+        others = {f"{name}." for head in TASK_HEADS.values() for name in head.head_linears} - {
+            f"{name}." for name in self.head_linears}
+        return base + tuple(sorted(others))
 
     def layer_groups(self) -> list:
         """Parameter groups from the top, for gradual unfreezing: head (and pooler), the layers
