@@ -134,6 +134,6 @@ def test_groupings_and_bad_input():
     m = TheseusModel(_predecessor(layers=5), num_layers=2, grouping=[[0, 1], [2, 3, 4]]).train()
     m.p = 0.0
     np.testing.assert_array_equal(m(IDS, MASK).logits.numpy(), m.predecessor(IDS, MASK).logits.numpy())
-    with pytest.raises(TypeError, match="BertForSequenceClassification"):
+    with pytest.raises(TypeError, match="a BERT task model .sentence, token or QA head., got BertModel"):
         TheseusModel(md.models.BertModel(BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=2,
                                                     num_attention_heads=4, intermediate_size=24)), 1)

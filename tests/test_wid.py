@@ -184,7 +184,7 @@ def test_bad_targets_and_folds_raise_clear_errors():
         WIDModel(teacher, WIDConfig(hidden_size=16, num_attention_heads=2))
     with pytest.raises(ValueError, match="w_step"):
         WIDConfig(w_step=0)
-    with pytest.raises(TypeError, match="BertForSequenceClassification or BertModel"):
+    with pytest.raises(TypeError, match="a BERT task model .sentence, token or QA head. or a BertModel, got CompactedLinear"):
         WIDModel(CompactedLinear.__new__(CompactedLinear))
     wid = WIDModel(teacher, WIDConfig(hidden_size=8, intermediate_size=12, num_attention_heads=2))
     wid.groups["ffn.0"].keep[:3] = 0.0  # one layer pruned further than the other

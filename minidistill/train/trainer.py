@@ -70,7 +70,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1  # share of the steps that warm the learning rate up from 0
     schedule: str = "linear"  # linear | cosine | constant, after the warmup
     max_grad_norm: float | None = 1.0  # clip the global gradient norm to this (none: no clipping)
-    max_length: int = 128  # tokens per sequence (longer texts are cut)
+    max_length: int = 128  # tokens per sequence (longer texts are cut; tagging and QA examples are split into windows)
     seed: int = 0  # shuffling, dropout and initialisation seed
     eval_every: int | None = None  # evaluate on dev every N steps (and at the end)
     metric: str | None = None  # the dev metric that picks the best state (default: the task's first)
