@@ -25,6 +25,11 @@ Conventions chosen where the original repositories disagree (each is tested):
 * Padding is **excluded**: hidden losses average over real tokens only; attention losses use
   only real query rows and real key columns (not the −100 clipping of scores some repos use).
   Padded positions change nothing.
+* Logit objectives work on every head (:func:`logit_distributions`): sentence logits (B, C)
+  per example; token logits (B, T, C) per word — the first sub-word of each word
+  (``batch["token_mask"]``), never padding, [CLS]/[SEP] or later sub-words; QA start and end
+  logits (B, T) as one distribution per example over the window's real tokens, the start and
+  end terms averaged.
 * Attention-score MSE is on the **pre-softmax** (scaled) scores; attention KL on the
   post-softmax distributions, with the student's log-probabilities taken by a masked
   log-softmax of its scores (so masked keys carry no gradient and no NaN).

@@ -19,6 +19,13 @@ The staged recipe, with teacher t and student s:
 The single-stage variants train on the transfer set with hard distillation, CE(z_s, argmax z_t)
 ("hard"), or soft distillation, T²·KL at temperature T ("soft").
 
+NER (the paper's headline setting) is distilled per token: a tagging teacher gets a per-token
+BiLSTM (``BiLSTMConfig.task = "token"``, logits (B, T, C) from every token's state) whose
+stage 1 matches its per-token representation r_t with an intermediate teacher layer (default
+the middle one, ``teacher_layer``; the original's ``teacher_layer`` is 6 or −7 of 12) over all
+real tokens; transformer students compare all tokens instead of [CLS]; every logit objective
+counts each word's first sub-word only (``kd.logit_distributions``).
+
 Choices where the original code differs: stage 2 regresses the logits themselves (the released
 code regressed ``log(p / (1 − p))`` of the teacher's probabilities); the optimiser is AdamW
 with a linear schedule per phase (the code used Adam with cosine warm restarts); hard
