@@ -192,3 +192,17 @@ def test_teacher_cache_serves_token_and_qa_logits(tmp_path, minilm_path, kind):
         np.testing.assert_allclose(a.logits.numpy()[m], b.logits.numpy()[m], atol=1e-6)
         n += len(batch["input_ids"])
     assert n > len(data)  # long examples became several windows, each cached
+
+
+@pytest.mark.parametrize("kind", list(HEADS))
+def test_compacter_trains_adapters_and_the_token_or_qa_head(kind):
+    from minidistill.compress import compacter
+
+    model = toy_teacher(HEADS[kind], dtype="float32")
+    before = _out(model)
+    compacter(model, reduction=4, n=2)
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    head = set(model.head_parameter_names())
+    assert head <= trained  # the head of the task trains with the adapters
+    assert not any(n.startswith("bert.encoder.layer.0.attention.self.") for n in trained)
+    np.testing.assert_allclose(_out(model), before, atol=1e-5)  # adapters start as identities
