@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +30,10 @@ from minidistill.cli import (DataSection, DistillConfig, FinetuneConfig, ModelSe
 from minidistill.compress.theseus import TheseusSettings
 from minidistill.compress.xtremedistil import BiLSTMSettings
 from minidistill.data import Tokenizer
-from minidistill.train import TrainConfig, evaluate, predict
+from minidistill.train import TrainConfig, evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tables import HERE, machine, today, write_block  # noqa: E402
+from _tables import HERE, machine, throughput, today, write_block  # noqa: E402
 
 DATA = DataSection(task="conll2003")
 MAX_LENGTH = 64
@@ -79,17 +77,6 @@ def plan(epochs: int) -> dict:
                       lambda s: cfg(s, student=StudentSection(kind="theseus", num_layers=3, seed=s),
                                     theseus=TheseusSettings(replace="constant"), objectives=soft)),
     }
-
-
-def speeds(models: dict, tok, data, rounds: int = 3) -> dict:
-    """Sentences/s of every model on ``data``, interleaved over ``rounds``; medians."""
-    times = {n: [] for n in models}
-    for _ in range(rounds):
-        for name, m in models.items():
-            t0 = time.perf_counter()
-            predict(m, tok, data, 64, MAX_LENGTH)
-            times[name].append(time.perf_counter() - t0)
-    return {n: len(data) / statistics.median(t) for n, t in times.items()}
 
 
 def main() -> None:
@@ -150,7 +137,7 @@ def measure(done: dict, teacher_dir: Path, order: list) -> list[dict]:
     timing = test.select(range(512))
     models = {"teacher": teacher, **{n: load_classifier(sorted(by_name[n], key=lambda r: r["seed"])[0]["dir"])
                                      for n in names}}
-    speed = speeds(models, tok, timing)
+    speed = throughput(models, tok, timing, MAX_LENGTH)
     table = [{"name": "teacher", "label": "teacher: MiniLM-L6 (6 layers × 384), fine-tuned", "seeds": 1,
               "parameters": teacher.num_parameters(), "dev_f1": t_dev, "test_f1": t_test, "test_f1_sd": 0.0,
               "retention": 100.0, "seq_per_s": speed["teacher"], "speedup": 1.0}]

@@ -222,6 +222,23 @@ class WindowedDataset:
         for idx in order[skip:]:
             yield self.collate(encoded, idx, tokenizer.pad_token_id)
 
+    @staticmethod
+    def pad_windows(rows, indices, pad_id: int) -> dict:
+        """The model inputs of windows ``rows`` (each starts with its ids and type ids), padded to
+        the longest, and ``example_ids`` (the window numbers ``indices``)."""
+        width = max(len(r[0]) for r in rows)
+        b = len(rows)
+        batch = {"input_ids": np.full((b, width), pad_id, dtype=np.int64),
+                 "token_type_ids": np.zeros((b, width), dtype=np.int64),
+                 "attention_mask": np.zeros((b, width), dtype=np.int64),
+                 "example_ids": np.asarray(indices, dtype=np.int64)}
+        for r, row in enumerate(rows):
+            n = len(row[0])
+            batch["input_ids"][r, :n] = row[0]
+            batch["token_type_ids"][r, :n] = row[1]
+            batch["attention_mask"][r, :n] = 1
+        return batch
+
     def num_batches(self, batch_size: int, tokenizer=None, max_length: int | None = None) -> int:
         """Batches per epoch: of windows when the tokenizer and length are given (or the windows
         were made already), else of examples (a lower bound)."""

@@ -176,18 +176,9 @@ class QADataset(WindowedDataset):
     def collate(self, encoded, indices, pad_id: int) -> dict:
         """Pad the windows at ``indices``: model inputs, ``example_ids`` and ``labels`` (B, 2)."""
         rows = [encoded[i] for i in indices]
-        width = max(len(r[0]) for r in rows)
-        b = len(rows)
-        batch = {"input_ids": np.full((b, width), pad_id, dtype=np.int64),
-                 "token_type_ids": np.zeros((b, width), dtype=np.int64),
-                 "attention_mask": np.zeros((b, width), dtype=np.int64),
-                 "example_ids": np.asarray(indices, dtype=np.int64)}
-        for r, (ids, types, _, _, _) in enumerate(rows):
-            batch["input_ids"][r, :len(ids)] = ids
-            batch["token_type_ids"][r, :len(ids)] = types
-            batch["attention_mask"][r, :len(ids)] = 1
+        batch = self.pad_windows(rows, indices, pad_id)
         if self.labelled:
-            batch["labels"] = np.asarray([r[2] for r in rows], dtype=np.int64).reshape(b, 2)
+            batch["labels"] = np.asarray([r[2] for r in rows], dtype=np.int64).reshape(len(rows), 2)
         return batch
 
     def predictions(self, start_logits, end_logits, tokenizer, max_length: int, n_best: int = 20,

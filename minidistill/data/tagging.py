@@ -369,21 +369,13 @@ class TokenDataset(WindowedDataset):
         """Pad the windows at ``indices``: model inputs, ``example_ids`` (window numbers),
         ``labels`` (B, T) with -100 on padding, ``token_mask`` (B, T) on first sub-words."""
         rows = [encoded[i] for i in indices]
-        width = max(len(r[0]) for r in rows)
-        b = len(rows)
-        batch = {"input_ids": np.full((b, width), pad_id, dtype=np.int64),
-                 "token_type_ids": np.zeros((b, width), dtype=np.int64),
-                 "attention_mask": np.zeros((b, width), dtype=np.int64),
-                 "token_mask": np.zeros((b, width), dtype=np.int64),
-                 "example_ids": np.asarray(indices, dtype=np.int64)}
-        labels = np.full((b, width), -100, dtype=np.int64)
-        for r, (ids, types, lab, _, first) in enumerate(rows):
-            n = len(ids)
-            batch["input_ids"][r, :n] = ids
-            batch["token_type_ids"][r, :n] = types
-            batch["attention_mask"][r, :n] = 1
-            batch["token_mask"][r, :n] = first
-            labels[r, :n] = lab
+        batch = self.pad_windows(rows, indices, pad_id)
+        shape = batch["input_ids"].shape
+        batch["token_mask"] = np.zeros(shape, dtype=np.int64)
+        labels = np.full(shape, -100, dtype=np.int64)
+        for r, (ids, _, lab, _, first) in enumerate(rows):
+            batch["token_mask"][r, :len(ids)] = first
+            labels[r, :len(ids)] = lab
         if self.tags is not None:
             batch["labels"] = labels
         return batch
