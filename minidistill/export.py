@@ -209,11 +209,13 @@ def _pooled(g: _Graph, bert, x: str, fmask: str, config, dtype) -> str:
 
 
 def to_onnx(model, path, dtype: str = "float32", int8_style: str = "exact") -> Path:
-    """Write ``model`` (``BertModel``, ``BertForSequenceClassification`` or
-    ``BertForTokenClassification``, float or int8) as an ONNX file at ``path`` (atomically).
+    """Write ``model`` (``BertModel``, ``BertForSequenceClassification``,
+    ``BertForTokenClassification`` or ``BertForQuestionAnswering``, float or int8) as an ONNX
+    file at ``path`` (atomically).
 
     Inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64, (batch, sequence));
-    outputs ``logits`` ((batch, labels) or (batch, sequence, labels)), or ``last_hidden_state``
+    outputs ``logits`` ((batch, labels) or (batch, sequence, labels)), ``start_logits`` and
+    ``end_logits`` ((batch, sequence), transformers' names) for QA, or ``last_hidden_state``
     and ``pooler_output`` for a bare encoder.
 
     ``int8_style`` says how int8 linear maps are written: ``"exact"``: our arithmetic in
@@ -223,7 +225,7 @@ def to_onnx(model, path, dtype: str = "float32", int8_style: str = "exact") -> P
     faster, a slightly different model (measured in ``benchmarks/quantization.py``).
     """
     onnx = _require("onnx")
-    from .models import BertForSequenceClassification, BertForTokenClassification, BertModel
+    from .models import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification, BertModel
 
     if int8_style not in INT8_STYLES:
         raise ValueError(f"int8_style must be one of {INT8_STYLES}, got {int8_style!r}")
@@ -245,6 +247,14 @@ def to_onnx(model, path, dtype: str = "float32", int8_style: str = "exact") -> P
     elif isinstance(model, BertForTokenClassification):
         x, _, _ = _encoder(g, model.bert, config, dtype)
         outs = [("logits", _linear(g, x, model.classifier, dtype), ["batch", "sequence", config.num_labels])]
+    elif isinstance(model, BertForQuestionAnswering):
+        x, _, _ = _encoder(g, model.bert, config, dtype)
+        both = _linear(g, x, model.qa_outputs, dtype)  # (B, T, 2)
+        outs = []
+        for k, name in enumerate(("start_logits", "end_logits")):
+            part = g.op("Slice", both, g.const(np.array([k], np.int64)), g.const(np.array([k + 1], np.int64)),
+                        g.const(np.array([2], np.int64)))  # (B, T, 1)
+            outs.append((name, g.op("Squeeze", part, g.const(np.array([2], np.int64))), ["batch", "sequence"]))
     else:
         raise ValueError(f"cannot export a {type(model).__name__}: ONNX export covers BertModel and the BERT task "
                          "heads (fold WID, Theseus and MiniALBERT students into plain BERT first)")
@@ -300,12 +310,13 @@ def export(model_dir, out_dir, int8: bool = False, int8_style: str = "exact", ca
     (see :func:`to_onnx`). Returns the ONNX file's path."""
     import shutil
 
-    from .models import BertForSequenceClassification, BertForTokenClassification, BertModel
+    from .models import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification, BertModel
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     cfg = fileio.read_config(model_dir)
     arch = (cfg.get("architectures") or ["BertModel"])[0]
-    classes = {c.__name__: c for c in (BertModel, BertForSequenceClassification, BertForTokenClassification)}
+    classes = {c.__name__: c for c in (BertModel, BertForSequenceClassification, BertForTokenClassification,
+                                       BertForQuestionAnswering)}
     if arch not in classes:
         raise ValueError(f"{model_dir}: cannot export a {arch}; ONNX export covers {', '.join(classes)}")
     model = classes[arch].from_pretrained(model_dir, backend="numpy")
@@ -347,6 +358,10 @@ class OnnxModel:
 
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         out = run(self.session, {k: v for k, v in batch.items() if v is not None})
+        if "start_logits" in out:  # a QA model: start and end, and both as (B, T, 2) logits
+            both = np.stack([out["start_logits"], out["end_logits"]], axis=-1)
+            return ModelOutput(logits=Tensor(both, backend="numpy"), start_logits=Tensor(out["start_logits"], backend="numpy"),
+                               end_logits=Tensor(out["end_logits"], backend="numpy"))
         return ModelOutput(logits=Tensor(out["logits"], backend="numpy"))
 
     def eval(self) -> "OnnxModel":

@@ -12,7 +12,7 @@ import pytest
 import minidistill as md
 from minidistill.compress.quantize import quantize
 from minidistill.core.tensor import no_grad
-from minidistill.models import BertForSequenceClassification, BertForTokenClassification, BertModel
+from minidistill.models import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification, BertModel
 
 from .conftest import IDS, MASK, randomise, toy_teacher
 
@@ -40,15 +40,20 @@ def _outputs(model, batch):
         out = model(**batch)
     if isinstance(model, BertModel):
         return {"last_hidden_state": out.last_hidden_state.numpy(), "pooler_output": out.pooler_output.numpy()}
+    if isinstance(model, BertForQuestionAnswering):
+        return {"start_logits": out.start_logits.numpy(), "end_logits": out.end_logits.numpy()}
     return {"logits": out.logits.numpy()}
 
 
 def _real(a, batch):
     """Token-level outputs at real tokens only (padded positions are not defined alike)."""
-    return a * batch["attention_mask"][..., None] if a.ndim == 3 else a
+    if a.ndim == 3:
+        return a * batch["attention_mask"][..., None]
+    return a * batch["attention_mask"] if a.shape == batch["attention_mask"].shape else a  # QA: (B, T)
 
 
-@pytest.mark.parametrize("cls", [BertForSequenceClassification, BertForTokenClassification, BertModel])
+@pytest.mark.parametrize("cls", [BertForSequenceClassification, BertForTokenClassification, BertForQuestionAnswering,
+                                 BertModel])
 @pytest.mark.parametrize("kind", ["float", "int8", "int8-static", "int8-per-tensor"])
 def test_onnx_runtime_runs_our_model(tmp_path, cls, kind):
     with md.use_backend("numpy"):
@@ -70,7 +75,7 @@ def test_onnx_runtime_runs_our_model(tmp_path, cls, kind):
 
 
 @pytest.mark.parametrize("cls,pooling", [("BertForSequenceClassification", "cls"), ("BertForSequenceClassification", "mean"),
-                                         ("BertForTokenClassification", "cls")])
+                                         ("BertForTokenClassification", "cls"), ("BertForQuestionAnswering", "cls")])
 def test_onnx_export_equals_transformers(tmp_path, cls, pooling):
     transformers = pytest.importorskip("transformers")
     torch = pytest.importorskip("torch")
@@ -87,6 +92,13 @@ def test_onnx_export_equals_transformers(tmp_path, cls, pooling):
                 m = torch.as_tensor(batch["attention_mask"])[..., None].float()
                 pooled = torch.tanh(hf.bert.pooler.dense((h * m).sum(1) / m.sum(1)))
                 want = hf.classifier(pooled).numpy()
+        elif cls == "BertForQuestionAnswering":
+            with torch.no_grad():
+                out = hf(**{k: torch.as_tensor(v) for k, v in batch.items()})
+            got = run(sess, batch)
+            for name in ("start_logits", "end_logits"):
+                np.testing.assert_allclose(_real(got[name], batch), _real(getattr(out, name).numpy(), batch), atol=1e-4)
+            continue
         else:
             with torch.no_grad():
                 want = hf(**{k: torch.as_tensor(v) for k, v in batch.items()}).logits.numpy()

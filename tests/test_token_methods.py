@@ -85,17 +85,23 @@ def test_minialbert_unrolls_exactly_with_token_and_qa_heads(kind):
 
 
 @pytest.mark.torch
+@pytest.mark.parametrize("method", ["wid", "theseus"])
 @pytest.mark.parametrize("kind", list(HEADS))
-def test_folded_token_and_qa_students_load_in_transformers(tmp_path, kind):
+def test_folded_token_and_qa_students_load_in_transformers(tmp_path, kind, method):
     transformers = pytest.importorskip("transformers")
     import torch
 
-    wid = WIDModel(toy_teacher(HEADS[kind], dtype="float32"),
-                   WIDConfig(hidden_size=8, intermediate_size=12, num_attention_heads=2)).eval()
-    randomise(wid, scale=0.1)
-    wid.prune_to_target()
-    wid.harden()
-    folded = fold(wid)
+    if method == "wid":
+        wid = WIDModel(toy_teacher(HEADS[kind], dtype="float32"),
+                       WIDConfig(hidden_size=8, intermediate_size=12, num_attention_heads=2)).eval()
+        randomise(wid, scale=0.1)
+        wid.prune_to_target()
+        wid.harden()
+        folded = fold(wid)
+    else:
+        theseus = TheseusModel(toy_teacher(HEADS[kind], dtype="float32", num_hidden_layers=4), 2)
+        randomise(theseus.successor, scale=0.1)
+        folded = fold(theseus.eval())
     folded.save_pretrained(tmp_path / kind)
     cls = {"token": transformers.BertForTokenClassification, "qa": transformers.BertForQuestionAnswering}[kind]
     hf = cls.from_pretrained(str(tmp_path / kind), attn_implementation="eager").eval()
