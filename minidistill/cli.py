@@ -916,11 +916,14 @@ def quantize_saved(src, out, mode: str = "dynamic", activations: str | None = No
     result = {"quantization": {"mode": mode, "activations": activations or ("static" if mode == "static" else "per_token"),
                                "embeddings": embeddings, "calibration_examples": calibration if batches else 0,
                                "source": str(src.resolve())}}
+    from .report import task_metric
+
     for split, data in (("dev", dev), ("test", test)):
         if data is not None:
+            metric = task_metric(data)
             result[f"float_{split}"] = evaluate(model, tok, data, 64, length)
             result[split] = evaluate(q, tok, data, 64, length)
-            announce(f"{split}: float {result[f'float_{split}']['accuracy']:.4f}  int8 {result[split]['accuracy']:.4f}")
+            announce(f"{split} {metric}: float {result[f'float_{split}'][metric]:.4f}  int8 {result[split][metric]:.4f}")
     try:
         recorded = json.loads((src / "metrics.json").read_text()).get("config", {})
     except (OSError, ValueError):

@@ -251,19 +251,18 @@ class QATSettings:
 
 
 def _build_qat(teacher, student, settings: QATSettings, total_steps):
-    from ..models import BertForSequenceClassification, MiniAlbertConfig, MiniAlbertForSequenceClassification
+    from ..models import MiniAlbertConfig, load_model
 
     if settings.model:
         path = Path(settings.model)
         if not (path / "config.json").is_file():
             raise ValueError(f"qat.model: {path} is not a saved model folder (no config.json)")
         saved = json.loads((path / "config.json").read_text())
+        model = load_model(path, backend=teacher.backend)  # any head, the teacher's task
         if saved.get("model_type") == MiniAlbertConfig.MODEL_TYPE:  # written out as a plain BERT first
             from .fold import fold
 
-            model = fold(MiniAlbertForSequenceClassification.from_pretrained(path, backend=teacher.backend), unroll=True)
-        else:
-            model = BertForSequenceClassification.from_pretrained(path, backend=teacher.backend)
+            model = fold(model, unroll=True)
         if model.config.num_labels != teacher.config.num_labels:
             raise ValueError(f"qat.model: {path} predicts {model.config.num_labels} labels, the teacher "
                              f"{teacher.config.num_labels}")
