@@ -1274,7 +1274,8 @@ def main(argv=None) -> int:
             cfg = load_config(DistillConfig, args.config, rest, base=_preset("distill", args.preset))
             result = distill_run(cfg)
             if distributed.is_main():
-                print_table([{**result, "name": Path(cfg.output_dir).name}])
+                print_table([{**result, "name": Path(cfg.output_dir).name}],
+                            (result.get("dev") and next(iter(result["dev"]))) or "accuracy")
                 print(f"saved to {result['output_dir']}")
             return 0
         if args.command in ("evaluate", "report") and any(not a.startswith("--data.") for a in rest):
