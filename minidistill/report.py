@@ -64,6 +64,9 @@ class Report:
                 ("± speed", "speed_spread", "{:.0%}"), ("speed-up", "speedup", "{:.2f}×"), (f"{self.split} {_SHORT.get(self.metric, self.metric)}", self.metric, "{:.4f}"),
                 ("retention", "retention", "{:.1f}%"), ("fold Δ", "fold_residual", "{:.1e}"),
                 ("trained", "trained_fraction", "{:.3%}")]
+        if any(r.get("exact_match") is not None for r in self.rows):  # QA: exact match beside F1
+            at = [k for _, k, _ in cols].index(self.metric) + 1
+            cols.insert(at, (f"{self.split} EM", "exact_match", "{:.2f}"))
         cells = [[h for h, _, _ in cols]]
         for r in self.rows:
             mark = (" *" if r["name"] == self.teacher else "") + (" †" if r.get("notes") else "")
