@@ -64,6 +64,9 @@ def make_minialbert(teacher, embedding_size: int = 128, num_repeats: int | None 
         seed: for the fresh weights (adapters, a random shared layer).
     """
     kind = head_kind(teacher) if isinstance(teacher, BertTaskModel) else None
+    if kind == "mlm":
+        raise TypeError("a MiniALBERT masked-LM student needs a decoder path through its factorised embeddings, "
+                        "which is not built yet; distil a task model")
     if kind is None:
         raise TypeError("make_minialbert needs a BERT task model teacher (sentence, token or QA head), got "
                         f"{type(teacher).__name__}")

@@ -309,6 +309,9 @@ class WIDModel(Module):
         if not isinstance(teacher, (BertTaskModel, BertModel)):
             raise TypeError("WID compacts a BERT task model (sentence, token or QA head) or a BertModel, got "
                             f"{type(teacher).__name__}")
+        if getattr(teacher, "kind", None) == "mlm":
+            raise ValueError("WID of a masked-LM model needs the embedding compactor on its tied decoder, which is "
+                             "not built yet; compact a task model or the bare encoder")
         self.wid_config = cfg = config or WIDConfig()
         tc = teacher.config
         h, d_ffn, heads = tc.hidden_size, tc.intermediate_size, tc.num_attention_heads

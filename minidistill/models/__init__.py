@@ -4,6 +4,7 @@ the MiniALBERT recursive student."""
 from .bert import (
     BertEmbeddings,
     BertEncoder,
+    BertForMaskedLM,
     BertForQuestionAnswering,
     BertForSequenceClassification,
     BertForTokenClassification,
@@ -26,6 +27,7 @@ __all__ = [
     "BertConfig",
     "BertEmbeddings",
     "BertEncoder",
+    "BertForMaskedLM",
     "BertForQuestionAnswering",
     "BertForSequenceClassification",
     "BertForTokenClassification",

@@ -23,7 +23,7 @@ from ..core import functions as F
 from ..core.tensor import Tensor
 from ..nn import init
 from ..nn.layers import Dropout, Embedding, LayerNorm, Linear, MultiHeadSelfAttention
-from ..nn.module import Module, ModuleList, StateDictError
+from ..nn.module import Module, ModuleList, Parameter, StateDictError
 from ..nn.quantized import describe as describe_quantized
 from .. import fileio as io
 from .config import BertConfig
@@ -260,9 +260,11 @@ class BertPreTrainedModel(Module):
         """HF BERT's initialisation: N(0, initializer_range) for Linear and Embedding
         weights (padding row zeroed), zero biases, LayerNorm γ = 1 and β = 0."""
         std = self.config.initializer_range
+        tables = {id(m.weight) for m in self.modules() if isinstance(m, Embedding)}
         for m in self.modules():
             if isinstance(m, Linear):
-                m.weight.data = m.weight.backend.asarray(init.normal(m.weight.shape, std))
+                if id(m.weight) not in tables:  # a decoder tied to an embedding is initialised as the embedding
+                    m.weight.data = m.weight.backend.asarray(init.normal(m.weight.shape, std))
                 if m.bias is not None:
                     m.bias.data = m.bias.backend.zeros(m.bias.shape, m.bias.dtype.name)
             elif isinstance(m, Embedding):
@@ -334,8 +336,8 @@ class BertPreTrainedModel(Module):
         model.eval()
         return model
 
-    def _load_checkpoint_weights(self, weights: dict, path) -> dict:
-        own = dict(self.named_parameters(remove_duplicate=False))
+    def _load_checkpoint_weights(self, weights: dict, path, skip=()) -> dict:
+        own = {k: p for k, p in self.named_parameters(remove_duplicate=False) if k not in skip}
         prefix = self.base_model_prefix + "."
         has_base = any(k.startswith(prefix) for k in own)
         ckpt_has_prefix = any(k.startswith(prefix) for k in weights)
@@ -608,7 +610,85 @@ class QuestionAnsweringHead(TaskHead):
         return _task_output(out, loss=loss, logits=both, start_logits=start_logits, end_logits=end_logits)
 
 
-TASK_HEADS = {"sequence": SequenceHead, "token": TokenHead, "qa": QuestionAnsweringHead}
+class BertPredictionHeadTransform(Module):
+    """The masked-LM head's transform, ``LayerNorm(act(h W_tᵀ + b_t))`` (D → D), HF's names."""
+
+    def __init__(self, config: BertConfig):
+        self.dense = Linear(config.hidden_size, config.hidden_size)
+        self.act = config.hidden_act
+        self.LayerNorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, h: Tensor) -> Tensor:
+        """(B, T, D) → (B, T, D)."""
+        x = self.dense(h)  # (B, T, D)
+        return self.LayerNorm(F.gelu(x) if self.act == "gelu" else F.relu(x))
+
+
+class BertLMPredictionHead(Module):
+    """``cls.predictions``: the transform, then the decoder to the vocabulary, whose weight *is*
+    the word-embedding table (tied: one Parameter under two names) and whose bias is
+    ``cls.predictions.bias`` (HF ties ``decoder.bias`` to it)."""
+
+    def __init__(self, config: BertConfig, word_embeddings: Parameter):
+        self.transform = BertPredictionHeadTransform(config)
+        self.bias = Parameter(np.zeros(config.vocab_size, dtype=np.float32))
+        self.decoder = Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.decoder.weight = word_embeddings  # (V, D), tied
+        self.decoder.bias = self.bias
+
+    def forward(self, h: Tensor) -> Tensor:
+        """(B, T, D) → logits (B, T, V)."""
+        return self.decoder(self.transform(h))  # (B, T, V)
+
+
+class BertOnlyMLMHead(Module):
+    """``cls``: holds ``predictions`` (HF's module tree)."""
+
+    def __init__(self, config: BertConfig, word_embeddings: Parameter):
+        self.predictions = BertLMPredictionHead(config, word_embeddings)
+
+    def forward(self, h: Tensor) -> Tensor:
+        """(B, T, D) → (B, T, V)."""
+        return self.predictions(h)
+
+
+class MaskedLMHead(TaskHead):
+    """BERT's masked-language-model head (``cls.predictions``): logits over the vocabulary at
+    every position, the decoder tied to the word embeddings; the loss is cross-entropy on
+    ``labels`` (B, T) over the positions not -100 (the masked ones)."""
+
+    kind = "mlm"
+    #: tied names → the parameter they are (transformers stores them once, under the second name)
+    tied_weights = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+                    "cls.predictions.decoder.bias": "cls.predictions.bias"}
+
+    def init_head(self, config) -> None:
+        """``cls.predictions`` with its decoder tied to this model's word embeddings."""
+        self.cls = BertOnlyMLMHead(config, self.word_embeddings().weight)
+
+    def word_embeddings(self):
+        """The word-embedding table the decoder is tied to."""
+        return self.bert.embeddings.word_embeddings
+
+    def head_parameter_names(self):
+        """The head's own weights (a checkpoint without ``cls.*`` leaves them fresh)."""
+        return ["cls.predictions.bias", "cls.predictions.transform.dense.weight", "cls.predictions.transform.dense.bias",
+                "cls.predictions.transform.LayerNorm.weight", "cls.predictions.transform.LayerNorm.bias"]
+
+    def head_modules(self) -> list:
+        """The transform and the bias (the decoder's weight is the embeddings')."""
+        return [self.cls.predictions.transform]
+
+    def head_output(self, out, labels=None) -> ModelOutput:
+        """Logits (B, T, V) from ``out.last_hidden_state``, and the loss with ``labels``."""
+        logits = self.cls(out.last_hidden_state)  # (B, T, V)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits, _as_labels(labels, logits), ignore_index=-100)
+        return _task_output(out, loss=loss, logits=logits)
+
+
+TASK_HEADS = {"sequence": SequenceHead, "token": TokenHead, "qa": QuestionAnsweringHead, "mlm": MaskedLMHead}
 
 
 def head_kind(model) -> str | None:
@@ -642,9 +722,32 @@ class BertTaskModel(BertPreTrainedModel):
         """A checkpoint of another task loads: its pooler (when this head has none) and the other
         heads' layers are skipped (listed in ``loading_info["ignored"]``), as transformers does."""
         base = BertPreTrainedModel.ignored_checkpoint_keys + ("pooler.",) * (not self.needs_pooler)
+        if self.kind == "mlm":
+            base = tuple(k for k in base if k != "cls.")
         others = {f"{name}." for head in TASK_HEADS.values() for name in head.head_linears} - {
             f"{name}." for name in self.head_linears}
         return base + tuple(sorted(others))
+
+    def _load_checkpoint_weights(self, weights: dict, path) -> dict:
+        """Tied weights (the masked-LM decoder) are their sources: a checkpoint that stores them
+        again (older transformers did) must agree with the source, and one that omits them
+        (transformers now, and our own files) loads as it is."""
+        tied = getattr(self, "tied_weights", {})
+        if tied:
+            weights = dict(weights)
+            bare = {k[len("bert."):] if k.startswith("bert.") else k: k for k in weights}
+            for name, source in tied.items():
+                if name not in weights:
+                    continue
+                src = weights.get(source, weights.get(bare.get(source[len("bert."):], ""), None)) \
+                    if source.startswith("bert.") else weights.get(source)
+                if src is not None and (np.shape(src) != np.shape(weights[name]) or not np.array_equal(src, weights[name])):
+                    raise io.CheckpointError(f"{path}: {name} differs from {source}, which it is tied to; "
+                                             "an untied masked-LM head is not a BERT checkpoint")
+                weights.pop(name)
+        own_tied = set(tied)
+        info = super()._load_checkpoint_weights(weights, path, skip=own_tied)
+        return info
 
     def layer_groups(self) -> list:
         """Parameter groups from the top, for gradual unfreezing: head (and pooler), the layers
@@ -676,9 +779,14 @@ class BertForQuestionAnswering(QuestionAnsweringHead, BertTaskModel):
     ``qa_outputs``, no pooler): extractive question answering."""
 
 
+class BertForMaskedLM(MaskedLMHead, BertTaskModel):
+    """BERT with its masked-language-model head (HF's ``cls.predictions``, decoder tied to the
+    word embeddings, no pooler)."""
+
+
 #: the BERT model class of each head kind
 BERT_TASK_MODELS = {"sequence": BertForSequenceClassification, "token": BertForTokenClassification,
-                    "qa": BertForQuestionAnswering}
+                    "qa": BertForQuestionAnswering, "mlm": BertForMaskedLM}
 
 
 def _span_loss(logits: Tensor, positions) -> Tensor:

@@ -1,0 +1,106 @@
+"""``BertForMaskedLM`` against transformers' (random-initialised, saved by transformers) on every
+backend: logits, loss with -100 ignored, every gradient; round trips both ways; the decoder
+stays tied to the word embeddings through loading and saving."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import minidistill as md
+from minidistill.fileio import CheckpointError
+from minidistill.models import BertForMaskedLM, load_model
+
+from .conftest import ALL_BACKENDS
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+pytestmark = pytest.mark.torch
+
+IDS = np.array([[2, 5, 7, 9, 3, 0], [2, 11, 4, 3, 0, 0]])
+MASK = (IDS != 0).astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hf-mlm")
+    cfg = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=24, max_position_embeddings=32)
+    torch.manual_seed(0)
+    model = transformers.BertForMaskedLM(cfg)
+    with torch.no_grad():  # a non-zero bias, so that a lost tie or bias would show
+        model.cls.predictions.bias.normal_(0, 0.5)
+    model.eval().save_pretrained(folder)
+    return folder
+
+
+def _labels():
+    labels = np.full(IDS.shape, -100)
+    labels[0, 1], labels[0, 3], labels[1, 2] = 5, 30, 4  # three masked positions, the rest ignored
+    return labels
+
+
+@pytest.mark.parametrize("name", ALL_BACKENDS)
+def test_masked_lm_matches_transformers_with_every_gradient(hf_folder, name):
+    hf = transformers.BertForMaskedLM.from_pretrained(str(hf_folder), attn_implementation="eager").eval()
+    ref = hf(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK), labels=torch.tensor(_labels()))
+    ref.loss.backward()
+    ours = BertForMaskedLM.from_pretrained(hf_folder, backend=name)
+    assert ours.loading_info == {"newly_initialized": [], "ignored": []}
+    assert ours.cls.predictions.decoder.weight is ours.bert.embeddings.word_embeddings.weight
+    out = ours(input_ids=IDS, attention_mask=MASK, labels=_labels())
+    out.loss.backward()
+    np.testing.assert_allclose(out.logits.numpy(), ref.logits.detach().numpy(), atol=1e-4)
+    assert abs(out.loss.item() - ref.loss.item()) < 1e-5
+    theirs = dict(hf.named_parameters())
+    for n, p in ours.named_parameters():  # the tied table once: its gradient sums both uses
+        g = theirs[n].grad
+        np.testing.assert_allclose(ours.backend.to_numpy(p.grad), g.numpy(), atol=1e-5 + 1e-4 * float(g.abs().max()),
+                                   err_msg=n)
+
+
+def test_round_trips_keep_the_tie_and_the_outputs(hf_folder, tmp_path):
+    ours = BertForMaskedLM.from_pretrained(hf_folder, backend="numpy")
+    ours.save_pretrained(tmp_path / "ours")
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "ours" / "model.safetensors"), "np") as f:
+        keys = set(f.keys())
+    assert "cls.predictions.decoder.weight" not in keys and "cls.predictions.bias" in keys  # as transformers stores it
+    hf = transformers.BertForMaskedLM.from_pretrained(str(tmp_path / "ours"), attn_implementation="eager").eval()
+    with torch.no_grad():
+        theirs = hf(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK)).logits.numpy()
+    with md.no_grad():
+        np.testing.assert_allclose(ours(input_ids=IDS, attention_mask=MASK).logits.numpy(), theirs, atol=1e-5)
+    back = load_model(tmp_path / "ours", backend="numpy")
+    assert type(back) is BertForMaskedLM
+    assert back.cls.predictions.decoder.weight is back.bert.embeddings.word_embeddings.weight
+    assert back.cls.predictions.decoder.bias is back.cls.predictions.bias
+    back.to(dtype="float64")  # a cast keeps the tie
+    assert back.cls.predictions.decoder.weight is back.bert.embeddings.word_embeddings.weight
+
+
+def test_checkpoints_with_the_decoder_stored_again_and_without_a_head(hf_folder, tmp_path, minilm_path):
+    import shutil
+
+    from minidistill.fileio import load_weights, save_weights
+
+    weights = load_weights(hf_folder)
+    for name, tie_ok in (("same", True), ("other", False)):  # older transformers stored the tied decoder too
+        folder = tmp_path / name
+        folder.mkdir()
+        shutil.copy(hf_folder / "config.json", folder)
+        extra = weights["bert.embeddings.word_embeddings.weight"] * (1.0 if tie_ok else 2.0)
+        save_weights(folder / "model.safetensors", {**weights, "cls.predictions.decoder.weight": extra})
+        if tie_ok:
+            assert BertForMaskedLM.from_pretrained(folder).loading_info["newly_initialized"] == []
+        else:
+            with pytest.raises(CheckpointError, match="decoder.weight differs from bert.embeddings.word_embeddings"):
+                BertForMaskedLM.from_pretrained(folder)
+    # a sentence-embedding checkpoint has no cls.*: the head starts fresh, the decoder is its table
+    fresh = BertForMaskedLM.from_pretrained(minilm_path, backend="numpy")
+    assert set(fresh.loading_info["newly_initialized"]) == set(fresh.head_parameter_names())
+    assert fresh.cls.predictions.decoder.weight is fresh.bert.embeddings.word_embeddings.weight
