@@ -28,12 +28,14 @@ from .tagging import (
     tag_names,
     validate_tags,
 )
+from .masking import MaskingCollator
 from .qa import QADataset, QAExample, best_answers, load_squad_file, read_squad
 from .augment import augment
 from .cache import TeacherCache, data_fingerprint, model_fingerprint
 from .tokenizer import Tokenizer
 
 __all__ = [
+    "MaskingCollator",
     "QADataset",
     "QAExample",
     "TokenDataset",
