@@ -103,8 +103,8 @@ class ObjectivesSection:
     value_relation: float = 0.0  # MiniLM: KL between value relations of the last layers
     minilm_v2: float = 0.0  # MiniLMv2: Q-Q, K-K and V-V relations of the last layers
     relation_heads: int = 12  # MiniLMv2: relation heads both models are reshaped to
-    hidden_map: str = "uniform"  # uniform | skip | last | combine | teacher states "0,3,6"
-    attention_map: str = "uniform"  # uniform | last | teacher layers "2,5"
+    hidden_map: str = "uniform"  # uniform | skip | layers (uniform without the embeddings) | last | combine | teacher states "0,3,6"
+    attention_map: str = "uniform"  # uniform (= layers) | last | teacher layers "2,5"
     task: float = 0.0  # cross-entropy on the labels
 
 
@@ -159,7 +159,9 @@ PRESETS = {
                     "recipe": "xtremedistil", "transfer": {"augment_copies": 1},
                     "objectives": {"soft_kd": 1.0, "temperature": 2.0},
                     "train": {**_RUN, "lr": 2e-3, "epochs": 1, "warmup_ratio": 0.05}}),
-        "minialbert": ("MiniALBERT E 96, 6 repeats, the original objectives, transfer set ×3: test 0.812 (95.5%), 22.7% of the parameters",
+        "minialbert": ("MiniALBERT E 96, 6 repeats, the original objectives (measured with the embedding pair in the hidden "
+                       "map; the original's map is --objectives.hidden_map=layers), transfer set ×3: test 0.812 (95.5%), "
+                       "22.7% of the parameters",
                        {"student": {"kind": "minialbert"}, "minialbert": {"embedding_size": 96, "repeats": 6},
                         "objectives": {"soft_kd": 5.0, "temperature": 1.0, "attention_kl": 3.0, "hidden_cosine": 3.0},
                         "transfer": {"augment_copies": 2}, "train": {**_RUN, "lr": 2e-4, "epochs": 2}}),

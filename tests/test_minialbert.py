@@ -192,3 +192,19 @@ def test_bad_input(tmp_path):
     # a clone keeps the sharing (one shared layer object in the copy too)
     c = clone(_model())
     assert c.num_parameters() == _model().num_parameters()
+
+
+def test_the_original_layer_map_has_no_embedding_pair():
+    """MiniALBERT maps student layer l to teacher layer 2l + 1 (layer indices) and nothing to the
+    embeddings: hidden states 1..6 ↔ 2, 4, …, 12."""
+    from minidistill.compress import LayerMap
+
+    hidden = LayerMap.build("layers", 6, 12, "hidden")
+    assert hidden.pairs == tuple((l, 2 * l) for l in range(1, 7))
+    assert LayerMap.build("layers", 6, 12, "attention").pairs == tuple((l, 2 * l + 1) for l in range(6))
+    teacher = _teacher(layers=4)
+    student = make_minialbert(teacher, embedding_size=8, num_repeats=2, adapter_reduction=0)
+    objectives = minialbert_objectives(student, teacher)
+    for obj in objectives[1:]:
+        assert all(s > 0 for s, _ in obj.layer_map.pairs) or obj.layer_map.kind == "attention"
+    assert objectives[2].layer_map.pairs == ((1, 2), (2, 4))

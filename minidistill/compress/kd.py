@@ -95,6 +95,9 @@ class LayerMap:
         * ``"uniform"``: student i ↔ teacher i·k where k = L_t / L_s (hidden states), or the
           last layer of each block of k (attention);
         * ``"skip"``: the same as uniform for hidden states (teacher 0,4,8,12 → student 0..3);
+        * ``"layers"``: uniform without the embedding pair (0, 0) — layer outputs only, student
+          state l ↔ teacher state l·k for l ≥ 1, which in layer indices is l ↔ k(l + 1) − 1
+          (MiniALBERT's l ↔ 2l + 1); for attention maps the same as uniform;
         * ``"last"``: only the last state / layer of each model;
         * ``"combine"`` (hidden states): every student layer 1 … L_s against a learned
           mixture of teacher layers 1 … L_t (see the module docstring);
@@ -107,13 +110,13 @@ class LayerMap:
         if isinstance(spec, (list, tuple)):
             start = 0 if (not hidden or len(spec) == n_student + 1) else 1
             return cls(tuple((i + start, int(t)) for i, t in enumerate(spec)), n_student, n_teacher, kind)
-        if spec in ("uniform", "skip"):
+        if spec in ("uniform", "skip", "layers"):
             if n_teacher % n_student:
                 raise ValueError(f"a {spec} map needs the teacher depth ({n_teacher}) to be a multiple of the "
                                  f"student depth ({n_student}); give an explicit list instead")
             k = n_teacher // n_student
             if hidden:
-                pairs = tuple((i, i * k) for i in range(n_student + 1))
+                pairs = tuple((i, i * k) for i in range(0 if spec != "layers" else 1, n_student + 1))
             else:
                 pairs = tuple((i, (i + 1) * k - 1) for i in range(n_student))
             return cls(pairs, n_student, n_teacher, kind)
@@ -125,7 +128,8 @@ class LayerMap:
         if spec == "last":
             pairs = ((n_student, n_teacher),) if hidden else ((n_student - 1, n_teacher - 1),)
             return cls(pairs, n_student, n_teacher, kind)
-        raise ValueError(f"unknown layer map {spec!r}: use 'uniform', 'skip', 'last', 'combine' or a list of teacher indices")
+        raise ValueError(f"unknown layer map {spec!r}: use 'uniform', 'skip', 'layers', 'last', 'combine' or a list of "
+                         "teacher indices")
 
     @property
     def student_indices(self) -> tuple:

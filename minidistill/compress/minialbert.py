@@ -20,8 +20,9 @@ The original distillation loss (T = 1, student layer l ↔ teacher layer 2l + 1)
     L = 1 · MLM + 3 · (Σ_l KL(A_t ‖ A_s) + Σ_l (1 − cos(h_s, h_t))) + 5 · T² KL(p_t ‖ p_s)
 
 :func:`minialbert_objectives` builds the task-specific part (no MLM) on our objectives, with
-the uniform layer map (which is l ↔ 2l + 1 for a teacher twice as deep, l ↔ l for one as
-deep). Our attention KL is a batch mean over rows (``kd.py``); the original averages over
+the ``"layers"`` map: layer outputs only, l ↔ 2l + 1 for a teacher twice as deep (l ↔ l for
+one as deep), and no embedding pair, as the original (an earlier version of ours also paired
+the embeddings, (0, 0)). Our attention KL is a batch mean over rows (``kd.py``); the original averages over
 every element.
 
 ``fold(model, unroll=True)`` writes the L repeats out as L layers of the BERT task model with
@@ -109,9 +110,10 @@ def make_minialbert(teacher, embedding_size: int = 128, num_repeats: int | None 
 
 
 def minialbert_objectives(student, teacher, temperature: float = 1.0, logit_weight: float = 5.0,
-                          layer_weight: float = 3.0, layer_map="uniform") -> list:
+                          layer_weight: float = 3.0, layer_map="layers") -> list:
     """The original recipe without MLM: ``5 · soft KD (T = 1) + 3 · (attention KL + hidden
-    cosine)`` on a layer map (uniform by default: l ↔ 2l + 1 for a teacher twice as deep)."""
+    cosine)`` on a layer map: ``"layers"`` by default, the original's student layer l ↔ teacher
+    layer 2l + 1 for a teacher twice as deep, with no pair for the embeddings."""
     ls, lt = student.config.num_hidden_layers, teacher.config.num_hidden_layers
     hmap = kd.LayerMap.build(layer_map, ls, lt, "hidden")
     amap = kd.LayerMap.build(layer_map, ls, lt, "attention")
@@ -189,7 +191,8 @@ def _demo(ctx):
         return []
     return [DemoStep("minialbert", "MiniALBERT E 128, 6 repeats", "distill",
                      {"student": {"kind": "minialbert"}, "minialbert": {"embedding_size": 128},
-                      "objectives": {"soft_kd": 5.0, "temperature": 1.0, "attention_kl": 3.0, "hidden_cosine": 3.0}})]
+                      "objectives": {"soft_kd": 5.0, "temperature": 1.0, "attention_kl": 3.0, "hidden_cosine": 3.0,
+                                     "hidden_map": "layers"}})]
 
 
 register(Method("minialbert", "MiniALBERT: one shared layer run repeatedly, factorised embeddings, adapters",
