@@ -137,3 +137,26 @@ def test_groupings_and_bad_input():
     with pytest.raises(TypeError, match="a BERT task model .sentence, token or QA head., got BertModel"):
         TheseusModel(md.models.BertModel(BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=2,
                                                     num_attention_heads=4, intermediate_size=24)), 1)
+
+
+def test_the_original_trains_the_successor_layers_only():
+    """train="layers": only the successor's layers are in the optimiser and get gradients; the
+    embeddings, pooler and classifier stay as the predecessor's."""
+    from minidistill.models import BertConfig, BertForSequenceClassification
+
+    md.manual_seed(0)
+    cfg = BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=4, num_attention_heads=4, intermediate_size=24,
+                     max_position_embeddings=16, num_labels=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = TheseusModel(BertForSequenceClassification(cfg), 2, train="layers")
+    trained = {n for g in model.optimizer_groups(0.01) for p in g["params"] for n, q in model.named_parameters() if q is p}
+    assert trained and all(n.startswith("successor.bert.encoder.layer.") for n in trained)
+    model.train()
+    model.p = 1.0
+    ids = np.array([[2, 5, 7, 3], [2, 9, 3, 0]])
+    model(ids, (ids != 0).astype(np.int64), labels=np.array([0, 2])).loss.backward()
+    for n, p in model.named_parameters():
+        assert (p.grad is not None) == n.startswith("successor.bert.encoder.layer."), n
+    model.requires_grad_(True)  # unfreezing keeps to the layers
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == trained
+    with pytest.raises(ValueError, match="train must be one of"):
+        TheseusModel(BertForSequenceClassification(cfg), 2, train="heads")

@@ -10,9 +10,13 @@ has one successor layer s_i. Every training forward draws one gate per module,
 
 so the successor layers learn to stand in for their modules while the rest of the network is
 the predecessor's. Only the successor is trained: the predecessor's layers are frozen and get
-no gradient (the original still computed them). The embeddings, pooler and classifier are the
-successor's own (initialised from the predecessor's) and are trained, as in the original where
-they are shared. At inference only the successor runs.
+no gradient (the original still computed them). The embeddings, pooler and head are the
+successor's own, initialised from the predecessor's. The original (``run_glue.py``) puts only
+the successor layers in its optimiser and trains on the task cross-entropy alone (lr 2e-5):
+``train="layers"`` (``--theseus.train=layers --objectives.soft_kd=0 --objectives.task=1``) is
+that recipe; the default, ``train="all"``, also trains the embeddings, pooler and head, and the
+CLI's default objective is soft KD from the predecessor — both ours, not the original's. At
+inference only the successor runs.
 
 Replacement schedules (``p`` after step t):
 
@@ -106,9 +110,18 @@ class TheseusModel(Module):
         schedule: :class:`ConstantReplacement` or :class:`LinearReplacement` (or any
             ``step → p``); read by :meth:`callbacks` after every step.
         seed: the gates' generator seed.
+        train: ``"layers"``: only the successor layers train (the original's optimiser holds
+            the ``scc_layer`` modules alone); ``"all"``: the successor's embeddings, pooler and
+            head train too (ours before; they start as the predecessor's).
     """
 
-    def __init__(self, predecessor, num_layers: int, init="lower", grouping=None, schedule=None, seed: int = 0):
+    TRAIN = ("all", "layers")
+
+    def __init__(self, predecessor, num_layers: int, init="lower", grouping=None, schedule=None, seed: int = 0,
+                 train: str = "all"):
+        if train not in self.TRAIN:
+            raise ValueError(f"theseus train must be one of {self.TRAIN}, got {train!r}")
+        self.train_part = train
         if not isinstance(predecessor, BertTaskModel):
             raise TypeError("Theseus replaces modules of a BERT task model (sentence, token or QA head), got "
                             f"{type(predecessor).__name__}")
@@ -120,6 +133,7 @@ class TheseusModel(Module):
         self.p = float(self.schedule(0))
         self.rng = np.random.default_rng(seed)
         self.last_gates: np.ndarray | None = None
+        self.requires_grad_(True)
 
     @property
     def config(self):
@@ -164,8 +178,14 @@ class TheseusModel(Module):
         return s.head_output(out, labels, **targets)  # the successor's own head, whatever the task
 
     def requires_grad_(self, flag: bool = True) -> "TheseusModel":
-        """Freeze or unfreeze the successor; the predecessor always stays frozen."""
-        self.successor.requires_grad_(flag)
+        """Freeze or unfreeze the successor (its layers only with ``train="layers"``); the
+        predecessor always stays frozen."""
+        if self.train_part == "layers":
+            self.successor.requires_grad_(False)
+            for layer in self.successor.bert.encoder.layer:
+                layer.requires_grad_(flag)
+        else:
+            self.successor.requires_grad_(flag)
         return self
 
     def on_step(self, step: int) -> None:
@@ -187,7 +207,8 @@ class TheseusModel(Module):
         return {"on_step_end": [lambda trainer: self.on_step(trainer.state.step)]}
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
-        """Only the successor is optimised."""
+        """Only the successor is optimised (only its layers with ``train="layers"``: the frozen
+        parts are left out)."""
         from ..train.optim import param_groups
 
         return param_groups(self.successor, weight_decay)
@@ -215,6 +236,7 @@ class TheseusSettings:
     steps: int | None = None  # constant: steps at p before p = 1 (default: half the run)
     base: float = 0.3  # linear: p = min(1, slope·t + base)
     slope: float | None = None  # linear: default: p reaches 1 at two thirds of the run
+    train: str = "all"  # layers: only the successor layers train (the original); all: embeddings, pooler and head too
 
 
 def _build(teacher, student, settings: TheseusSettings, total_steps):
@@ -226,7 +248,7 @@ def _build(teacher, student, settings: TheseusSettings, total_steps):
     else:
         raise ValueError(f"theseus.replace must be 'constant' or 'linear', got {settings.replace!r}")
     return TheseusModel(teacher, student.num_layers, init=layer_spec(student.init), schedule=schedule,
-                        seed=student.seed)
+                        seed=student.seed, train=settings.train)
 
 
 def _demo(ctx):
