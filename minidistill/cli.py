@@ -103,7 +103,7 @@ class ObjectivesSection:
     value_relation: float = 0.0  # MiniLM: KL between value relations of the last layers
     minilm_v2: float = 0.0  # MiniLMv2: Q-Q, K-K and V-V relations of the last layers
     relation_heads: int = 12  # MiniLMv2: relation heads both models are reshaped to
-    hidden_map: str = "uniform"  # uniform | skip | layers (uniform without the embeddings) | last | combine | teacher states "0,3,6"
+    hidden_map: str = "uniform"  # uniform | skip | layers (uniform without the embeddings) | last | combine | combine-linear | teacher states "0,3,6"
     attention_map: str = "uniform"  # uniform (= layers) | last | teacher layers "2,5"
     task: float = 0.0  # cross-entropy on the labels
 

@@ -48,6 +48,29 @@ def test_combine_map_gradcheck_and_one_hot_limit(cpu_backend):
         LayerMap.build("combine", 2, 3, "attention")
 
 
+def test_linear_combine_map_is_the_concatenation_projected(cpu_backend):
+    """How to Distill's combine: W [h_t^1; …; h_t^L] + b; at its start (W the average) it equals
+    the softmax mixture at its start, and after a change it is the projection computed by hand."""
+    lin = HiddenMSE(LayerMap.build("combine-linear", 2, 3), 3, 3).to(cpu_backend.name, dtype="float64")
+    mix = HiddenMSE(LayerMap.build("combine", 2, 3), 3, 3).to(cpu_backend.name, dtype="float64")
+    s = ModelOutput(hidden_states=_states(0, 3))
+    t = ModelOutput(hidden_states=_states(10, 4, grad=False))
+    batch = {"attention_mask": np.array([[1, 1, 1, 1], [1, 1, 0, 0]])}
+    np.testing.assert_allclose(lin(s, t, batch).item(), mix(s, t, batch).item(), rtol=1e-6)  # 1/3 made in float32
+    c = lin.combiners[0]
+    c.weight.data = cpu_backend.asarray(rand((3, 9), seed=3))
+    c.bias.data = cpu_backend.asarray(rand((3,), seed=4))
+    lin.combiners[1].weight.data = cpu_backend.asarray(np.tile(np.eye(3), (1, 3)) / 3)  # the average, in float64
+    concat = np.concatenate([t.hidden_states[j].numpy() for j in (1, 2, 3)], axis=-1)  # (B, T, 9)
+    target = concat @ rand((3, 9), seed=3).T + rand((3,), seed=4)
+    m = batch["attention_mask"][..., None]
+    first = ((s.hidden_states[1].numpy() - target) ** 2 * m).sum() / (m.sum() * 3)
+    target2 = concat / 3 @ np.tile(np.eye(3), (3, 1))
+    second = ((s.hidden_states[2].numpy() - target2) ** 2 * m).sum() / (m.sum() * 3)
+    np.testing.assert_allclose(lin(s, t, batch).item(), first + second, rtol=1e-10)
+    assert md.gradcheck(lambda *_: lin(s, t, batch), *s.hidden_states[1:], c.weight, c.bias)
+
+
 def test_cls_hidden_and_pooled_objectives_against_numpy(cpu_backend):
     s = ModelOutput(hidden_states=_states(0, 2), pooler_output=md.tensor(rand((2, 3), seed=5), requires_grad=True))
     t = ModelOutput(hidden_states=_states(10, 2, grad=False), pooler_output=md.tensor(rand((2, 3), seed=6)))

@@ -41,7 +41,10 @@ Layer maps use hidden-state indices (0 = embeddings, i = output of layer i) for 
 losses and layer indices (0 … L−1) for attention losses. The learned ``combine`` map
 (hidden losses only) matches every student layer i to a learned mixture of all teacher
 layers, ``Σ_j softmax(α_i)_j h_t^j`` (α initialised to zero: the plain average); the softmax
-keeps each row a convex combination, so the map cannot shrink the targets towards zero.
+keeps each row a convex combination, so the map cannot shrink the targets towards zero. This
+is ours: How to Distill's code projects the concatenated teacher layers linearly,
+``W_i [h_t^1; …; h_t^L] + b_i`` — the ``combine-linear`` map (W_i starts as the average), whose
+targets the projection can shrink as it learns.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class LayerMap:
     n_teacher: int
     kind: str = "hidden"
     combine: bool = False
+    combine_kind: str = "softmax"  # with combine: "softmax" mixture (ours) or "linear" projection (How to Distill's)
 
     def __post_init__(self):
         if self.kind not in ("hidden", "attention"):
@@ -101,6 +105,8 @@ class LayerMap:
         * ``"last"``: only the last state / layer of each model;
         * ``"combine"`` (hidden states): every student layer 1 … L_s against a learned
           mixture of teacher layers 1 … L_t (see the module docstring);
+        * ``"combine-linear"``: the same pairs against a learned linear projection of the
+          concatenated teacher layers (How to Distill's original);
         * a list: student i ↔ teacher ``spec[i]``, over the student's states (hidden maps
           include the embeddings when the list has L_s + 1 entries).
         """
@@ -120,16 +126,17 @@ class LayerMap:
             else:
                 pairs = tuple((i, (i + 1) * k - 1) for i in range(n_student))
             return cls(pairs, n_student, n_teacher, kind)
-        if spec == "combine":
+        if spec in ("combine", "combine-linear"):
             if not hidden:
                 raise ValueError("the learned 'combine' map is for hidden-state losses only")
             pairs = tuple((i, j) for i in range(1, n_student + 1) for j in range(1, n_teacher + 1))
-            return cls(pairs, n_student, n_teacher, kind, combine=True)
+            return cls(pairs, n_student, n_teacher, kind, combine=True,
+                       combine_kind="linear" if spec == "combine-linear" else "softmax")
         if spec == "last":
             pairs = ((n_student, n_teacher),) if hidden else ((n_student - 1, n_teacher - 1),)
             return cls(pairs, n_student, n_teacher, kind)
-        raise ValueError(f"unknown layer map {spec!r}: use 'uniform', 'skip', 'layers', 'last', 'combine' or a list of "
-                         "teacher indices")
+        raise ValueError(f"unknown layer map {spec!r}: use 'uniform', 'skip', 'layers', 'last', 'combine', "
+                         "'combine-linear' or a list of teacher indices")
 
     @property
     def student_indices(self) -> tuple:
@@ -356,7 +363,17 @@ class _HiddenObjective(LayerPairObjective):
             from ..nn.module import ModuleList
 
             self.projections = ModuleList([Linear(student_width, teacher_width) for _ in range(n_proj)])
-        if layer_map.combine:
+        if layer_map.combine and layer_map.combine_kind == "linear":
+            from ..nn.module import ModuleList
+
+            n_t = len(layer_map.teacher_indices(layer_map.student_indices[0]))
+            self.combiners = ModuleList([Linear(n_t * teacher_width, teacher_width)
+                                         for _ in layer_map.student_indices])  # (L_t·D_t → D_t) each
+            start = np.tile(np.eye(teacher_width, dtype=np.float32) / n_t, (1, n_t))  # (D_t, L_t·D_t): the average
+            for c in self.combiners:
+                c.weight.data = c.weight.backend.asarray(start)
+                c.bias.data = c.bias.backend.zeros(c.bias.shape, c.bias.dtype.name)
+        elif layer_map.combine:
             from ..nn.module import Parameter
 
             self.mixing = Parameter(np.zeros((len(layer_map.student_indices), layer_map.n_teacher),
@@ -392,6 +409,14 @@ class _HiddenObjective(LayerPairObjective):
         total = None
         for k, i in enumerate(self.layer_map.student_indices):
             hs = self._student(k, i, student_out)
+            if self.layer_map.combine_kind == "linear":
+                ops = hs.backend
+                states = [self._teacher(j, teacher_out, hs).data for j in self.layer_map.teacher_indices(i)]
+                stacked = Tensor._wrap(ops.concat(states, axis=-1), ops)  # (B, T, L_t·Dt), constants
+                ht = self.combiners[k](stacked)  # (B, T, Dt)
+                term = self.compare(hs, ht, self._mask(batch, hs))
+                total = term if total is None else total + term
+                continue
             w = F.softmax(self.mixing[k])  # (L_t,)
             ht = None
             for jj, j in enumerate(self.layer_map.teacher_indices(i)):
