@@ -212,3 +212,34 @@ def test_compacter_trains_adapters_and_the_token_or_qa_head(kind):
     assert head <= trained  # the head of the task trains with the adapters
     assert not any(n.startswith("bert.encoder.layer.0.attention.self.") for n in trained)
     np.testing.assert_allclose(_out(model), before, atol=1e-5)  # adapters start as identities
+
+
+def test_distill_a_bare_encoder_without_labels(minilm_path):
+    """Task-agnostic distillation's plumbing: a BertModel student learns a BertModel teacher's
+    last hidden states on unlabelled text (no labels passed anywhere)."""
+    from minidistill.compress import HiddenMSE, LayerMap
+    from minidistill.data import TextDataset, Tokenizer
+    from minidistill.models import BertConfig, BertModel
+
+    tok = Tokenizer.from_pretrained(minilm_path)
+    md.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=24, max_position_embeddings=32)
+    teacher = BertModel(cfg).eval()
+    randomise(teacher, seed=2, scale=0.3)  # layers that change the states a lot
+    student = make_student(teacher, 1, init="random")
+    texts = TextDataset(["raw text without any label", "another plain sentence", "and a third one"] * 4)
+    objective = HiddenMSE(LayerMap.build("last", 1, 2), 16, 16)
+    batch = next(texts.batches(tok, 12, 16))
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    with md.no_grad():
+        before = objective(student(**inputs, output_hidden_states=True), teacher(**inputs, output_hidden_states=True),
+                           batch).item()
+    distill(teacher, student, tok, texts, objectives=[objective],
+            config=md.train.TrainConfig(max_steps=30, batch_size=12, lr=3e-3, max_length=16, progress=False,
+                                        warmup_ratio=0.0))
+    student.eval()
+    with md.no_grad():
+        after = objective(student(**inputs, output_hidden_states=True), teacher(**inputs, output_hidden_states=True),
+                          batch).item()
+    assert after < 0.5 * before

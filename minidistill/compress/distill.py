@@ -178,8 +178,8 @@ def _run(teacher, student, tokenizer, data, eval_data, stage: Stage, cfg: TrainC
     def compute_loss(model, batch):
         inputs = model_inputs(batch)
         t_out = lookup(batch) if objectives else None
-        labels = batch.get("labels") if task_weight else None
-        s_out = model(**inputs, labels=labels, **flags)
+        targets = {"labels": batch.get("labels")} if task_weight else {}  # a bare encoder takes no labels
+        s_out = model(**inputs, **targets, **flags)
         loss = total_loss(objectives, s_out, t_out, batch) if objectives else None
         if task_weight:
             task = s_out.loss * task_weight
