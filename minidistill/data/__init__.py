@@ -29,12 +29,16 @@ from .tagging import (
     validate_tags,
 )
 from .masking import MaskingCollator
+from .corpus import CorpusCache, PackedCorpus, iter_documents
 from .qa import QADataset, QAExample, best_answers, load_squad_file, read_squad
 from .augment import augment
 from .cache import TeacherCache, data_fingerprint, model_fingerprint
 from .tokenizer import Tokenizer
 
 __all__ = [
+    "CorpusCache",
+    "PackedCorpus",
+    "iter_documents",
     "MaskingCollator",
     "QADataset",
     "QAExample",
