@@ -204,7 +204,8 @@ def _teacher_outputs(teacher, tokenizer, data, objectives, cfg: TrainConfig, cac
     """``f(batch) -> teacher outputs``: from a cache when one can serve the objectives, else live."""
     flags = needed_outputs(objectives)
     live_only = flags["output_attentions"] or flags["output_attention_scores"] or flags["output_qkv"]
-    if cache_dir is None or live_only:
+    masked = getattr(data, "masking", None) is not None  # inputs masked afresh each step: nothing to cache
+    if cache_dir is None or live_only or masked or not hasattr(data, "texts"):
         def live(batch):
             with no_grad():
                 return teacher(**model_inputs(batch), **flags)
