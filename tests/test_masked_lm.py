@@ -104,3 +104,38 @@ def test_checkpoints_with_the_decoder_stored_again_and_without_a_head(hf_folder,
     fresh = BertForMaskedLM.from_pretrained(minilm_path, backend="numpy")
     assert set(fresh.loading_info["newly_initialized"]) == set(fresh.head_parameter_names())
     assert fresh.cls.predictions.decoder.weight is fresh.bert.embeddings.word_embeddings.weight
+
+
+def test_kd_on_masked_lm_logits_counts_the_masked_positions_only(hf_folder, minilm_path):
+    """SoftKD between masked-LM models on a masked batch is the mean KL over the masked
+    positions: other positions and further padding change nothing."""
+    from minidistill.compress import SoftKD
+    from minidistill.data import Tokenizer
+    from minidistill.data.masking import MaskingCollator
+
+    tok = Tokenizer.from_pretrained(minilm_path)
+    teacher = BertForMaskedLM.from_pretrained(hf_folder, backend="numpy", dtype="float64")
+    student = BertForMaskedLM.from_pretrained(hf_folder, backend="numpy", dtype="float64")
+    for p in student.parameters():  # a different student
+        p.data = p.data * 0.9
+    batch = {"input_ids": IDS, "attention_mask": MASK}
+    coll = MaskingCollator(tok, probability=0.5, seed=1)
+    coll.special = np.zeros(50, bool)
+    coll.special[[0, 2, 3]] = True  # this toy vocabulary's [PAD], [CLS], [SEP]
+    coll.mask_id, coll.normal_ids = 1, np.arange(4, 50)
+    masked = coll(batch, 0)
+    assert masked["token_mask"].sum() > 0
+    with md.no_grad():
+        t = teacher(input_ids=masked["input_ids"], attention_mask=MASK)
+        s = student(input_ids=masked["input_ids"], attention_mask=MASK)
+    loss = SoftKD(temperature=1.0)(s, t, masked).item()
+    keep = masked["token_mask"] == 1
+    p = torch.softmax(torch.tensor(t.logits.numpy()[keep]), -1)
+    ref = torch.nn.functional.kl_div(torch.log_softmax(torch.tensor(s.logits.numpy()[keep]), -1), p,
+                                     reduction="batchmean").item()
+    assert abs(loss - ref) < 1e-10
+    wide = {k: np.pad(v, ((0, 0), (0, 3))) for k, v in masked.items() if k != "example_ids"}
+    with md.no_grad():
+        t2 = teacher(input_ids=wide["input_ids"], attention_mask=wide["attention_mask"])
+        s2 = student(input_ids=wide["input_ids"], attention_mask=wide["attention_mask"])
+    assert abs(SoftKD(temperature=1.0)(s2, t2, wide).item() - loss) < 1e-12

@@ -3,8 +3,9 @@
 Each batch is masked afresh when it is drawn: a share ``p`` (15%) of the non-special tokens is
 chosen; of those, 80% become ``[MASK]``, 10% a random token of the vocabulary and 10% stay as
 they are; the labels are the original ids at the chosen positions and -100 everywhere else,
-so the loss is over the chosen positions only. Padding, ``[CLS]``, ``[SEP]`` (any special
-token) are never chosen.
+so the loss is over the chosen positions only; ``token_mask`` marks the same positions, so KD on
+the masked-LM logits (``SoftKD`` …, see ``compress.kd.logit_distributions``) counts them and
+nothing else. Padding, ``[CLS]``, ``[SEP]`` (any special token) are never chosen.
 
 With ``whole_word=True`` the choice is made per *word*: a word's WordPiece pieces (a first
 piece and the ``##`` pieces after it) are chosen together, each word with probability ``p``,
@@ -74,7 +75,8 @@ class MaskingCollator:
         masked[to_mask] = self.mask_id
         masked[to_random] = self.normal_ids[rng.integers(0, len(self.normal_ids), size=int(to_random.sum()))]
         labels = np.where(chosen, ids, -100)
-        return {**batch, "input_ids": masked, "labels": labels.astype(np.int64)}
+        # token_mask: the positions the logit objectives count (KD on masked-LM logits: the masked ones)
+        return {**batch, "input_ids": masked, "labels": labels.astype(np.int64), "token_mask": chosen.astype(np.int64)}
 
     def _choose_words(self, ids, candidate, rng) -> np.ndarray:
         """Chosen positions when whole words are drawn: a word starts at a candidate that is not
