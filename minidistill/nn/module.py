@@ -117,7 +117,10 @@ class Module:
             ``{"missing": [...], "unexpected": [...]}``. Mis-shaped keys always raise.
         """
         own = dict(self.named_parameters(remove_duplicate=False))
-        missing = [k for k in own if k not in state]
+        names_of = {}  # a parameter shared under several names (tied, or a shared layer) needs one of them
+        for k, p in own.items():
+            names_of.setdefault(id(p), []).append(k)
+        missing = [k for k in own if k not in state and not any(n in state for n in names_of[id(own[k])])]
         unexpected = [k for k in state if k not in own]
         mis_shaped = [
             f"{k}: checkpoint {tuple(state[k].shape)} vs model {own[k].shape}"
