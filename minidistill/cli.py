@@ -9,6 +9,7 @@
     minidistill quantize MODEL_DIR OUT_DIR [--mode dynamic|static]
     minidistill export MODEL_DIR OUT_DIR [--int8] [--int8-style exact|fused]
     minidistill report runs/demo [--plot report.svg]
+    minidistill mlm-head minilm-l6 --corpus texts/ --held-out held.txt [--steps 500]
 
 Configs are dataclasses (:class:`FinetuneConfig`, :class:`DistillConfig`); a TOML file and ``--section.key=value``
 overrides fill them, and unknown keys or mistyped values are errors that name the key.
@@ -1121,6 +1122,46 @@ def report_cmd(args, overrides=()) -> int:
     return 0
 
 
+def mlm_head_cmd(args) -> int:
+    """``minidistill mlm-head MODEL --corpus FILES``: fit a masked-LM head to the frozen encoder
+    of MODEL on raw text; print masked accuracy and perplexity on held-out text before and after;
+    save the ``BertForMaskedLM`` with its tokenizer and ``metrics.json``."""
+    import minidistill as md
+    from .data import CorpusCache, MaskingCollator, PackedCorpus, Tokenizer
+    from .fileio import write_json
+    from .models import BertForMaskedLM
+    from .train import TrainConfig
+    from .train.mlm import evaluate_masked_lm, fit_mlm_head
+
+    path = _model_path(args.model, "model")
+    out = Path(args.output_dir)
+    if (out / "config.json").exists() and not args.overwrite:
+        raise ConfigError(f"{out} already holds a saved model; pass --overwrite to replace it")
+    tok = Tokenizer.from_pretrained(path)
+    cache_root = Path(args.cache_dir)
+    train = PackedCorpus(CorpusCache.build(cache_root / "train", tok, args.corpus), tok, args.seq_len,
+                         masking=MaskingCollator(tok, whole_word=args.whole_word, seed=0))
+    held = PackedCorpus(CorpusCache.build(cache_root / "held-out", tok, args.held_out), tok, args.seq_len,
+                        masking=MaskingCollator(tok, whole_word=args.whole_word, seed=12345))
+    md.manual_seed(0)
+    model = BertForMaskedLM.from_pretrained(path, backend=args.backend)
+    fresh = model.loading_info["newly_initialized"]
+    print(f"{args.model}: {'a fresh head (the checkpoint has none)' if fresh else 'its own head'}; "
+          f"{len(train)} training sequences of {args.seq_len}, {len(held)} held out")
+    before = evaluate_masked_lm(model, tok, held, 32, args.seq_len)
+    print(f"before: masked accuracy {before['masked_accuracy']:.4f}, perplexity {before['perplexity']:.1f}")
+    fit_mlm_head(model, tok, train, TrainConfig(lr=args.lr, max_steps=args.steps, batch_size=args.batch_size,
+                                                max_length=args.seq_len, progress=None))
+    after = evaluate_masked_lm(model, tok, held, 32, args.seq_len)
+    print(f"after:  masked accuracy {after['masked_accuracy']:.4f}, perplexity {after['perplexity']:.1f}")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    write_json(out / "metrics.json", {"before": before, "after": after, "steps": args.steps, "source": str(path),
+                                      "corpus": [str(p) for p in args.corpus], "held_out": [str(p) for p in args.held_out]})
+    print(f"saved to {out}")
+    return 0
+
+
 def course_cmd(args) -> int:
     """``minidistill course build|grade``."""
     if args.course_command == "build":
@@ -1248,6 +1289,19 @@ def main(argv=None) -> int:
                        help="interleaved speed rounds (up to 3× as many while the machine is busy)")
     p_rep.add_argument("--json", default=None, help="write the report as JSON to this file ('-': print it)")
     p_rep.add_argument("--plot", default=None, help="write accuracy vs parameters / speed to this image")
+    p_mh = sub.add_parser("mlm-head", help="fit a masked-LM head to a frozen encoder on raw text (checkpoints without one)")
+    p_mh.add_argument("model", help="an asset name (minilm-l6) or a checkpoint folder")
+    p_mh.add_argument("--corpus", nargs="+", required=True, help="text / JSON-lines files or folders to train on")
+    p_mh.add_argument("--held-out", nargs="+", required=True, help="text to score masked accuracy and perplexity on")
+    p_mh.add_argument("--steps", type=int, default=500)
+    p_mh.add_argument("--lr", type=float, default=1e-3)
+    p_mh.add_argument("--batch-size", type=int, default=32)
+    p_mh.add_argument("--seq-len", type=int, default=128)
+    p_mh.add_argument("--whole-word", action="store_true", help="mask whole words")
+    p_mh.add_argument("--backend", default="numba", choices=["numpy", "numba", "torch"])
+    p_mh.add_argument("--cache-dir", default="runs/corpus-cache", help="where the tokenised corpora are kept")
+    p_mh.add_argument("--output-dir", default="runs/mlm-head")
+    p_mh.add_argument("--overwrite", action="store_true")
     p_course = sub.add_parser("course", help="build student copies of the course and grade them")
     csub = p_course.add_subparsers(dest="course_command", required=True)
     p_cb = csub.add_parser("build", help="write a student copy with the tasks of modules 0..N hollowed out")
@@ -1291,6 +1345,8 @@ def main(argv=None) -> int:
         if args.command == "demo":
             preset = "quick" if args.quick else "full" if args.full else "tiny" if args.tiny else "default"
             return demo(preset, args.backend, args.output_dir, args.fresh)
+        if args.command == "mlm-head":
+            return mlm_head_cmd(args)
         if args.command == "predict":
             return predict_cmd(args.model_dir, args.text, args.context)
         if args.command == "quantize":

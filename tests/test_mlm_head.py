@@ -40,3 +40,21 @@ def test_fitted_head_beats_the_fresh_one_and_leaves_the_encoder(tmp_path, minilm
         np.testing.assert_array_equal(v, encoder[k], err_msg=k)  # the encoder (and the tied table) untouched
     with pytest.raises(ValueError, match="masked data"):
         evaluate_masked_lm(model, tok, PackedCorpus(train.cache, tok, 48), 8, 48)
+
+
+def test_mlm_head_command(tmp_path, capsys, tiny_teacher_dir):
+    from minidistill.cli import main
+
+    text = "\n\n".join(f"a short document number {i} about films and their music" for i in range(40))
+    (tmp_path / "corpus.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "held.txt").write_text(text[:400], encoding="utf-8")
+    out = tmp_path / "mlm"
+    assert main(["mlm-head", str(tiny_teacher_dir), "--corpus", str(tmp_path / "corpus.txt"), "--held-out",
+                 str(tmp_path / "held.txt"), "--steps", "3", "--seq-len", "16", "--batch-size", "8",
+                 "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(out), "--backend", "numpy"]) == 0
+    printed = capsys.readouterr().out
+    assert "a fresh head" in printed and "perplexity" in printed
+    saved = BertForMaskedLM.from_pretrained(out)
+    assert saved.loading_info["newly_initialized"] == []
+    assert main(["mlm-head", str(tiny_teacher_dir), "--corpus", str(tmp_path / "corpus.txt"), "--held-out",
+                 str(tmp_path / "held.txt"), "--output-dir", str(out)]) == 2  # no overwrite
