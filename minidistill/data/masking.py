@@ -29,8 +29,8 @@ class MaskingCollator:
         tokenizer: the :class:`~minidistill.data.Tokenizer` (its vocabulary, ``[MASK]`` and
             special tokens).
         probability: the share of non-special tokens (or words) chosen.
-        mask_share / random_share: of the chosen tokens, the shares replaced by ``[MASK]`` and by
-            a random token (the rest stay).
+        mask_share: of the chosen tokens, the share replaced by ``[MASK]``.
+        random_share: of the chosen tokens, the share replaced by a random token (the rest stay).
         whole_word: choose whole words (all pieces of a word together).
         seed: the masking seed.
     """

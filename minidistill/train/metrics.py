@@ -91,7 +91,8 @@ def entity_scores(pred_tags, gold_tags, scheme: str | None = None) -> dict:
     """Entity-level micro precision / recall / F1, per-type scores and word accuracy.
 
     Args:
-        pred_tags, gold_tags: per sentence a list of tag names (equal lengths).
+        pred_tags: per sentence a list of predicted tag names.
+        gold_tags: per sentence the gold tag names (as many as predicted).
 
     Returns:
         ``{"precision", "recall", "f1", "token_accuracy", "per_type": {type: {...}}}``.
