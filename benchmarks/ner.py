@@ -175,6 +175,20 @@ def write(table: list, meta: dict) -> None:
         lines.append(f"| {r['label']} | {r['seeds']} | {r['parameters'] / 1e6:.1f}M | {r['dev_f1']:.4f} | "
                      f"{r['test_f1']:.4f} ± {r['test_f1_sd']:.4f} | {r['retention']:.1f}% | {r['seq_per_s']:.0f} | "
                      f"{r['speedup']:.2f}× | {wall} |")
+    rows = {r["name"]: r for r in table}
+
+    def verdict(name, retention, speedup=None):
+        r = rows.get(name)
+        if r is None:
+            return f"`{name}` not run"
+        ok = r["retention"] >= retention and (speedup is None or r["speedup"] >= speedup)
+        got = f"{r['retention']:.1f}%" + (f" at {r['speedup']:.1f}×" if speedup is not None else "")
+        want = f"≥ {retention}%" + (f" at ≥ {speedup}×" if speedup is not None else "")
+        return f"{r['label']}: {got} ({'met' if ok else 'missed'}; target {want})"
+
+    best_lstm = max((n for n in ("bilstm-hard", "bilstm-soft") if n in rows), key=lambda n: rows[n]["retention"],
+                    default="bilstm-hard")
+    lines += ["", "Targets (XtremeDistil's regime): " + verdict("kd-2l", 95) + "; " + verdict(best_lstm, 90, 10) + "."]
     write_block("ner", lines)
 
 
