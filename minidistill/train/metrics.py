@@ -174,7 +174,7 @@ def squad_scores(predictions, gold_answers, version_2: bool | None = None) -> di
         em.append(max(squad_exact(pred, g) for g in golds))
         f1s.append(max(squad_f1(pred, g) for g in golds))
     em, f1s = np.asarray(em), np.asarray(f1s)
-    out = {"exact_match": float(100.0 * em.mean()) if len(em) else 0.0, "f1": float(100.0 * f1s.mean()) if len(f1s) else 0.0}
+    out = {"f1": float(100.0 * f1s.mean()) if len(f1s) else 0.0, "exact_match": float(100.0 * em.mean()) if len(em) else 0.0}
     has = np.asarray([bool(g) for g in gold_answers])
     if has.any() and not has.all():
         out.update({"HasAns_exact": float(100.0 * em[has].mean()), "HasAns_f1": float(100.0 * f1s[has].mean()),
