@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import CheckpointError, write_json
-from .datasets import DataError, batch_order
+from .datasets import DataError, batch_order, iter_json_lines
 
 TEXT_SUFFIXES = (".txt", ".text")
 JSON_SUFFIXES = (".jsonl", ".json")
@@ -58,18 +58,9 @@ def iter_documents(paths, text_field: str = "text"):
     """Yield the documents of ``paths`` in order, one string each, reading line by line."""
     for path in corpus_files(paths):
         if path.suffix.lower() in JSON_SUFFIXES:
-            with open(path, encoding="utf-8") as f:
-                for n, line in enumerate(f, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise DataError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
-                    if text_field not in row:
-                        raise DataError(f"{path}, line {n}: no {text_field!r} field")
-                    if str(row[text_field]).strip():
-                        yield str(row[text_field])
+            for _, row in iter_json_lines(path, text_field):
+                if str(row[text_field]).strip():
+                    yield str(row[text_field])
             continue
         lines = []
         with open(path, encoding="utf-8", errors="strict") as f:

@@ -18,6 +18,7 @@ import csv
 import functools
 import hashlib
 import io
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -293,6 +294,23 @@ def _check_text_file(path: Path) -> None:
         except UnicodeDecodeError as e:
             line = raw[: e.start].count(b"\n") + 1
             raise DataError(f"{path}, line {line}: not valid UTF-8 (byte {raw[e.start]:#04x} at offset {e.start})") from None
+
+
+def iter_json_lines(path: Path, required: str):
+    """``(line number, object)`` for every non-blank line of a JSON-lines file, streamed; an
+    invalid line or one without the ``required`` field is a :class:`DataError` naming both."""
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict) or required not in row:
+                fields = sorted(row) if isinstance(row, dict) else type(row).__name__
+                raise DataError(f"{path}, line {n}: no {required!r} field (fields: {fields})")
+            yield n, row
 
 
 def _format_of(path: Path, fmt: str | None) -> str:

@@ -22,13 +22,12 @@ against the scheme and names the file, the sentence and the token of a bad one. 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .datasets import DataError, TaskSpec, WindowedDataset, _check_text_file, task_name_of
+from .datasets import DataError, TaskSpec, WindowedDataset, _check_text_file, iter_json_lines, task_name_of
 
 SCHEMES = {"BIO": ("B", "I"), "IOB2": ("B", "I"), "BIOES": ("B", "I", "E", "S"), "IOBES": ("B", "I", "E", "S")}
 ENTITY_METRICS = ("f1", "precision", "recall", "token_accuracy")
@@ -163,36 +162,27 @@ def read_token_jsonl(path, tokens_key: str = "tokens", tags_key: str | None = "t
     path = Path(path)
     _check_text_file(path)
     sentences, tags = [], [] if tags_key is not None else None
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
-            if tokens_key not in row:
-                raise DataError(f"{path}, line {n}: no {tokens_key!r} field (fields: {sorted(row)})")
-            words = [str(w) for w in row[tokens_key]]
-            if not words:
-                continue
-            sentences.append(words)
-            if tags_key is None:
-                continue
-            if tags_key not in row:
-                raise DataError(f"{path}, line {n}: no {tags_key!r} field (fields: {sorted(row)})")
-            t = row[tags_key]
-            if len(t) != len(words):
-                raise DataError(f"{path}, line {n}: {len(words)} tokens but {len(t)} tags")
-            if t and all(isinstance(x, int) for x in t):
-                if labels is None:
-                    raise DataError(f"{path}, line {n}: tags are ids; give the tag names (labels=…) to read them")
-                if any(not 0 <= x < len(labels) for x in t):
-                    raise DataError(f"{path}, line {n}: a tag id is outside 0..{len(labels) - 1}")
-                t = [labels[x] for x in t]
-            tags.append([str(x) for x in t])
-            if scheme is not None:
-                validate_tags(tags[-1], scheme, f"{path}, sentence {len(sentences)} (line {n}), ", strict)
+    for n, row in iter_json_lines(path, tokens_key):
+        words = [str(w) for w in row[tokens_key]]
+        if not words:
+            continue
+        sentences.append(words)
+        if tags_key is None:
+            continue
+        if tags_key not in row:
+            raise DataError(f"{path}, line {n}: no {tags_key!r} field (fields: {sorted(row)})")
+        t = row[tags_key]
+        if len(t) != len(words):
+            raise DataError(f"{path}, line {n}: {len(words)} tokens but {len(t)} tags")
+        if t and all(isinstance(x, int) for x in t):
+            if labels is None:
+                raise DataError(f"{path}, line {n}: tags are ids; give the tag names (labels=…) to read them")
+            if any(not 0 <= x < len(labels) for x in t):
+                raise DataError(f"{path}, line {n}: a tag id is outside 0..{len(labels) - 1}")
+            t = [labels[x] for x in t]
+        tags.append([str(x) for x in t])
+        if scheme is not None:
+            validate_tags(tags[-1], scheme, f"{path}, sentence {len(sentences)} (line {n}), ", strict)
     if not sentences:
         raise DataError(f"{path} holds no sentences")
     return sentences, tags
