@@ -231,8 +231,9 @@ def logit_distributions(student_out, teacher_out, batch):
     return [(s, t, Tensor._wrap(rows, ops), None)]
 
 
-def _keys_mask(keys, like):
-    return None if keys is None else keys.data != 0 if isinstance(keys, Tensor) else keys != 0
+def _keys_mask(keys):
+    """The boolean keep-mask of a ``keys`` tensor (None: every entry)."""
+    return None if keys is None else keys.data != 0
 
 
 def _masked_kl(log_q: Tensor, p_or_log_p: Tensor, rows: Tensor, log_target: bool) -> Tensor:
@@ -259,7 +260,7 @@ class SoftKD(Objective, Module):
         total = None
         for s, t, rows, keys in parts:
             # BEGIN TASK 4.1
-            mask = _keys_mask(keys, s)
+            mask = _keys_mask(keys)
             log_q = F.log_softmax(s * (1.0 / T), mask=mask)  # (N, K)
             log_p = F.log_softmax(t * (1.0 / T), mask=mask)
             term = _masked_kl(log_q, log_p, rows, log_target=True) * (T * T)
@@ -292,12 +293,15 @@ class HardKD(Objective, Module):
                 p = np.exp(tn - tn.max(-1, keepdims=True))
                 p /= p.sum(-1, keepdims=True)
                 r = np.where(p.max(-1) >= self.threshold, r, 0.0)
-            onehot = np.zeros(tn.shape)
-            onehot[np.arange(len(target)), target] = 1.0
-            # KL(one-hot ‖ q) = −log q[target]: the cross-entropy, masked like the soft objective
-            log_q = F.log_softmax(s, mask=_keys_mask(keys, s))
-            term = _masked_kl(log_q, _const(onehot, s), Tensor._wrap(ops.asarray(r.reshape(-1, 1), dtype=s.dtype), ops),
-                              log_target=False)
+            if keys is None:  # over every class: the cross-entropy on the counted rows
+                counted = np.where(r > 0, target, -100).astype(np.int64)
+                term = F.cross_entropy(s, ops.asarray(counted), ignore_index=-100) if (r > 0).any() else s.sum() * 0.0
+            else:  # over a row's real entries only: KL(one-hot ‖ q) = −log q[target], q a masked softmax
+                onehot = np.zeros(tn.shape)
+                onehot[np.arange(len(target)), target] = 1.0
+                log_q = F.log_softmax(s, mask=_keys_mask(keys))
+                term = _masked_kl(log_q, _const(onehot, s), Tensor._wrap(ops.asarray(r.reshape(-1, 1), dtype=s.dtype), ops),
+                                  log_target=False)
             total = term if total is None else total + term
         return total * (1.0 / len(parts))
 
