@@ -735,19 +735,17 @@ class BertTaskModel(BertPreTrainedModel):
         tied = getattr(self, "tied_weights", {})
         if tied:
             weights = dict(weights)
-            bare = {k[len("bert."):] if k.startswith("bert.") else k: k for k in weights}
             for name, source in tied.items():
                 if name not in weights:
                     continue
-                src = weights.get(source, weights.get(bare.get(source[len("bert."):], ""), None)) \
-                    if source.startswith("bert.") else weights.get(source)
+                src = weights.get(source)
+                if src is None and source.startswith("bert."):
+                    src = weights.get(source[len("bert."):])  # a checkpoint without the bert. prefix
                 if src is not None and (np.shape(src) != np.shape(weights[name]) or not np.array_equal(src, weights[name])):
                     raise io.CheckpointError(f"{path}: {name} differs from {source}, which it is tied to; "
                                              "an untied masked-LM head is not a BERT checkpoint")
                 weights.pop(name)
-        own_tied = set(tied)
-        info = super()._load_checkpoint_weights(weights, path, skip=own_tied)
-        return info
+        return super()._load_checkpoint_weights(weights, path, skip=set(tied))
 
     def layer_groups(self) -> list:
         """Parameter groups from the top, for gradual unfreezing: head (and pooler), the layers
