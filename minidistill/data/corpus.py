@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import assets
 from ..fileio import CheckpointError, write_json
 from .datasets import DataError, batch_order, iter_json_lines
 
@@ -36,12 +37,32 @@ JSON_SUFFIXES = (".jsonl", ".json")
 FORMAT = "minidistill-corpus-cache-1"
 
 
+CORPORA = {"debian-docs": {"train": "train.jsonl", "valid": "valid.jsonl"}}
+
+
+def resolve_corpus(spec) -> list:
+    """Corpus files from a spec: a named corpus asset (``"debian-docs"`` is its training split,
+    ``"debian-docs:valid"`` its held-out pages; fetched on first use), or files / folders."""
+    specs = [spec] if isinstance(spec, (str, Path)) else list(spec)
+    out = []
+    for s in specs:
+        name, _, split = str(s).partition(":")
+        if name in CORPORA and not Path(str(s)).exists():
+            splits = CORPORA[name]
+            split = split or "train"
+            if split not in splits:
+                raise DataError(f"corpus {name!r} has splits {', '.join(splits)}, not {split!r}")
+            out.append(assets.path(name) / splits[split])
+        else:
+            out.append(Path(s))
+    return out
+
+
 def corpus_files(paths) -> list:
     """The files of ``paths`` (files, or folders read recursively), sorted within each folder;
     only ``.txt`` / ``.text`` / ``.jsonl`` / ``.json`` files are taken from folders."""
-    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     out = []
-    for p in map(Path, paths):
+    for p in resolve_corpus(paths):
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES + JSON_SUFFIXES)
             if not found:
