@@ -139,3 +139,24 @@ def test_kd_on_masked_lm_logits_counts_the_masked_positions_only(hf_folder, mini
         t2 = teacher(input_ids=wide["input_ids"], attention_mask=wide["attention_mask"])
         s2 = student(input_ids=wide["input_ids"], attention_mask=wide["attention_mask"])
     assert abs(SoftKD(temperature=1.0)(s2, t2, wide).item() - loss) < 1e-12
+
+
+@pytest.mark.parametrize("name", ["numpy", "torch"])
+def test_decoding_the_masked_positions_only_equals_the_full_head(hf_folder, name):
+    """``masked_positions`` decodes only those rows: logits equal the full logits' rows, the loss
+    and every gradient equal the full head's (the other positions have label -100)."""
+    labels = _labels()
+    keep = labels != -100
+    full = BertForMaskedLM.from_pretrained(hf_folder, backend=name, dtype="float64")
+    sparse = BertForMaskedLM.from_pretrained(hf_folder, backend=name, dtype="float64")
+    a = full(input_ids=IDS, attention_mask=MASK, labels=labels)
+    b = sparse(input_ids=IDS, attention_mask=MASK, labels=labels, masked_positions=keep)
+    assert b.logits.shape == (int(keep.sum()), 50)
+    np.testing.assert_allclose(b.logits.numpy(), a.logits.numpy()[keep], atol=1e-12)
+    a.loss.backward()
+    b.loss.backward()
+    assert abs(a.loss.item() - b.loss.item()) < 1e-12
+    for (n, p), (_, q) in zip(full.named_parameters(), sparse.named_parameters()):
+        np.testing.assert_allclose(q.backend.to_numpy(q.grad), p.backend.to_numpy(p.grad), atol=1e-12, err_msg=n)
+    with pytest.raises(ValueError, match="masked_positions has shape"):
+        sparse(input_ids=IDS, attention_mask=MASK, masked_positions=keep[:, :3])

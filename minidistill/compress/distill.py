@@ -34,7 +34,7 @@ from ..core.tensor import Tensor, autocast, no_grad
 from ..fileio import write_json
 from ..data.cache import TeacherCache, data_fingerprint
 from ..data.datasets import model_inputs
-from ..models.bert import ModelOutput
+from ..models.bert import ModelOutput, head_inputs
 from ..train import distributed
 from ..train.optim import param_groups
 from ..train.trainer import TrainConfig, Trainer, has_checkpoint, restore_model
@@ -179,7 +179,7 @@ def _run(teacher, student, tokenizer, data, eval_data, stage: Stage, cfg: TrainC
         inputs = model_inputs(batch)
         t_out = lookup(batch) if objectives else None
         targets = {"labels": batch.get("labels")} if task_weight else {}  # a bare encoder takes no labels
-        s_out = model(**inputs, **targets, **flags)
+        s_out = model(**inputs, **targets, **head_inputs(model, batch), **flags)
         loss = total_loss(objectives, s_out, t_out, batch) if objectives else None
         if task_weight:
             task = s_out.loss * task_weight
@@ -208,7 +208,7 @@ def _teacher_outputs(teacher, tokenizer, data, objectives, cfg: TrainConfig, cac
     if cache_dir is None or live_only or masked or not hasattr(data, "texts"):
         def live(batch):
             with no_grad():
-                return teacher(**model_inputs(batch), **flags)
+                return teacher(**model_inputs(batch), **head_inputs(teacher, batch), **flags)
         return live
     hidden = sorted({j for obj in objectives if "hidden_states" in obj.needs for _, j in obj.layer_map.pairs})
     precision = cfg.precision if cfg.precision_eval else "fp32"  # a bf16 cache never serves an fp32 run

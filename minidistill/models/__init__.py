@@ -18,7 +18,7 @@ from .config import BertConfig
 from ..fileio import CheckpointError
 from .minialbert import (MiniAlbertConfig, MiniAlbertForQuestionAnswering, MiniAlbertForSequenceClassification,
                          MiniAlbertForTokenClassification)
-from .bert import BERT_TASK_MODELS, TASK_HEADS, TaskHead, head_kind
+from .bert import BERT_TASK_MODELS, TASK_HEADS, TaskHead, head_inputs, head_kind
 from .auto import load_model, model_class
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "TASK_HEADS",
     "TaskHead",
     "head_kind",
+    "head_inputs",
     "load_model",
     "model_class",
     "ModelOutput",

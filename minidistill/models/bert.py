@@ -679,12 +679,28 @@ class MaskedLMHead(TaskHead):
         """The transform and the bias (the decoder's weight is the embeddings')."""
         return [self.cls.predictions.transform]
 
-    def head_output(self, out, labels=None) -> ModelOutput:
-        """Logits (B, T, V) from ``out.last_hidden_state``, and the loss with ``labels``."""
-        logits = self.cls(out.last_hidden_state)  # (B, T, V)
+    def head_output(self, out, labels=None, masked_positions=None) -> ModelOutput:
+        """Logits (B, T, V) from ``out.last_hidden_state``, and the loss with ``labels``.
+
+        With ``masked_positions`` (B, T) (non-zero where a token was masked; the batch's
+        ``token_mask``), only those positions are decoded, as BERT's pre-training code does:
+        logits (N, V) for the N masked positions in row-major order, ``labels`` taken at the same
+        positions. The decoder over the whole vocabulary is most of a small student's cost, and
+        only masked positions enter the masked-LM loss and the KD on its logits.
+        """
+        h = out.last_hidden_state  # (B, T, D)
+        raw = None if labels is None else np.asarray(labels.numpy() if isinstance(labels, Tensor) else labels)
+        if masked_positions is not None:
+            m = np.asarray(masked_positions.numpy() if isinstance(masked_positions, Tensor) else masked_positions)
+            if m.shape != tuple(h.shape[:2]):
+                raise ValueError(f"masked_positions has shape {m.shape}, the inputs {tuple(h.shape[:2])}")
+            rows = np.flatnonzero(m.reshape(-1) != 0)  # (N,)
+            h = h.reshape(-1, h.shape[-1])[rows]  # (N, D)
+            raw = None if raw is None else raw.reshape(-1)[rows]  # (N,)
+        logits = self.cls(h)  # (B, T, V) or (N, V)
         loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits, _as_labels(labels, logits), ignore_index=-100)
+        if raw is not None:
+            loss = F.cross_entropy(logits, _as_labels(raw, logits), ignore_index=-100)
         return _task_output(out, loss=loss, logits=logits)
 
 
@@ -698,6 +714,14 @@ def head_kind(model) -> str | None:
             return kind
     inner = getattr(model, "successor", None) or getattr(model, "model", None)
     return head_kind(inner) if isinstance(inner, Module) and inner is not model else None
+
+
+def head_inputs(model, batch: dict) -> dict:
+    """Extra forward arguments a model's head takes from a batch: a masked-LM model decodes only
+    the masked positions of a masked batch (``masked_positions`` = its ``token_mask``)."""
+    if head_kind(model) == "mlm" and batch.get("token_mask") is not None:
+        return {"masked_positions": batch["token_mask"]}
+    return {}
 
 
 def _task_output(out, **head) -> ModelOutput:

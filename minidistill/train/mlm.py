@@ -36,9 +36,8 @@ def evaluate_masked_lm(model, tokenizer, data, batch_size: int = 32, max_length:
         for k, batch in enumerate(data.batches(tokenizer, batch_size, max_length, shuffle=False)):
             if max_batches is not None and k >= max_batches:
                 break
-            logits = model(**model_inputs(batch)).logits.numpy().astype(np.float64)  # (B, T, V)
             keep = batch["labels"] != -100  # (B, T)
-            z = logits[keep]  # (N, V)
+            z = model(**model_inputs(batch), masked_positions=keep).logits.numpy().astype(np.float64)  # (N, V)
             gold = batch["labels"][keep]  # (N,)
             z = z - z.max(-1, keepdims=True)
             logp = z[np.arange(len(gold)), gold] - np.log(np.exp(z).sum(-1))
@@ -62,6 +61,10 @@ def fit_mlm_head(model, tokenizer, train_data, config: TrainConfig | None = None
     for p in (head.transform.dense.weight, head.transform.dense.bias, head.transform.LayerNorm.weight,
               head.transform.LayerNorm.bias, head.bias):
         p.requires_grad = True
-    trainer = Trainer(model, tokenizer, train_data, None, config or TrainConfig(lr=1e-3, max_steps=500))
+    def masked_loss(m, batch):  # the decoder runs on the masked positions only
+        return m(**model_inputs(batch), labels=batch["labels"], masked_positions=batch["labels"] != -100).loss
+
+    trainer = Trainer(model, tokenizer, train_data, None, config or TrainConfig(lr=1e-3, max_steps=500),
+                      compute_loss=masked_loss)
     trainer.train()
     return trainer
