@@ -208,3 +208,73 @@ def test_the_original_layer_map_has_no_embedding_pair():
     for obj in objectives[1:]:
         assert all(s > 0 for s, _ in obj.layer_map.pairs) or obj.layer_map.kind == "attention"
     assert objectives[2].layer_map.pairs == ((1, 2), (2, 4))
+
+
+def _mlm(dtype="float64", seed=0):
+    from minidistill.models import MiniAlbertForMaskedLM
+
+    md.manual_seed(seed)
+    m = MiniAlbertForMaskedLM(MiniAlbertConfig(**{**BASE, "embedding_size": 8, "adapter_reduction": 2}))
+    m.to(dtype=dtype).eval()
+    rng = np.random.default_rng(seed + 1)
+    for p in m.parameters():
+        p.data = p.backend.asarray(p.numpy() + 0.3 * rng.standard_normal(p.shape), dtype=p.dtype.name)
+    return m
+
+
+@pytest.mark.torch
+def test_masked_lm_head_is_albert_s_decoder_path(tmp_path):
+    """The MLM head maps H → E and decodes with the E-wide word table (tied): its logits equal
+    transformers' AlbertMLMHead loaded with the same weights, on our encoder's output."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.albert.modeling_albert import AlbertMLMHead
+    from minidistill.models import MiniAlbertForMaskedLM
+
+    m = _mlm()
+    pred = m.cls.predictions
+    assert pred.decoder.weight is m.embeddings.word_embeddings.weight and pred.decoder.weight.shape == (30, 8)
+    assert pred.transform.dense.weight.shape == (8, 16)
+    out = m(IDS, MASK, TYPES, output_hidden_states=True)
+    cfg = transformers.AlbertConfig(vocab_size=30, embedding_size=8, hidden_size=16, hidden_act="gelu",
+                                    layer_norm_eps=m.config.layer_norm_eps)
+    ref = AlbertMLMHead(cfg).double()
+    st = {k: torch.tensor(v.numpy()) for k, v in dict(m.named_parameters(remove_duplicate=False)).items()}
+    with torch.no_grad():
+        ref.dense.weight.copy_(st["cls.predictions.transform.dense.weight"])
+        ref.dense.bias.copy_(st["cls.predictions.transform.dense.bias"])
+        ref.LayerNorm.weight.copy_(st["cls.predictions.transform.LayerNorm.weight"])
+        ref.LayerNorm.bias.copy_(st["cls.predictions.transform.LayerNorm.bias"])
+        ref.decoder.weight.copy_(st["embeddings.word_embeddings.weight"])
+        ref.bias.copy_(st["cls.predictions.bias"])
+        ref.decoder.bias = ref.bias
+        want = ref(torch.tensor(out.hidden_states[-1].numpy())).numpy()
+    np.testing.assert_allclose(out.logits.numpy(), want, atol=1e-10)
+    # saved once, loaded tied; a sentence model takes the encoder and skips the head
+    m.save_pretrained(tmp_path / "mlm")
+    back = MiniAlbertForMaskedLM.from_pretrained(tmp_path / "mlm", dtype="float64")
+    assert back.cls.predictions.decoder.weight is back.embeddings.word_embeddings.weight
+    np.testing.assert_allclose(back(IDS, MASK, TYPES).logits.numpy(), out.logits.numpy(), atol=1e-12)
+    seq = MiniAlbertForSequenceClassification.from_pretrained(tmp_path / "mlm")
+    assert any(k.startswith("cls.") for k in seq.loading_info["ignored"])
+    np.testing.assert_array_equal(seq.encoder.shared_layer.output.dense.weight.numpy(),
+                                  back.encoder.shared_layer.output.dense.weight.numpy().astype(np.float32))
+
+
+def test_minialbert_student_of_a_masked_lm_teacher():
+    from minidistill.models import BertForMaskedLM, MiniAlbertForMaskedLM
+
+    md.manual_seed(0)
+    teacher = BertForMaskedLM(BertConfig(**{k: v for k, v in BASE.items() if k != "num_labels"}))
+    teacher.to(dtype="float64").eval()
+    student = make_minialbert(teacher, embedding_size=8, num_repeats=2, adapter_reduction=4)
+    assert type(student) is MiniAlbertForMaskedLM
+    assert student.cls.predictions.decoder.weight is student.embeddings.word_embeddings.weight
+    np.testing.assert_array_equal(student.cls.predictions.bias.numpy(), teacher.cls.predictions.bias.numpy())
+    labels = np.where(MASK == 1, IDS, -100)
+    out = student(IDS, MASK, labels=labels)
+    out.loss.backward()
+    assert out.logits.shape == (3, 7, 30) and np.isfinite(out.loss.item())
+    assert np.abs(np.asarray(student.cls.predictions.transform.dense.weight.grad)).sum() > 0
+    with pytest.raises(ValueError, match="does not unroll into a BertForMaskedLM"):
+        fold(student, unroll=True)

@@ -184,7 +184,7 @@ def test_bad_targets_and_folds_raise_clear_errors():
         WIDModel(teacher, WIDConfig(hidden_size=16, num_attention_heads=2))
     with pytest.raises(ValueError, match="w_step"):
         WIDConfig(w_step=0)
-    with pytest.raises(TypeError, match="a BERT task model .sentence, token or QA head. or a BertModel, got CompactedLinear"):
+    with pytest.raises(TypeError, match="a BERT task model .sentence, token, QA or masked-LM head. or a BertModel, got CompactedLinear"):
         WIDModel(CompactedLinear.__new__(CompactedLinear))
     wid = WIDModel(teacher, WIDConfig(hidden_size=8, intermediate_size=12, num_attention_heads=2))
     wid.groups["ffn.0"].keep[:3] = 0.0  # one layer pruned further than the other
@@ -203,3 +203,49 @@ def test_fold_of_a_model_with_nothing_to_fold_returns_a_copy_and_says_so():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fold(WIDModel(teacher, WIDConfig()))  # identity WID folds without complaint
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_fold_of_a_masked_lm_keeps_the_head_and_the_tie(backend):
+    """WID of a BertForMaskedLM: the decoder reads the words through the embedding compactor,
+    so the folded BertForMaskedLM (its decoder tied to the folded table) gives the hard-masked
+    model's logits over the vocabulary (1e-9, float64); the transform is compacted too."""
+    from minidistill.models import BertForMaskedLM
+
+    with md.use_backend(backend):
+        teacher = toy_teacher(BertForMaskedLM)
+    wid = WIDModel(teacher, WIDConfig(hidden_size=8, intermediate_size=12, num_attention_heads=2)).eval()
+    assert wid(IDS, MASK).logits.shape == (*IDS.shape, teacher.config.vocab_size)
+    randomise(wid)
+    wid.prune_to_target()
+    wid.harden()
+    folded = fold(wid)
+    assert type(folded) is BertForMaskedLM and folded.config.hidden_size == 8
+    assert folded.cls.predictions.decoder.weight is folded.bert.embeddings.word_embeddings.weight
+    np.testing.assert_allclose(folded(IDS, MASK).logits.numpy(), wid(IDS, MASK).logits.numpy(), atol=1e-9, rtol=0)
+    # the decoder is the compacted word table: moving it moves both ends of the model
+    names = [n for n, _ in wid.named_parameters()]
+    assert "model.cls.predictions.transform.dense.row_compactor" in names
+    assert "model.cls.predictions.transform.dense.col_compactor" in names
+
+
+@pytest.mark.torch
+def test_folded_masked_lm_loads_in_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    import torch
+    from minidistill.models import BertForMaskedLM
+
+    wid = WIDModel(toy_teacher(BertForMaskedLM, dtype="float32"),
+                   WIDConfig(hidden_size=8, intermediate_size=12, num_attention_heads=2)).eval()
+    randomise(wid, scale=0.1)
+    wid.prune_to_target()
+    wid.harden()
+    folded = fold(wid)
+    folded.save_pretrained(tmp_path / "folded")
+    hf = transformers.BertForMaskedLM.from_pretrained(str(tmp_path / "folded"), attn_implementation="eager").eval()
+    assert hf.config.hidden_size == 8
+    assert hf.cls.predictions.decoder.weight.data_ptr() == hf.bert.embeddings.word_embeddings.weight.data_ptr()
+    with torch.no_grad():
+        theirs = hf(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK)).logits.numpy()
+    np.testing.assert_allclose(theirs, folded(IDS, MASK).logits.numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(theirs, wid(IDS, MASK).logits.numpy(), atol=1e-5, rtol=0)

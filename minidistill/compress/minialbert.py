@@ -13,7 +13,11 @@ principal directions of its word table, with the projection and mean as ``P`` an
     p_E = p V,  t_E = t V,  P = V,  b = mean   ⇒   (w_E + p_E + t_E) Pᵀ + b ≈ w + p + t
 
 and the shared layer is a copy of one teacher layer (``shared_init``). Adapters start as
-identities, pooler and classifier are the teacher's.
+identities, pooler and classifier are the teacher's. A masked-LM teacher gives a masked-LM
+student with ALBERT's decoder path (``MiniAlbertForMaskedLM``: transform H → E, LayerNorm over
+E, decoder tied to the E-wide table): its transform starts as the teacher's projected onto the
+same directions, ``W_t' = Vᵀ W_t``, ``b_t' = Vᵀ b_t`` (LayerNorm fresh), and the vocabulary bias
+is the teacher's.
 
 The original distillation loss (T = 1, student layer l ↔ teacher layer 2l + 1)::
 
@@ -65,11 +69,8 @@ def make_minialbert(teacher, embedding_size: int = 128, num_repeats: int | None 
         seed: for the fresh weights (adapters, a random shared layer).
     """
     kind = head_kind(teacher) if isinstance(teacher, BertTaskModel) else None
-    if kind == "mlm":
-        raise TypeError("a MiniALBERT masked-LM student needs a decoder path through its factorised embeddings, "
-                        "which is not built yet; distil a task model")
     if kind is None:
-        raise TypeError("make_minialbert needs a BERT task model teacher (sentence, token or QA head), got "
+        raise TypeError("make_minialbert needs a BERT task model teacher (sentence, token, QA or masked-LM head), got "
                         f"{type(teacher).__name__}")
     ct = teacher.config
     if embedding_size > ct.hidden_size:
@@ -102,7 +103,13 @@ def make_minialbert(teacher, embedding_size: int = 128, num_repeats: int | None 
     if student.pooler is not None:
         for k in ("pooler.dense.weight", "pooler.dense.bias"):
             state[k] = t["bert." + k]
-    state.update({k: t[k] for k in teacher.head_parameter_names()})
+    if kind == "mlm":  # ALBERT's decoder path: the transform maps H → E, the decoder is the E-wide table
+        head = "cls.predictions."
+        state[head + "bias"] = t[head + "bias"]
+        state[head + "transform.dense.weight"] = proj.T @ t[head + "transform.dense.weight"]  # (E, H)
+        state[head + "transform.dense.bias"] = proj.T @ t[head + "transform.dense.bias"]  # (E,)
+    else:
+        state.update({k: t[k] for k in teacher.head_parameter_names()})
     student.load_state_dict({k: np.asarray(v) for k, v in state.items()}, strict=False)
     student.train(teacher.training)
     student.shared_init = layer
@@ -135,6 +142,10 @@ def _fold_minialbert(model: MiniAlbertTaskModel, report):
     adapters, if any, still fold into dense ones)."""
     if not report.options.get("unroll"):
         return model
+    if model.kind == "mlm":
+        raise ValueError("a MiniALBERT masked-LM model does not unroll into a BertForMaskedLM: its decoder reads "
+                         "E-wide features normalised over E, which no H-wide BERT head reproduces exactly; "
+                         "fine-tune it on a task first (its encoder loads into any MiniALBERT head), then unroll")
     cfg, acfg = unrolled_config(model.config)
     ops = model.backend
     arr = {k: ops.to_numpy(v) for k, v in model.state_dict().items()}

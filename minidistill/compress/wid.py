@@ -11,6 +11,14 @@ identity, so training starts from the teacher exactly::
     y = R (W (C x) + b),      effective weight R W C,  effective bias R b.
 
 The embedding output gets one compactor C_e before its LayerNorm: ``LN(C_e (w + p + t))``.
+A masked-LM model (the original's setting) keeps its head in the stream's width: the transform
+``dense`` has compactors like any map and its LayerNorm is masked, and the decoder, tied to the
+word table E, reads the words as the stream receives them::
+
+    logits = h (E C_eᵀ)ᵀ + b,
+
+so folding keeps the tie: the folded table ``E_s = E C_e[S, :]ᵀ`` is both the embedding and
+the decoder of a plain ``BertForMaskedLM``.
 
 Masks. Dimensions that must be pruned together share one mask: the residual stream (the
 embedding compactor, the attention-output and FFN-output row compactors, the pooler, and
@@ -284,6 +292,27 @@ class WIDLayerNorm(Module):
         return f"{self.normalized_shape}, group={self.group.name}"
 
 
+class CompactedDecoder(Module):
+    """The masked-LM decoder tied to compacted word embeddings: the embeddings enter the stream
+    as ``C_e e_v``, so the tied decoder's weight is ``E C_eᵀ`` (V, D) and its logits
+    ``h (E C_eᵀ)ᵀ + b``; folding keeps the tie (``E_s = E C_e[S, :]ᵀ`` is both)."""
+
+    def __init__(self, decoder: Linear, embeddings_ln: WIDLayerNorm, state: _State):
+        self.weight, self.bias = decoder.weight, decoder.bias  # (V, D) the word table itself, (V,)
+        self.embeddings_ln, self.state = embeddings_ln, state
+
+    def forward(self, h: Tensor) -> Tensor:
+        """(…, D) → logits (…, V)."""
+        c = self.embeddings_ln.compactor  # (D, D)
+        if self.state.hard:
+            c = c * self.embeddings_ln.group.keep[:, None]
+        w = F.matmul(self.weight, F.transpose(c))  # (V, D): every word as the stream sees it
+        return F.linear(h, w, self.bias)  # (…, V)
+
+    def extra_repr(self):
+        return f"tied to the word embeddings through the embedding compactor, vocab={self.weight.shape[0]}"
+
+
 def _scale(p: Parameter, where: np.ndarray, factor: float) -> None:
     """``p ← p · factor`` where ``where`` is 1, unchanged elsewhere (in place, off the tape)."""
     mult = 1.0 - (1.0 - factor) * np.broadcast_to(where, p.shape)
@@ -307,11 +336,8 @@ class WIDModel(Module):
 
     def __init__(self, teacher, config: WIDConfig | None = None):
         if not isinstance(teacher, (BertTaskModel, BertModel)):
-            raise TypeError("WID compacts a BERT task model (sentence, token or QA head) or a BertModel, got "
+            raise TypeError("WID compacts a BERT task model (sentence, token, QA or masked-LM head) or a BertModel, got "
                             f"{type(teacher).__name__}")
-        if getattr(teacher, "kind", None) == "mlm":
-            raise ValueError("WID of a masked-LM model needs the embedding compactor on its tied decoder, which is "
-                             "not built yet; compact a task model or the bare encoder")
         self.wid_config = cfg = config or WIDConfig()
         tc = teacher.config
         h, d_ffn, heads = tc.hidden_size, tc.intermediate_size, tc.num_attention_heads
@@ -352,6 +378,11 @@ class WIDModel(Module):
         if isinstance(self.model, BertTaskModel):  # the head reads the residual stream, whatever the task
             for name in self.model.head_linears:
                 setattr(self.model, name, CompactedLinear(getattr(self.model, name), res, None, st, name))
+        if getattr(self.model, "kind", None) == "mlm":  # the transform stays in the stream's width
+            pred = self.model.cls.predictions
+            pred.transform.dense = CompactedLinear(pred.transform.dense, res, res, st, "cls.transform")
+            pred.transform.LayerNorm = WIDLayerNorm(pred.transform.LayerNorm, res, st)
+            pred.decoder = CompactedDecoder(pred.decoder, emb.LayerNorm, st)
         self.history: list[dict] = []
 
     # ----------------------------------------------------------- the model
@@ -532,6 +563,8 @@ def _fold_wid(wid: WIDModel, report) -> Module:
                 for table in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
                     key = f"{emb}.{table}.weight"
                     state[key] = _host(params[key]) @ c.T  # (V, D_s)
+    if getattr(model, "kind", None) == "mlm":  # the decoder is the folded word table; its bias stays
+        state["cls.predictions.bias"] = _host(model.cls.predictions.bias)
     cfg = model.config.replace(hidden_size=hidden, intermediate_size=ffn, num_attention_heads=heads,
                                extra=dict(model.config.extra))
     return build_like(model, cfg, state)

@@ -16,8 +16,8 @@ from .bert import (
 from .bilstm import BiLSTMConfig, BiLSTMStudent
 from .config import BertConfig
 from ..fileio import CheckpointError
-from .minialbert import (MiniAlbertConfig, MiniAlbertForQuestionAnswering, MiniAlbertForSequenceClassification,
-                         MiniAlbertForTokenClassification)
+from .minialbert import (MiniAlbertConfig, MiniAlbertForMaskedLM, MiniAlbertForQuestionAnswering,
+                         MiniAlbertForSequenceClassification, MiniAlbertForTokenClassification)
 from .bert import BERT_TASK_MODELS, TASK_HEADS, TaskHead, head_inputs, head_kind
 from .auto import load_model, model_class
 
@@ -36,6 +36,7 @@ __all__ = [
     "BertPreTrainedModel",
     "CheckpointError",
     "MiniAlbertConfig",
+    "MiniAlbertForMaskedLM",
     "MiniAlbertForQuestionAnswering",
     "MiniAlbertForSequenceClassification",
     "MiniAlbertForTokenClassification",

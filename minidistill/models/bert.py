@@ -613,13 +613,14 @@ class QuestionAnsweringHead(TaskHead):
 class BertPredictionHeadTransform(Module):
     """The masked-LM head's transform, ``LayerNorm(act(h W_tᵀ + b_t))`` (D → D), HF's names."""
 
-    def __init__(self, config: BertConfig):
-        self.dense = Linear(config.hidden_size, config.hidden_size)
+    def __init__(self, config: BertConfig, out_size: int | None = None):
+        out = out_size or config.hidden_size  # the decoder's width (ALBERT-style factorised tables: E)
+        self.dense = Linear(config.hidden_size, out)
         self.act = config.hidden_act
-        self.LayerNorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.LayerNorm = LayerNorm(out, eps=config.layer_norm_eps)
 
     def forward(self, h: Tensor) -> Tensor:
-        """(B, T, D) → (B, T, D)."""
+        """(B, T, D) → (B, T, D_out)."""
         x = self.dense(h)  # (B, T, D)
         return self.LayerNorm(F.gelu(x) if self.act == "gelu" else F.relu(x))
 
@@ -630,9 +631,10 @@ class BertLMPredictionHead(Module):
     ``cls.predictions.bias`` (HF ties ``decoder.bias`` to it)."""
 
     def __init__(self, config: BertConfig, word_embeddings: Parameter):
-        self.transform = BertPredictionHeadTransform(config)
+        width = word_embeddings.shape[1]  # D, or E for factorised embeddings
+        self.transform = BertPredictionHeadTransform(config, width)
         self.bias = Parameter(np.zeros(config.vocab_size, dtype=np.float32))
-        self.decoder = Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.decoder = Linear(width, config.vocab_size, bias=False)
         self.decoder.weight = word_embeddings  # (V, D), tied
         self.decoder.bias = self.bias
 
@@ -658,17 +660,20 @@ class MaskedLMHead(TaskHead):
     ``labels`` (B, T) over the positions not -100 (the masked ones)."""
 
     kind = "mlm"
-    #: tied names → the parameter they are (transformers stores them once, under the second name)
-    tied_weights = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
-                    "cls.predictions.decoder.bias": "cls.predictions.bias"}
+
+    @property
+    def tied_weights(self) -> dict:
+        """Tied names → the parameter they are (transformers stores them once, under the second)."""
+        table = "bert.embeddings.word_embeddings.weight" if hasattr(self, "bert") else "embeddings.word_embeddings.weight"
+        return {"cls.predictions.decoder.weight": table, "cls.predictions.decoder.bias": "cls.predictions.bias"}
 
     def init_head(self, config) -> None:
         """``cls.predictions`` with its decoder tied to this model's word embeddings."""
         self.cls = BertOnlyMLMHead(config, self.word_embeddings().weight)
 
     def word_embeddings(self):
-        """The word-embedding table the decoder is tied to."""
-        return self.bert.embeddings.word_embeddings
+        """The word-embedding table the decoder is tied to (its width is the decoder's)."""
+        return (self.bert if hasattr(self, "bert") else self).embeddings.word_embeddings
 
     def head_parameter_names(self):
         """The head's own weights (a checkpoint without ``cls.*`` leaves them fresh)."""
@@ -678,6 +683,24 @@ class MaskedLMHead(TaskHead):
     def head_modules(self) -> list:
         """The transform and the bias (the decoder's weight is the embeddings')."""
         return [self.cls.predictions.transform]
+
+    def _load_checkpoint_weights(self, weights: dict, path) -> dict:
+        """Tied weights (the masked-LM decoder) are their sources: a checkpoint that stores them
+        again (older transformers did) must agree with the source, and one that omits them
+        (transformers now, and our own files) loads as it is."""
+        tied = self.tied_weights
+        weights = dict(weights)
+        for name, source in tied.items():
+            if name not in weights:
+                continue
+            src = weights.get(source)
+            if src is None and source.startswith("bert."):
+                src = weights.get(source[len("bert."):])  # a checkpoint without the bert. prefix
+            if src is not None and (np.shape(src) != np.shape(weights[name]) or not np.array_equal(src, weights[name])):
+                raise io.CheckpointError(f"{path}: {name} differs from {source}, which it is tied to; "
+                                         "an untied masked-LM head is not a BERT checkpoint")
+            weights.pop(name)
+        return super()._load_checkpoint_weights(weights, path, skip=set(tied))
 
     def head_output(self, out, labels=None, masked_positions=None) -> ModelOutput:
         """Logits (B, T, V) from ``out.last_hidden_state``, and the loss with ``labels``.
@@ -751,25 +774,6 @@ class BertTaskModel(BertPreTrainedModel):
         others = {f"{name}." for head in TASK_HEADS.values() for name in head.head_linears} - {
             f"{name}." for name in self.head_linears}
         return base + tuple(sorted(others))
-
-    def _load_checkpoint_weights(self, weights: dict, path) -> dict:
-        """Tied weights (the masked-LM decoder) are their sources: a checkpoint that stores them
-        again (older transformers did) must agree with the source, and one that omits them
-        (transformers now, and our own files) loads as it is."""
-        tied = getattr(self, "tied_weights", {})
-        if tied:
-            weights = dict(weights)
-            for name, source in tied.items():
-                if name not in weights:
-                    continue
-                src = weights.get(source)
-                if src is None and source.startswith("bert."):
-                    src = weights.get(source[len("bert."):])  # a checkpoint without the bert. prefix
-                if src is not None and (np.shape(src) != np.shape(weights[name]) or not np.array_equal(src, weights[name])):
-                    raise io.CheckpointError(f"{path}: {name} differs from {source}, which it is tied to; "
-                                             "an untied masked-LM head is not a BERT checkpoint")
-                weights.pop(name)
-        return super()._load_checkpoint_weights(weights, path, skip=set(tied))
 
     def layer_groups(self) -> list:
         """Parameter groups from the top, for gradual unfreezing: head (and pooler), the layers

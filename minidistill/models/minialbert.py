@@ -41,8 +41,8 @@ from ..core.tensor import Tensor
 from ..nn.adapters import Adapter, AdapterConfig, phm_rule
 from ..nn.layers import Dropout, Embedding, LayerNorm, Linear
 from ..nn.module import Module, ModuleList
-from .bert import (BertEmbeddings, BertLayer, BertPooler, BertPreTrainedModel, ModelOutput, QuestionAnsweringHead,
-                   SequenceHead, TokenHead, keep_mask_from_attention_mask)
+from .bert import (BertEmbeddings, BertLayer, BertPooler, BertPreTrainedModel, MaskedLMHead, ModelOutput,
+                   QuestionAnsweringHead, SequenceHead, TokenHead, keep_mask_from_attention_mask)
 from .config import BertConfig
 
 
@@ -166,6 +166,12 @@ class MiniAlbertTaskModel(BertPreTrainedModel):
         self.init_head(config)
         self.init_weights()
 
+    @property
+    def ignored_checkpoint_keys(self):
+        """A checkpoint of another head loads (its head skipped); a masked-LM model keeps ``cls.``."""
+        base = BertPreTrainedModel.ignored_checkpoint_keys
+        return tuple(k for k in base if k != "cls.") if self.kind == "mlm" else base
+
     def init_weights(self) -> None:
         """BERT's initialisation, then every adapter back to its own (identity) start."""
         super().init_weights()
@@ -203,9 +209,18 @@ class MiniAlbertForQuestionAnswering(QuestionAnsweringHead, MiniAlbertTaskModel)
     """A MiniALBERT encoder with HF's ``qa_outputs`` span head (a QA student)."""
 
 
+class MiniAlbertForMaskedLM(MaskedLMHead, MiniAlbertTaskModel):
+    """A MiniALBERT encoder with ALBERT's masked-LM decoder path: the transform maps H → E
+    (``cls.predictions.transform``: dense, activation, LayerNorm over E) and the decoder is the
+    E-wide word table itself (tied), as the original's general distillation student has it::
+
+        logits = LN_E(act(h W_tᵀ + b_t)) wᵀ + b        W_t ∈ R^{E×H}, w ∈ R^{V×E}
+    """
+
+
 #: the MiniALBERT model class of each head kind
 MINIALBERT_TASK_MODELS = {"sequence": MiniAlbertForSequenceClassification, "token": MiniAlbertForTokenClassification,
-                          "qa": MiniAlbertForQuestionAnswering}
+                          "qa": MiniAlbertForQuestionAnswering, "mlm": MiniAlbertForMaskedLM}
 
 
 def embedding_tables_from(word: np.ndarray, position: np.ndarray, token_type: np.ndarray, width: int):
