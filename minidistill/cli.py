@@ -137,6 +137,35 @@ class _DistillBase:
     cache_dir: str | None = None  # cache the teacher's outputs here (reused by later runs on the same data)
 
 
+@dataclass
+class CorpusSection:
+    """The raw text of task-agnostic (general) distillation, packed and masked afresh each step."""
+
+    train: list = field(default_factory=lambda: ["debian-docs"])  # text / JSON-lines files or folders, or a named corpus (debian-docs)
+    held_out: list | None = None  # text to score masked-LM accuracy and perplexity on (default: a named corpus's valid split)
+    seq_len: int = 128  # tokens per packed sequence, [CLS] and [SEP] included
+    cross_documents: bool = False  # pack across document boundaries ([SEP] between them), BERT's pre-training layout
+    mlm_probability: float = 0.15  # share of the non-special tokens masked (80% [MASK], 10% random, 10% kept)
+    whole_word: bool = False  # mask whole words (every sub-word of a chosen word)
+    cache_dir: str = "runs/corpus-cache"  # where the tokenised corpora are kept (one folder per corpus and tokenizer)
+    max_held_out_batches: int | None = None  # score only the first N held-out batches (default: all)
+
+
+@dataclass
+class _GeneralBase:
+    """Everything ``minidistill general`` needs."""
+
+    teacher: ModelSection = field(default_factory=lambda: ModelSection(path="runs/mlm-head"))
+    student: StudentSection = field(default_factory=StudentSection)
+    objectives: ObjectivesSection = field(default_factory=ObjectivesSection)  # objectives.task: the student's own MLM loss
+    corpus: CorpusSection = field(default_factory=CorpusSection)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, max_steps=1000, batch_size=32, max_length=128,
+                                                                   warmup_ratio=0.05))
+    output_dir: str = "runs/general"  # where the general student, its tokenizer and metrics.json are saved
+    overwrite: bool = False  # replace a model already saved in output_dir
+    resume: bool | None = None  # continue a killed run from its checkpoints (default: when there are some of this run)
+
+
 #: Named recipes, each the measured one (benchmarks/RESULTS.md, MiniLM-L6 on rotten_tomatoes,
 #: 2 CPU cores): ``minidistill finetune --preset=teacher``. A preset is applied first; the TOML
 #: file and --section.key=value overrides change it.
@@ -171,6 +200,41 @@ PRESETS = {
 }
 
 
+_GENERAL = {"batch_size": 32, "max_length": 128, "warmup_ratio": 0.05}
+_NO_KD = {"soft_kd": 0.0}
+PRESETS["general"] = {
+    "kd": ("How to Distill (task-agnostic): 2-layer student (lower init), KD (T 1) on the masked-LM logits at the "
+           "masked positions + its own MLM loss",
+           {"student": {"kind": "transformer", "num_layers": 2, "init": "lower"},
+            "objectives": {"soft_kd": 1.0, "temperature": 1.0, "task": 1.0}, "train": {**_GENERAL, "lr": 2e-4}}),
+    "kd-hidden": ("kd + hidden-state MSE on the uniform layer map (student l ↔ teacher 3l, embeddings included)",
+                  {"student": {"kind": "transformer", "num_layers": 2, "init": "lower"},
+                   "objectives": {"soft_kd": 1.0, "temperature": 1.0, "task": 1.0, "hidden_mse": 1.0},
+                   "train": {**_GENERAL, "lr": 2e-4}}),
+    "kd-attention": ("kd + attention KL on the uniform layer map (student layer l ↔ teacher layer 3l + 2)",
+                     {"student": {"kind": "transformer", "num_layers": 2, "init": "lower"},
+                      "objectives": {"soft_kd": 1.0, "temperature": 1.0, "task": 1.0, "attention_kl": 1.0},
+                      "train": {**_GENERAL, "lr": 2e-4}}),
+    "minilm": ("MiniLM: 2-layer student (lower init), the last layer's attention distributions and value relations "
+               "(KL), no logit or MLM term, as the original",
+               {"student": {"kind": "transformer", "num_layers": 2, "init": "lower"},
+                "objectives": {**_NO_KD, "value_relation": 1.0}, "train": {**_GENERAL, "lr": 2e-4}}),
+    "minilmv2": ("MiniLMv2: the last layer's Q-Q, K-K and V-V relations (KL, 12 relation heads), no logit term",
+                 {"student": {"kind": "transformer", "num_layers": 2, "init": "lower"},
+                  "objectives": {**_NO_KD, "minilm_v2": 1.0, "relation_heads": 12}, "train": {**_GENERAL, "lr": 2e-4}}),
+    "wid": ("WID, task-agnostic as the original: compactors on every linear map (the MLM transform too), the MLM loss "
+            "only, pruned to 6 × 192 and folded to a plain BertForMaskedLM",
+            {"student": {"kind": "wid", "hidden_size": 192, "num_attention_heads": 6, "intermediate_size": 768},
+             "objectives": {**_NO_KD, "task": 1.0}, "train": {**_GENERAL, "lr": 1e-4}}),
+    "minialbert": ("MiniALBERT general distillation as the original: 1·MLM + 3·(attention KL + hidden cosine) + "
+                   "5·KL (T 1) on the MLM logits, layer map without an embedding pair; E 128, 6 repeats",
+                   {"student": {"kind": "minialbert"}, "minialbert": {"embedding_size": 128, "repeats": 6},
+                    "objectives": {"soft_kd": 5.0, "temperature": 1.0, "task": 1.0, "attention_kl": 3.0,
+                                   "hidden_cosine": 3.0, "hidden_map": "layers", "attention_map": "layers"},
+                    "train": {**_GENERAL, "lr": 2e-4}}),
+}
+
+
 def _with_method_sections(base, roles: tuple):
     """``base`` plus one config section per registered method of ``roles`` with settings: a
     student method's section is always there (read when ``student.kind`` names it); a training
@@ -190,6 +254,7 @@ def _with_method_sections(base, roles: tuple):
 
 FinetuneConfig = _with_method_sections(_FinetuneBase, ("training",))
 DistillConfig = _with_method_sections(_DistillBase, ("student", "training"))
+GeneralConfig = _with_method_sections(_GeneralBase, ("student", "training"))
 
 
 def _preset(command: str, name: str | None) -> dict:
@@ -314,6 +379,118 @@ def distill_run(cfg: DistillConfig, announce=print) -> dict:
         student, result["fold"] = _fold_student(student, announce)
     result["parameters"] = student.num_parameters()
     return _evaluate_and_save(student, tok, dev, test, cfg, result)
+
+
+def _packed_corpus(spec, tok, c: CorpusSection, seed: int, announce):
+    """A masked, packed corpus of ``spec`` (tokenised once into ``c.cache_dir``, a folder per
+    corpus and tokenizer, so several corpora and tokenizers live side by side)."""
+    import hashlib
+
+    from .data import CorpusCache, MaskingCollator, PackedCorpus, resolve_corpus
+    from .data.corpus import tokenizer_fingerprint
+
+    files = [str(p.resolve()) for p in resolve_corpus(spec)]
+    key = hashlib.sha1(json.dumps([files, tokenizer_fingerprint(tok)]).encode()).hexdigest()[:12]
+    folder = Path(c.cache_dir) / key
+    if not (folder / "meta.json").is_file() or not json.loads((folder / "meta.json").read_text()).get("complete"):
+        announce(f"tokenising {', '.join(map(str, spec))} into {folder} (once; an interrupted build resumes)")
+    cache = CorpusCache.build(folder, tok, files)
+    masking = MaskingCollator(tok, probability=c.mlm_probability, whole_word=c.whole_word, seed=seed)
+    return PackedCorpus(cache, tok, c.seq_len, cross_documents=c.cross_documents, masking=masking)
+
+
+def general_run(cfg, announce=print) -> dict:
+    """Task-agnostic distillation: a masked-LM (or bare-encoder) teacher, a student of any kind,
+    raw text masked afresh each step; the student's own MLM loss is ``objectives.task``.
+    Saves the general student (folded for WID), its tokenizer and ``metrics.json`` with the
+    held-out masked-LM accuracy and perplexity of the student and the teacher."""
+    import minidistill as md
+    from .compress import Stage, distill
+    from .models import head_kind, load_model
+    from .data import CORPORA, Tokenizer
+    from .fileio import write_json
+    from .train.mlm import evaluate_masked_lm
+
+    _check_output_dir(cfg)
+    path = _model_path(cfg.teacher.path, "teacher")
+    tok = Tokenizer.from_pretrained(path)
+    teacher = load_model(path, backend=cfg.teacher.backend, device=distributed.local_device(cfg.teacher.device))
+    announce = _join_workers(teacher, announce)
+    kind = head_kind(teacher)
+    if kind not in ("mlm", None):
+        raise ConfigError(f"general distillation needs a masked-LM teacher or a bare encoder; {cfg.teacher.path} has a "
+                          f"{kind} head (minidistill mlm-head fits a masked-LM head to a checkpoint without one)")
+    c = cfg.corpus
+    if c.seq_len > teacher.config.max_position_embeddings:
+        raise ConfigError(f"corpus.seq_len {c.seq_len} exceeds the teacher's {teacher.config.max_position_embeddings} "
+                          "positions")
+    held_spec = c.held_out
+    if held_spec is None:
+        names = {str(x).partition(":")[0] for x in c.train}
+        if len(names) != 1 or next(iter(names)) not in CORPORA:
+            raise ConfigError("corpus.held_out is required unless corpus.train is one named corpus "
+                              f"({', '.join(CORPORA)}), whose valid split is then used")
+        held_spec = [f"{next(iter(names))}:valid"]
+    train = _packed_corpus(list(c.train), tok, c, cfg.train.seed, announce)
+    held = _packed_corpus(list(held_spec), tok, c, 12345, announce)  # fixed masks: every model scored alike
+    train_cfg = dataclasses.replace(cfg.train, max_length=c.seq_len, eval_every=None, load_best_at_end=False,
+                                    early_stopping_patience=None)
+    total_steps = train_cfg.max_steps or train_cfg.epochs * train.num_batches(train_cfg.batch_size)
+    st = cfg.student
+    try:
+        method = registry.get(st.kind, "student")
+    except KeyError as e:
+        raise ConfigError(f"student.kind: {e.args[0]}") from None
+    if st.kind == "bilstm":
+        raise ConfigError("student.kind=bilstm has no masked-LM head: XtremeDistil's BiLSTM learns from a task "
+                          "teacher (minidistill distill)")
+    try:
+        student = method.build(teacher, st, getattr(cfg, st.kind, None), total_steps)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"student ({st.kind}): {e}") from None
+    o = cfg.objectives
+    if (o.soft_kd or o.hard_kd or o.logit_mse) and (kind != "mlm" or head_kind(student) != "mlm"):
+        raise ConfigError("logit objectives (soft_kd, hard_kd, logit_mse) compare masked-LM logits: the teacher and "
+                          "the student both need a masked-LM head")
+    if o.task and head_kind(student) != "mlm":
+        raise ConfigError("objectives.task is the student's own MLM loss: it needs a masked-LM student")
+    objectives = build_objectives(o, student, teacher)
+    train_cfg, resume = _checkpointing(dataclasses.replace(cfg, train=train_cfg), total_steps)
+    stage = Stage("general", objectives, o.task, data="train")
+    announce(f"general distillation of {cfg.teacher.path} ({teacher.num_parameters() / 1e6:.1f}M) into a {st.kind} "
+             f"student ({student.num_parameters() / 1e6:.1f}M): {len(train)} sequences of {c.seq_len}, "
+             f"{total_steps} steps of {train_cfg.batch_size}; objectives "
+             f"{', '.join(type(x).__name__ for x in objectives) or 'none'}" + (f" + MLM × {o.task}" if o.task else ""))
+    own = student.callbacks() if callable(getattr(student, "callbacks", None)) else None
+    callbacks = merge_callbacks(own, _training_callbacks(cfg))
+    if resume:
+        announce(f"continuing the killed run from its checkpoints in {train_cfg.checkpoint_dir}")
+    md.manual_seed(cfg.train.seed)
+    start = time.perf_counter()
+    student.train()
+    trainer = distill(teacher, student, tok, train, None, stages=[stage], transfer_data=train, config=train_cfg, callbacks=callbacks,
+                      resume=resume)
+    result = {"corpus": [str(x) for x in c.train], "held_out": [str(x) for x in held_spec],
+              "teacher_parameters": teacher.num_parameters(), "train_seconds": time.perf_counter() - start,
+              "steps": sum(r["steps"] for r in trainer.stage_log), "stages": trainer.stage_log}
+    if method.folds:
+        student, result["fold"] = _fold_student(student, announce)
+    student.eval()
+    result["parameters"] = student.num_parameters()
+    if head_kind(student) == "mlm":
+        bs = train_cfg.eval_batch_size
+        result["held_out_mlm"] = evaluate_masked_lm(student, tok, held, bs, c.seq_len, c.max_held_out_batches)
+        if kind == "mlm":
+            result["teacher_held_out_mlm"] = evaluate_masked_lm(teacher, tok, held, bs, c.seq_len, c.max_held_out_batches)
+    out = Path(cfg.output_dir)
+    if not distributed.is_main():
+        return {**result, "output_dir": str(out)}
+    student.save_pretrained(out)
+    tok.save_pretrained(out)
+    write_json(out / "metrics.json", {**result, "config": to_dict(cfg)})
+    _drop_checkpoints(cfg)
+    result["output_dir"] = str(out)
+    return result
 
 
 def _fold_student(student, announce) -> tuple:
@@ -563,7 +740,8 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
     """Fine-tune a BERT on a task; save it to ``cfg.output_dir``; return the figures."""
     import minidistill as md
     from .data import Tokenizer
-    from .models import BERT_TASK_MODELS, BertConfig
+    from .models import BertConfig
+    from .models.auto import task_model_class
     from .train import Trainer
     from .train.trainer import has_checkpoint, latest_checkpoint, time_step
 
@@ -582,7 +760,7 @@ def finetune(cfg: FinetuneConfig, announce=print) -> dict:
         labels["label2id"] = {str(n): i for i, n in enumerate(task.labels)}
     if cfg.classifier_pooling is not None:
         labels["classifier_pooling"] = cfg.classifier_pooling
-    model_cls = BERT_TASK_MODELS[task.kind]  # the task's head: sentence classifier, token tagger, QA spans
+    model_cls = task_model_class(path, task.kind)  # the task's head on the checkpoint's family (BERT, MiniALBERT)
     model = model_cls.from_pretrained(path, backend=cfg.model.backend,
                                       device=distributed.local_device(cfg.model.device), **labels)
     announce = _join_workers(model, announce)
@@ -1213,14 +1391,15 @@ def config_reference(what: str, markdown: bool = False) -> str:
                    "| command | preset | what it gives |", "| --- | --- | --- |"]
         presets += [f"| {cmd} | `{name}` | {about} |" for cmd in PRESETS for name, (about, _) in PRESETS[cmd].items()]
         return _CONFIG_PAGE + "\n".join([config_reference("methods", True), "", *presets, "",
-                                          config_reference("finetune", True), config_reference("distill", True)])
+                                          config_reference("finetune", True), config_reference("distill", True),
+                                          config_reference("general", True)])
     if what == "methods":
         rows = [(m.name, m.role, m.summary) for m in registry.methods().values()]
         if markdown:
             return "\n".join(["| method | role | what it does |", "| --- | --- | --- |"] +
                               [f"| `{n}` | {r} | {s} |" for n, r, s in rows])
         return "\n".join(f"{n:24s} {r:9s} {s}" for n, r, s in rows)
-    cls = FinetuneConfig if what == "finetune" else DistillConfig
+    cls = {"finetune": FinetuneConfig, "distill": DistillConfig, "general": GeneralConfig}[what]
     return help_markdown(cls, f"minidistill {what}") if markdown else help_text(cls)
 
 
@@ -1247,12 +1426,14 @@ def main(argv=None) -> int:
                           formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog("finetune", FinetuneConfig))
     p_di = sub.add_parser("distill", help="distil a fine-tuned teacher into a student (config + overrides)",
                           formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog("distill", DistillConfig))
-    for p_run, cmd in ((p_ft, "finetune"), (p_di, "distill")):
+    p_ge = sub.add_parser("general", help="task-agnostic distillation on raw text (masked LM; config + overrides)",
+                          formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog("general", GeneralConfig))
+    for p_run, cmd in ((p_ft, "finetune"), (p_di, "distill"), (p_ge, "general")):
         p_run.add_argument("--config", default=None, help="a TOML file")
         p_run.add_argument("--preset", default=None, choices=sorted(PRESETS[cmd]),
                            help="start from a named, measured recipe (the TOML file and overrides change it)")
     p_cfg = sub.add_parser("config", help="list the keys of finetune / distill, or the registered methods")
-    p_cfg.add_argument("what", choices=["finetune", "distill", "methods", "all"])
+    p_cfg.add_argument("what", choices=["finetune", "distill", "general", "methods", "all"])
     p_cfg.add_argument("--markdown", action="store_true", help="a Markdown table (the docs page is made this way)")
     p_ev = sub.add_parser("evaluate", help="evaluate a saved classifier")
     p_ev.add_argument("model_dir")
@@ -1342,6 +1523,18 @@ def main(argv=None) -> int:
                 print_table([{**result, "name": Path(cfg.output_dir).name}],
                             (result.get("dev") and next(iter(result["dev"]))) or "accuracy")
                 print(f"saved to {result['output_dir']}")
+            return 0
+        if args.command == "general":
+            cfg = load_config(GeneralConfig, args.config, rest, base=_preset("general", args.preset))
+            result = general_run(cfg)
+            if distributed.is_main():
+                for who, key in (("student", "held_out_mlm"), ("teacher", "teacher_held_out_mlm")):
+                    if key in result:
+                        m = result[key]
+                        print(f"{who}: held-out masked accuracy {m['masked_accuracy']:.4f}, perplexity "
+                              f"{m['perplexity']:.1f} ({m['masked_tokens']} masked tokens)")
+                print(f"{result['parameters'] / 1e6:.1f}M parameters, {result['steps']} steps in "
+                      f"{_duration(result['train_seconds'])}; saved to {result['output_dir']}")
             return 0
         if args.command in ("evaluate", "report") and any(not a.startswith("--data.") for a in rest):
             parser.error(f"{args.command} takes --data.key=value overrides only, got {' '.join(rest)}")

@@ -40,3 +40,12 @@ def load_model(path, backend=None, device=None, dtype=None):
     path = Path(path)
     cls = model_class(io.read_config(path))
     return cls.from_pretrained(path, backend=backend, device=device, dtype=dtype)
+
+
+def task_model_class(path, kind: str):
+    """The class of the ``kind`` head (sequence, token, qa, mlm) in the family of the model
+    saved in ``path``: a MiniALBERT checkpoint gives a MiniALBERT model of that head, any other
+    a BERT one (what fine-tuning a general student of any kind on a task loads)."""
+    family = io.read_config(Path(path)).get("model_type")
+    table = MINIALBERT_TASK_MODELS if family == MiniAlbertConfig.MODEL_TYPE else BERT_TASK_MODELS
+    return table[kind]
