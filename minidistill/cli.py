@@ -102,6 +102,7 @@ class ObjectivesSection:
     hidden_cosine: float = 0.0  # 1 − cosine between mapped hidden states
     attention_mse: float = 0.0  # MSE between mapped attention scores (TinyBERT)
     attention_kl: float = 0.0  # KL between mapped attention distributions
+    attention_prob_mse: float = 0.0  # MSE between mapped attention probabilities (XtremeDistil's transformer students)
     value_relation: float = 0.0  # MiniLM: KL between value relations of the last layers
     minilm_v2: float = 0.0  # MiniLMv2: Q-Q, K-K and V-V relations of the last layers
     relation_heads: int = 12  # MiniLMv2: relation heads both models are reshaped to
@@ -286,7 +287,8 @@ def build_objectives(o: ObjectivesSection, student, teacher) -> list:
         out.append(kd.HardKD(o.hard_kd))
     if o.logit_mse:
         out.append(kd.LogitMSE(o.logit_mse))
-    layered = [o.hidden_mse, o.hidden_cosine, o.attention_mse, o.attention_kl, o.value_relation, o.minilm_v2]
+    layered = [o.hidden_mse, o.hidden_cosine, o.attention_mse, o.attention_kl, o.attention_prob_mse, o.value_relation,
+               o.minilm_v2]
     if any(layered) and ls is None:
         raise ConfigError("layer objectives (hidden_*, attention_*, value_relation, minilm_v2) need a transformer student")
     hmap = kd.LayerMap.build(layer_spec(o.hidden_map), ls, lt, "hidden") if ls else None
@@ -299,6 +301,8 @@ def build_objectives(o: ObjectivesSection, student, teacher) -> list:
         out.append(kd.AttentionScoreMSE(amap, o.attention_mse))
     if o.attention_kl:
         out.append(kd.AttentionKL(amap, o.attention_kl))
+    if o.attention_prob_mse:
+        out.append(kd.AttentionProbMSE(amap, o.attention_prob_mse))
     if o.value_relation:
         out.append(kd.ValueRelationKL(amap, o.value_relation))
     if o.minilm_v2:

@@ -106,3 +106,11 @@ def test_bad_general_configurations_are_refused(setup, tiny_teacher_dir, capsys)
     assert "corpus.held_out is required" in capsys.readouterr().err
     assert _general(setup, "kd", setup / "x4", "--corpus.seq_len", "100") == 2
     assert "exceeds the teacher's 64 positions" in capsys.readouterr().err
+
+
+def test_theseus_general_student(setup):
+    out = setup / "theseus"
+    assert _general(setup, "kd", out, "--student.kind", "theseus") == 0
+    student = load_model(out)
+    assert type(student) is BertForMaskedLM and student.config.num_hidden_layers < 4
+    assert student.cls.predictions.decoder.weight is student.bert.embeddings.word_embeddings.weight

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import minidistill as md
-from minidistill.compress import (AttentionKL, AttentionScoreMSE, HardKD, HiddenCosine, HiddenMSE, LayerMap,
+from minidistill.compress import (AttentionKL, AttentionProbMSE, AttentionScoreMSE, HardKD, HiddenCosine, HiddenMSE, LayerMap,
                                   LogitMSE, SoftKD, choose_layers, make_student, needed_outputs, pca_projection,
                                   total_loss)
 from minidistill.core import functions as F
@@ -35,10 +35,10 @@ def _objectives(d_s=6, d_t=6):
     amap = LayerMap.build("uniform", 2, 2, kind="attention")
     md.manual_seed(0)
     return [SoftKD(temperature=2.0), HardKD(), LogitMSE(), HiddenMSE(hmap, d_s, d_t), HiddenCosine(hmap, d_s, d_t),
-            AttentionScoreMSE(amap), AttentionKL(amap)]
+            AttentionScoreMSE(amap), AttentionKL(amap), AttentionProbMSE(amap)]
 
 
-@pytest.mark.parametrize("index", range(7))
+@pytest.mark.parametrize("index", range(8))
 def test_objective_gradchecks(backend, index):
     obj = _objectives()[index]
     obj_w = _objectives(4, 6)[index] if index in (3, 4) else obj  # projections when widths differ
@@ -99,13 +99,21 @@ def test_objectives_match_torch(cpu_backend):
         kl = torch.where(pp > 0, pp * (pp.log() - TF.log_softmax(sa, -1)), torch.zeros(())).sum(-1)
         ref += (kl * m[:, None, :]).sum() / (m.sum() * 2)
     assert AttentionKL(amap)(s, t, batch).item() == pytest.approx(float(ref), rel=1e-10)
+    # attention-probability MSE over real (query, key) pairs, averaged over heads (XtremeDistil)
+    ref = 0.0
+    pair = m[:, None, :, None] * m[:, None, None, :]
+    for a, p in zip(s.attention_scores, t.attentions):
+        q = torch.softmax(torch.tensor(a.numpy()).masked_fill(m[:, None, None, :] == 0, float("-inf")), -1)
+        ref += (((q - torch.tensor(p.numpy())) ** 2) * pair).sum() / (pair.sum() * 2)
+    assert AttentionProbMSE(amap)(s, t, batch).item() == pytest.approx(float(ref), rel=1e-10)
 
 
 def test_padded_positions_change_nothing(cpu_backend):
     s, batch = _outs(7)
     t, _ = _outs(8, grad=False)
     hmap, amap = LayerMap.build("uniform", 2, 2), LayerMap.build("uniform", 2, 2, "attention")
-    objs = [HiddenMSE(hmap, 6, 6), HiddenCosine(hmap, 6, 6), AttentionScoreMSE(amap), AttentionKL(amap)]
+    objs = [HiddenMSE(hmap, 6, 6), HiddenCosine(hmap, 6, 6), AttentionScoreMSE(amap), AttentionKL(amap),
+            AttentionProbMSE(amap)]
     before = [o(s, t, batch).item() for o in objs]
     # scribble over the padded positions (example 1, tokens 3..4) of the teacher's hidden states and scores
     for h in t.hidden_states:

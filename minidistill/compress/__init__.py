@@ -6,6 +6,7 @@ compacter: Kronecker (PHM) adapters; minialbert: recursive students)."""
 
 from .kd import (
     AttentionKL,
+    AttentionProbMSE,
     AttentionScoreMSE,
     HardKD,
     HiddenCosine,
@@ -33,6 +34,7 @@ from .xtremedistil import make_bilstm_student, xtremedistil_stages
 
 __all__ = [
     "AttentionKL",
+    "AttentionProbMSE",
     "AttentionScoreMSE",
     "ConstantReplacement",
     "compacter",

@@ -520,6 +520,26 @@ class AttentionScoreMSE(LayerPairObjective):
         # END TASK 4.2
 
 
+class AttentionProbMSE(LayerPairObjective):
+    """XtremeDistil's transformer students: MSE of attention *probabilities* (the maps
+    transformers returns as ``attentions``) over real (query, key) pairs, averaged over heads.
+    Padded keys have probability 0 in both models, padded queries do not count."""
+
+    needs = ("attention_scores", "attentions")
+
+    def pair_loss(self, k, i, j, student_out, teacher_out, batch):
+        s = student_out.attention_scores[i]  # (B, H, T, T), scaled pre-softmax
+        p = _const(teacher_out.attentions[j], s)  # (B, H, T, T)
+        _check_heads(s, p, "attention-probability MSE")
+        m = _token_mask(batch, s)  # (B, T)
+        b, h, t, _ = s.shape
+        keys = m.reshape(b, 1, 1, t) != 0  # (B, 1, 1, T)
+        q = F.exp(F.log_softmax(s, mask=keys))  # (B, H, T, T): the student's probabilities, 0 on padded keys
+        pair = m.reshape(b, 1, t, 1) * m.reshape(b, 1, 1, t)  # (B, 1, T, T)
+        diff = (q - p) * pair
+        return (diff * diff).sum() * (1.0 / (float(pair.sum().item()) * h))
+
+
 class AttentionKL(LayerPairObjective):
     """MobileBERT / MiniLM: KL(teacher attention ‖ student attention), batch-mean over
     (example, head, real query) rows."""

@@ -149,12 +149,13 @@ class TheseusModel(Module):
         return self.rng.random(len(self.grouping)) < self.p
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
-                output_hidden_states=False, start_positions=None, end_positions=None, **unused) -> ModelOutput:
+                output_hidden_states=False, start_positions=None, end_positions=None, masked_positions=None,
+                **unused) -> ModelOutput:
         """In training mode, a gated mix of successor layers and predecessor modules; in
         evaluation mode, the successor alone. Returns ``logits``, ``loss`` (with labels),
         ``pooler_output`` and, when asked, the hidden state after every module."""
-        targets = {k: v for k, v in (("start_positions", start_positions), ("end_positions", end_positions))
-                   if v is not None}
+        targets = {k: v for k, v in (("start_positions", start_positions), ("end_positions", end_positions),
+                                     ("masked_positions", masked_positions)) if v is not None}
         if not self.training:
             return self.successor(input_ids, attention_mask, token_type_ids, position_ids, labels,
                                   output_hidden_states=output_hidden_states, **targets)

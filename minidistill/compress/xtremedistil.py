@@ -9,9 +9,11 @@ smaller ``hidden_size``: PCA-reduced embeddings). The transfer set is unlabelled
 The staged recipe, with teacher t and student s:
 
 1. representation:  L₁ = ‖W r_s − r_t‖² / D on the transfer set, where r is the pooled [CLS]
-   representation (BiLSTM: max-pool → GELU dense, already teacher-wide) or, for a transformer
-   student, Σ over the top L_s + 1 teacher hidden states of the [CLS]-position MSE plus the MSE
-   of the last L_s attention-score maps;
+   representation (BiLSTM: max-pool → GELU dense, already teacher-wide; the teacher's pooled
+   output, as the v1 code's ``get_pooled_output``) or, for a transformer student, Σ over the top
+   L_s + 1 teacher hidden states of the [CLS]-position MSE plus the MSE of the last L_s
+   attention maps — the probabilities, as transformers returns them and the original compares
+   them (``AttentionProbMSE``; an earlier version of ours compared pre-softmax scores);
 2. logits:          L₂ = mean (z_s − z_t)² on the transfer set, with gradual unfreezing from
    the top (head → LSTM / top layer → … → embeddings);
 3. labels:          L₃ = CE(z_s, y) on the labelled set, with the same unfreezing.
@@ -43,7 +45,7 @@ from ..models.bert import head_kind
 from ..models.bilstm import BiLSTMConfig, BiLSTMStudent
 from ..nn import init as nn_init
 from .distill import Stage
-from .kd import AttentionScoreMSE, HardKD, HiddenMSE, LayerMap, LogitMSE, PooledMSE, SoftKD
+from .kd import AttentionProbMSE, HardKD, HiddenMSE, LayerMap, LogitMSE, PooledMSE, SoftKD
 from .student import pca_projection
 from .registry import DemoStep, Method, register
 
@@ -125,7 +127,7 @@ def xtremedistil_stages(student, teacher, variant: str = "staged", representatio
         first = [HiddenMSE(top, student.config.hidden_size, teacher.config.hidden_size, tokens=tokens)]
         if student.config.num_attention_heads == teacher.config.num_attention_heads:
             last = LayerMap.build(list(range(lt - ls, lt)), ls, lt, "attention")
-            first.append(AttentionScoreMSE(last))
+            first.append(AttentionProbMSE(last))  # probabilities, as transformers' attentions
     return [
         Stage("representation", first, data="transfer", config=representation, evaluate=False),
         Stage("logits", [LogitMSE()], data="transfer", unfreeze=True, config=logits),
