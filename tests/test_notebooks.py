@@ -13,7 +13,7 @@ def test_there_are_tutorials():
                                              "04_knowledge_distillation", "05_xtremedistil_bilstm",
                                              "06_wid_and_fold", "07_theseus", "08_compacter_kronecker",
                                              "09_minialbert", "10_compact_memory", "11_compression_report",
-                                             "13_ner_and_qa", "14_quantize_and_export"}
+                                             "12_task_agnostic", "13_ner_and_qa", "14_quantize_and_export"}
 
 
 def test_every_notebook_is_a_page_of_the_docs_site():
