@@ -191,6 +191,13 @@ PRESETS = {
                     "recipe": "xtremedistil", "transfer": {"augment_copies": 1},
                     "objectives": {"soft_kd": 1.0, "temperature": 2.0},
                     "train": {**_RUN, "lr": 2e-3, "epochs": 1, "warmup_ratio": 0.05}}),
+        "theseus": ("BERT-of-Theseus as the original trains it: 3 successor layers (the predecessor's first three) "
+                    "replacing layer pairs, constant p = 0.5 for half the run then 1, only the successor layers "
+                    "trained, the task cross-entropy alone, lr 2e-5, batch 32 (3 epochs here; the original 15). "
+                    "Not measured yet",
+                    {"student": {"kind": "theseus", "num_layers": 3, "init": "lower"},
+                     "theseus": {"replace": "constant", "rate": 0.5, "train": "layers"},
+                     "objectives": {"soft_kd": 0.0, "task": 1.0}, "train": {**_RUN, "lr": 2e-5, "epochs": 3}}),
         "minialbert": ("MiniALBERT E 96, 6 repeats, the original objectives (measured with the embedding pair in the hidden "
                        "map; the original's map is --objectives.hidden_map=layers), transfer set ×3: test 0.812 (95.5%), "
                        "22.7% of the parameters",
