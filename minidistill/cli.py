@@ -419,7 +419,6 @@ def general_run(cfg, announce=print) -> dict:
     from .compress import Stage, distill
     from .models import head_kind, load_model
     from .data import CORPORA, Tokenizer
-    from .fileio import write_json
     from .train.mlm import evaluate_masked_lm
 
     _check_output_dir(cfg)
@@ -493,15 +492,7 @@ def general_run(cfg, announce=print) -> dict:
         result["held_out_mlm"] = evaluate_masked_lm(student, tok, held, bs, c.seq_len, c.max_held_out_batches)
         if kind == "mlm":
             result["teacher_held_out_mlm"] = evaluate_masked_lm(teacher, tok, held, bs, c.seq_len, c.max_held_out_batches)
-    out = Path(cfg.output_dir)
-    if not distributed.is_main():
-        return {**result, "output_dir": str(out)}
-    student.save_pretrained(out)
-    tok.save_pretrained(out)
-    write_json(out / "metrics.json", {**result, "config": to_dict(cfg)})
-    _drop_checkpoints(cfg)
-    result["output_dir"] = str(out)
-    return result
+    return _save_run(student, tok, cfg, result)
 
 
 def _fold_student(student, announce) -> tuple:
@@ -820,11 +811,25 @@ def _add_finetune_adapters(model, cfg: FinetuneConfig, announce) -> None:
                  f"{'pooler and classifier' if cfg.train_pooler else 'classifier'})")
 
 
+def _save_run(model, tok, cfg, result: dict) -> dict:
+    """Save the model, its tokenizer and ``metrics.json`` (with the config) into
+    ``cfg.output_dir`` (the first process of a data-parallel run alone writes); drop the run's
+    default checkpoint folder; return ``result`` with ``output_dir``."""
+    from .fileio import write_json
+
+    out = Path(cfg.output_dir)
+    if distributed.is_main():
+        model.save_pretrained(out)
+        tok.save_pretrained(out)
+        write_json(out / "metrics.json", {**result, "config": to_dict(cfg)})
+        _drop_checkpoints(cfg)
+    return {**result, "output_dir": str(out)}
+
+
 def _evaluate_and_save(model, tok, dev, test, cfg, result: dict) -> dict:
     """Add dev/test metrics and sequences/s to ``result``, then save the model, its tokenizer
     and ``metrics.json`` into ``cfg.output_dir`` — only after everything succeeded, so a failed
     run leaves an older output untouched."""
-    from .fileio import write_json
     from .models.stats import transformers_reading
     from .train import evaluate
 
@@ -834,14 +839,10 @@ def _evaluate_and_save(model, tok, dev, test, cfg, result: dict) -> dict:
         t0 = time.perf_counter()
         result[name] = evaluate(model, tok, split, cfg.train.eval_batch_size, cfg.train.max_length)
         result[f"{name}_seq_per_s"] = len(split) / (time.perf_counter() - t0)
-    out = Path(cfg.output_dir)
-    if not distributed.is_main():  # data-parallel: the first process alone writes
-        return {**result, "output_dir": str(out)}
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    write_json(out / "metrics.json", {**result, "config": to_dict(cfg)})
-    _drop_checkpoints(cfg)
-    result["output_dir"] = str(out)
+    result = _save_run(model, tok, cfg, result)
+    out = Path(result["output_dir"])
+    if not distributed.is_main():
+        return result
     readable, why = transformers_reading(model)
     if not readable:
         print(f"note: {out} is for minidistill: {why}")

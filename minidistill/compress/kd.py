@@ -520,6 +520,14 @@ class AttentionScoreMSE(LayerPairObjective):
         # END TASK 4.2
 
 
+def _masked_log_attention(s: Tensor, batch):
+    """The real-token mask (B, T), the keep-mask of real keys (B, 1, 1, T) and the student's
+    attention log-probabilities from its scores ``s`` (B, H, T, T), padded keys at −inf."""
+    m = _token_mask(batch, s)  # (B, T)
+    keys = m.reshape(s.shape[0], 1, 1, s.shape[-1]) != 0  # (B, 1, 1, T)
+    return m, keys, F.log_softmax(s, mask=keys)
+
+
 class AttentionProbMSE(LayerPairObjective):
     """XtremeDistil's transformer students: MSE of attention *probabilities* (the maps
     transformers returns as ``attentions``) over real (query, key) pairs, averaged over heads.
@@ -531,10 +539,9 @@ class AttentionProbMSE(LayerPairObjective):
         s = student_out.attention_scores[i]  # (B, H, T, T), scaled pre-softmax
         p = _const(teacher_out.attentions[j], s)  # (B, H, T, T)
         _check_heads(s, p, "attention-probability MSE")
-        m = _token_mask(batch, s)  # (B, T)
+        m, keys, log_q = _masked_log_attention(s, batch)  # (B, T), (B, 1, 1, T), (B, H, T, T)
         b, h, t, _ = s.shape
-        keys = m.reshape(b, 1, 1, t) != 0  # (B, 1, 1, T)
-        q = F.exp(F.log_softmax(s, mask=keys))  # (B, H, T, T): the student's probabilities, 0 on padded keys
+        q = F.exp(log_q)  # (B, H, T, T): the student's probabilities, 0 on padded keys
         pair = m.reshape(b, 1, t, 1) * m.reshape(b, 1, 1, t)  # (B, 1, T, T)
         diff = (q - p) * pair
         return (diff * diff).sum() * (1.0 / (float(pair.sum().item()) * h))
