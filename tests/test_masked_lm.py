@@ -160,3 +160,43 @@ def test_decoding_the_masked_positions_only_equals_the_full_head(hf_folder, name
         np.testing.assert_allclose(q.backend.to_numpy(q.grad), p.backend.to_numpy(p.grad), atol=1e-12, err_msg=n)
     with pytest.raises(ValueError, match="masked_positions has shape"):
         sparse(input_ids=IDS, attention_mask=MASK, masked_positions=keep[:, :3])
+
+
+def _objective_cases():
+    from minidistill.compress import (AttentionKL, AttentionProbMSE, AttentionScoreMSE, HiddenCosine, HiddenMSE,
+                                      LayerMap, LogitMSE, MiniLMv2Relations, SoftKD, ValueRelationKL)
+
+    hmap = LayerMap.build("uniform", 1, 2, "hidden")
+    amap = LayerMap.build("uniform", 1, 2, "attention")
+    last = LayerMap.build("last", 1, 2, "attention")
+    return {"soft_kd": lambda: SoftKD(temperature=2.0), "logit_mse": lambda: LogitMSE(),
+            "hidden_mse": lambda: HiddenMSE(hmap, 16, 16), "hidden_cosine": lambda: HiddenCosine(hmap, 16, 16),
+            "attention_mse": lambda: AttentionScoreMSE(amap), "attention_kl": lambda: AttentionKL(amap),
+            "attention_prob_mse": lambda: AttentionProbMSE(amap), "value_relation": lambda: ValueRelationKL(last),
+            "minilm_v2": lambda: MiniLMv2Relations(last, 2)}
+
+
+@pytest.mark.parametrize("name", sorted(_objective_cases()))
+def test_every_objective_on_masked_lm_outputs_passes_gradcheck(hf_folder, name):
+    """float64 finite differences through a 1-layer BertForMaskedLM student decoding the masked
+    positions only, against a 2-layer masked-LM teacher, for each objective of the general setting."""
+    from minidistill.compress import needed_outputs
+    from minidistill.compress.student import make_student
+
+    teacher = BertForMaskedLM.from_pretrained(hf_folder, backend="numpy", dtype="float64").eval()
+    student = make_student(teacher, num_layers=1, init="lower").eval()
+    for p in student.parameters():
+        p.data = p.data * 0.9  # not the teacher
+    obj = _objective_cases()[name]()
+    flags = needed_outputs([obj])
+    keep = _labels() != -100
+    batch = {"input_ids": IDS, "attention_mask": MASK, "token_mask": keep.astype(np.int64)}
+    with md.no_grad():
+        t_out = teacher(IDS, MASK, masked_positions=keep, **flags)
+    layer = student.bert.encoder.layer[0]
+    leaves = [layer.attention.self.query.weight, layer.output.dense.bias, student.cls.predictions.transform.dense.weight]
+
+    def f(*_):
+        return obj(student(IDS, MASK, masked_positions=keep, **flags), t_out, batch)
+
+    assert md.gradcheck(f, *leaves)
