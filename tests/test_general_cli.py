@@ -114,3 +114,37 @@ def test_theseus_general_student(setup):
     student = load_model(out)
     assert type(student) is BertForMaskedLM and student.config.num_hidden_layers < 4
     assert student.cls.predictions.decoder.weight is student.bert.embeddings.word_embeddings.weight
+
+
+@pytest.mark.parametrize("preset,extra", [
+    ("kd", []),
+    pytest.param("wid", ["--student.hidden_size", "16", "--student.num_attention_heads", "2",
+                         "--student.intermediate_size", "32", "--wid.rounds", "2"], marks=pytest.mark.slow)])
+def test_a_killed_general_run_continues_to_the_uninterrupted_result(setup, tmp_path, monkeypatch, capsys, preset, extra):
+    """Killed after its second checkpoint, the same command continues and ends on the parameters
+    (and held-out figures) of the run that was never killed: masks drawn by (seed, step)."""
+    from minidistill.fileio import load_weights
+
+    real, calls = md.train.Trainer.save_checkpoint, []
+
+    def dying(self, directory=None):
+        path = real(self, directory)
+        calls.append(path)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return path
+
+    common = [*extra, "--train.max_steps", "6", "--train.checkpoint_every", "2"]
+    assert _general(setup, preset, tmp_path / "whole", *common) == 0
+    with monkeypatch.context() as m:
+        m.setattr(md.train.Trainer, "save_checkpoint", dying)
+        assert _general(setup, preset, tmp_path / "killed", *common) == 2
+    assert "killed" in capsys.readouterr().err
+    assert _general(setup, preset, tmp_path / "killed", *common) == 0
+    assert "continuing the killed run" in capsys.readouterr().out
+    whole, resumed = load_weights(tmp_path / "whole"), load_weights(tmp_path / "killed")
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        np.testing.assert_array_equal(resumed[name], whole[name], err_msg=name)
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("whole", "killed"))
+    assert a["held_out_mlm"] == b["held_out_mlm"] and a["steps"] == b["steps"] == 6
