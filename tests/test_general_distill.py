@@ -74,3 +74,25 @@ def test_general_distillation_learns_and_resumes_exactly(tmp_path, minilm_path):
         np.testing.assert_array_equal(v, ref[k], err_msg=k)
     # the decoder stayed tied through training and resuming
     assert resumed.cls.predictions.decoder.weight is resumed.bert.embeddings.word_embeddings.weight
+
+
+def test_each_loss_term_is_logged_and_they_add_up_to_the_loss(tmp_path, minilm_path):
+    """The log line of every step holds each weighted term (objectives by name, the task loss as
+    ``task``); they add up to the step's loss, also over micro-batches of gradient accumulation."""
+    import json
+
+    tok, data, teacher = _setup(tmp_path, minilm_path)
+    student = make_student(teacher, 1, seed=0)
+    objectives = [SoftKD(temperature=1.0, weight=0.5), HiddenMSE(LayerMap.build("last", 1, 2), 16, 16),
+                  HiddenMSE(LayerMap.build("last", 1, 2), 16, 16, weight=2.0)]
+    log = tmp_path / "log.jsonl"
+    cfg = TrainConfig(max_steps=3, batch_size=8, lr=1e-3, max_length=16, progress=False, seed=2, log_file=str(log),
+                      grad_accum_steps=2)
+    trainer = distill(teacher, student, tok, data, objectives=objectives, task_weight=1.0, config=cfg)
+    lines = [json.loads(x) for x in log.read_text().splitlines() if '"terms"' in x]
+    assert len(lines) == 3
+    for rec in lines:
+        assert set(rec["terms"]) == {"soft_kd", "hidden_mse.0", "hidden_mse.1", "task"}
+        assert abs(sum(rec["terms"].values()) - rec["loss"]) < 1e-5 * max(1.0, abs(rec["loss"]))
+        assert rec["terms"]["hidden_mse.1"] == pytest.approx(2 * rec["terms"]["hidden_mse.0"], rel=1e-5)
+    assert trainer.last_terms == lines[-1]["terms"]

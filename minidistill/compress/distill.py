@@ -38,7 +38,7 @@ from ..models.bert import ModelOutput, head_inputs
 from ..train import distributed
 from ..train.optim import param_groups
 from ..train.trainer import TrainConfig, Trainer, has_checkpoint, restore_model
-from .kd import needed_outputs, total_loss
+from .kd import needed_outputs, objective_terms
 
 
 #: written into a phase's checkpoint folder when the phase is done (its log entry)
@@ -175,16 +175,24 @@ def _run(teacher, student, tokenizer, data, eval_data, stage: Stage, cfg: TrainC
             obj.to(student.backend, dtype=next(student.parameters()).dtype.name)
     task_weight = stage.task_weight
 
+    names = _term_names(objectives)
+
     def compute_loss(model, batch):
+        """The weighted sum, and each weighted term for the log (``terms``)."""
         inputs = model_inputs(batch)
         t_out = lookup(batch) if objectives else None
         targets = {"labels": batch.get("labels")} if task_weight else {}  # a bare encoder takes no labels
         s_out = model(**inputs, **targets, **head_inputs(model, batch), **flags)
-        loss = total_loss(objectives, s_out, t_out, batch) if objectives else None
+        parts = objective_terms(objectives, s_out, t_out, batch)
+        terms = {name: part.item() for name, part in zip(names, parts)}
+        loss = None
+        for part in parts:
+            loss = part if loss is None else loss + part
         if task_weight:
             task = s_out.loss * task_weight
+            terms["task"] = task.item()
             loss = task if loss is None else loss + task
-        return loss
+        return loss, terms
 
     params = param_groups(student, cfg.weight_decay)
     for obj in objectives:
@@ -198,6 +206,12 @@ def _run(teacher, student, tokenizer, data, eval_data, stage: Stage, cfg: TrainC
         trainer.resume()
     trainer.train()
     return trainer
+
+
+def _term_names(objectives) -> list[str]:
+    """A log name per objective (its ``name``, numbered when one repeats)."""
+    base = [getattr(o, "name", type(o).__name__) for o in objectives]
+    return [b if base.count(b) == 1 else f"{b}.{base[:i].count(b)}" for i, b in enumerate(base)]
 
 
 def _teacher_outputs(teacher, tokenizer, data, objectives, cfg: TrainConfig, cache_dir):

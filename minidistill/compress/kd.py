@@ -176,6 +176,7 @@ class Objective:
 
     needs: tuple = ()
     weight: float = 1.0
+    name: str = "objective"  # the loss term's name in logs (the CLI's key)
 
     def loss(self, student_out, teacher_out, batch) -> Tensor:  # pragma: no cover - interface
         """The unweighted loss."""
@@ -247,6 +248,7 @@ class SoftKD(Objective, Module):
     """``T² · KL(softmax(t/T) ‖ softmax(s/T))``, batch-mean over the counted distributions
     (Hinton et al.): examples, words (token tasks) or answer starts and ends (QA, averaged)."""
 
+    name = "soft_kd"
     needs = ("logits",)
 
     def __init__(self, weight: float = 1.0, temperature: float = 2.0):
@@ -273,6 +275,7 @@ class HardKD(Objective, Module):
     """Cross-entropy on the teacher's argmax labels (per example, word or answer end); with
     ``threshold`` only where the teacher's top probability reaches it."""
 
+    name = "hard_kd"
     needs = ("logits",)
 
     def __init__(self, weight: float = 1.0, threshold: float | None = None):
@@ -309,6 +312,7 @@ class HardKD(Objective, Module):
 class LogitMSE(Objective, Module):
     """Mean squared difference of logits over the counted distributions and their entries."""
 
+    name = "logit_mse"
     needs = ("logits",)
 
     def __init__(self, weight: float = 1.0):
@@ -438,6 +442,8 @@ class _HiddenObjective(LayerPairObjective):
 class HiddenMSE(_HiddenObjective):
     """Σ over mapped pairs of the mean squared error over real tokens and features."""
 
+    name = "hidden_mse"
+
     def compare(self, hs, ht, m):
         diff = hs - ht
         per_token = (diff * diff).sum(axis=-1)  # (B, T)
@@ -446,6 +452,8 @@ class HiddenMSE(_HiddenObjective):
 
 class HiddenCosine(_HiddenObjective):
     """Σ over mapped pairs of the mean (1 − cosine similarity) over real tokens."""
+
+    name = "hidden_cosine"
 
     def compare(self, hs, ht, m):
         return _cosine_distance(hs, ht, m)
@@ -486,12 +494,16 @@ class _PooledObjective(Objective, Module):
 class PooledMSE(_PooledObjective):
     """Mean squared error of the pooled representations, ``‖W r_s − r_t‖² / D`` batch-mean."""
 
+    name = "pooled_mse"
+
     def compare(self, rs, rt):
         return F.mse_loss(rs, rt)
 
 
 class PooledCosine(_PooledObjective):
     """Mean ``1 − cos(W r_s, r_t)`` of the pooled representations."""
+
+    name = "pooled_cosine"
 
     def compare(self, rs, rt):
         return _cosine_distance(rs, rt, rs.backend.asarray(np.ones((rs.shape[0], 1)), dtype=rs.dtype))
@@ -506,6 +518,7 @@ def _check_heads(a: Tensor, b: Tensor, what: str):
 class AttentionScoreMSE(LayerPairObjective):
     """TinyBERT: MSE of pre-softmax attention scores over real (query, key) pairs."""
 
+    name = "attention_mse"
     needs = ("attention_scores",)
 
     def pair_loss(self, k, i, j, student_out, teacher_out, batch):
@@ -533,6 +546,7 @@ class AttentionProbMSE(LayerPairObjective):
     transformers returns as ``attentions``) over real (query, key) pairs, averaged over heads.
     Padded keys have probability 0 in both models, padded queries do not count."""
 
+    name = "attention_prob_mse"
     needs = ("attention_scores", "attentions")
 
     def pair_loss(self, k, i, j, student_out, teacher_out, batch):
@@ -551,6 +565,7 @@ class AttentionKL(LayerPairObjective):
     """MobileBERT / MiniLM: KL(teacher attention ‖ student attention), batch-mean over
     (example, head, real query) rows."""
 
+    name = "attention_kl"
     needs = ("attention_scores", "attentions")
 
     def pair_loss(self, k, i, j, student_out, teacher_out, batch):
@@ -601,6 +616,7 @@ class ValueRelationKL(LayerPairObjective):
     """MiniLM (Wang et al., 2020): KL between the teachers' and students' value relations
     ``softmax(V Vᵀ / √d)`` per head (equal head counts; see :class:`MiniLMv2Relations`)."""
 
+    name = "value_relation"
     needs = ("qkv",)
 
     def pair_loss(self, k, i, j, student_out, teacher_out, batch):
@@ -618,6 +634,7 @@ class MiniLMv2Relations(LayerPairObjective):
     as the layer map (e.g. ``LayerMap.build([4], 2, 6, "attention")``).
     """
 
+    name = "minilm_v2"
     needs = ("qkv",)
     SLOTS = {"q": 0, "k": 1, "v": 2}
 
@@ -639,14 +656,18 @@ class MiniLMv2Relations(LayerPairObjective):
         return total
 
 
-def total_loss(objectives, student_out, teacher_out, batch=None) -> Tensor:
-    """The sum of weighted objectives, in float32 even inside a mixed-precision step (the
+def objective_terms(objectives, student_out, teacher_out, batch=None) -> list:
+    """Each weighted objective's loss, in float32 even inside a mixed-precision step (the
     relation and projection products of the objectives leave ``autocast``)."""
-    loss = None
     with autocast(None):
-        for obj in objectives:
-            term = obj(student_out, teacher_out, batch)
-            loss = term if loss is None else loss + term
+        return [obj(student_out, teacher_out, batch) for obj in objectives]
+
+
+def total_loss(objectives, student_out, teacher_out, batch=None) -> Tensor:
+    """The sum of weighted objectives (see :func:`objective_terms`)."""
+    loss = None
+    for term in objective_terms(objectives, student_out, teacher_out, batch):
+        loss = term if loss is None else loss + term
     return loss
 
 

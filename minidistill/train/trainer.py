@@ -133,7 +133,9 @@ class Trainer:
         train_data: the training :class:`~minidistill.data.TextDataset`.
         eval_data: the evaluation dataset, or None.
         config: a :class:`TrainConfig`.
-        compute_loss: ``f(model, batch) -> Tensor``; default: the model's own loss.
+        compute_loss: ``f(model, batch) -> Tensor``, or ``(Tensor, {name: float})`` to log the
+            loss's terms with each step (``terms`` in the log line, ``trainer.last_terms``);
+            default: the model's own loss.
         parameters: what to optimise (default: every parameter that requires grad).
         callbacks: ``{event: [fn(trainer), ...]}``.
     """
@@ -183,6 +185,7 @@ class Trainer:
         self.metric = cfg.metric or _default_metric(train_data)
         self._best_state = None
         self.last_loss = float("nan")
+        self.last_terms: dict = {}
         self.main = True  # whether this process writes checkpoints, logs and progress
         self.reducer = None
         if distributed.setup(model.backend):  # launched by torchrun: data-parallel
@@ -249,6 +252,8 @@ class Trainer:
                     record = {"step": st.step, "epoch": st.epoch, "loss": self.last_loss, "lr": lr,
                               "grad_norm": grad_norm, "seq_per_s": n / seconds,
                               "tokens": int(batch["attention_mask"].sum())}
+                    if self.last_terms:
+                        record["terms"] = self.last_terms
                     if cfg.precision == "fp16":
                         record.update(loss_scale=st.loss_scale, skipped=skipped, skipped_steps=st.skipped_steps)
                     if log:
@@ -290,13 +295,15 @@ class Trainer:
         mine = take_rows(batch, distributed.shard(n)) if self.reducer is not None else batch
         parts = split_rows(mine, cfg.grad_accum_steps) if len(mine["input_ids"]) else []
         scale = st.loss_scale if cfg.precision == "fp16" else 1.0
-        total = 0.0
+        total, terms = 0.0, {}
         for i, part in enumerate(parts):
             weight = len(part["input_ids"]) / n
             with autocast(cfg.autocast_dtype):
-                loss = self.compute_loss(self.model, part)
+                loss, part_terms = _loss_and_terms(self.compute_loss(self.model, part))
             value = loss.item()
             total += weight * value
+            for k, v in part_terms.items():  # each term weighted like the loss: the batch's mean
+                terms[k] = terms.get(k, 0.0) + weight * v
             if not math.isfinite(value):
                 continue  # no backward: the step is refused or skipped below
             last = i == len(parts) - 1 and self.reducer is not None
@@ -304,7 +311,10 @@ class Trainer:
                 (loss * (weight * scale) if weight * scale != 1.0 else loss).backward()
         if self.reducer is not None:
             self.reducer.finish()  # every rank now holds the sum over ranks
-            total = float(distributed.all_reduce_sum([total])[0])
+            names = sorted(terms)
+            summed = distributed.all_reduce_sum([total, *(terms[k] for k in names)])
+            total, terms = float(summed[0]), {k: float(v) for k, v in zip(names, summed[1:])}
+        self.last_terms = terms
         if cfg.precision != "fp16":
             if not math.isfinite(total):  # the parameters are still as they were
                 raise FloatingPointError(self._non_finite_message(total, st.step + 1))
@@ -552,10 +562,10 @@ def time_step(model, tokenizer, data, config: TrainConfig, compute_loss=None, re
     try:
         model.train()
         with autocast(config.autocast_dtype):
-            compute_loss(model, batch).backward()  # compiles and allocates: not counted
+            _loss_and_terms(compute_loss(model, batch))[0].backward()  # compiles and allocates: not counted
             for _ in range(max(1, repeats)):
                 start = time.perf_counter()
-                compute_loss(model, batch).backward()
+                _loss_and_terms(compute_loss(model, batch))[0].backward()
                 times.append(time.perf_counter() - start)
     finally:
         for p in model.parameters():
@@ -565,6 +575,11 @@ def time_step(model, tokenizer, data, config: TrainConfig, compute_loss=None, re
             model.load_training_state(kept)
         model.train(was_training)
     return min(times)
+
+
+def _loss_and_terms(out) -> tuple:
+    """A ``compute_loss`` result as ``(loss, {name: float})``."""
+    return out if isinstance(out, tuple) else (out, {})
 
 
 def default_loss(model, batch):
