@@ -202,3 +202,22 @@ def test_real_debian_docs_corpus_is_over_20_mb_of_prose():
     assert pages == info["pages"]["train"] + info["pages"]["valid"] > 2500
     assert text_bytes > 20e6
     assert 40 < info["pages"]["valid"] < 150
+
+
+def test_mlm_head_holds_out_a_named_corpus_s_valid_split(tmp_path, monkeypatch, tiny_teacher_dir, capsys):
+    from minidistill.cli import main
+
+    monkeypatch.setenv("MINIDISTILL_HOME", str(tmp_path / "home"))
+    pages = {f"p{i}.rst.txt": f"Page {i}\n======\n\n" + " ".join(["a sentence of words about films"] * 8) + "\n"
+             for i in range(30)}
+    deb = _make_deb(tmp_path / "toy.deb", pages)
+    monkeypatch.setattr(DebPackage, "urls", lambda self: [(tmp_path / "toy.deb").as_uri()])
+    monkeypatch.setitem(assets.ASSETS, "debian-docs", _toy_asset(deb))
+    out = tmp_path / "mlm"
+    args = ["mlm-head", str(tiny_teacher_dir), "--steps", "2", "--seq-len", "16", "--batch-size", "4",
+            "--backend", "numpy", "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(out)]
+    assert main([*args, "--corpus", "debian-docs"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["held_out"] == ["debian-docs:valid"]
+    (tmp_path / "t.txt").write_text("some text of a few words here", encoding="utf-8")
+    assert main([*args, "--corpus", str(tmp_path / "t.txt"), "--overwrite"]) == 2
+    assert "--held-out is required" in capsys.readouterr().err
