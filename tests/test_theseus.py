@@ -160,3 +160,23 @@ def test_the_original_trains_the_successor_layers_only():
     assert {n for n, p in model.named_parameters() if p.requires_grad} == trained
     with pytest.raises(ValueError, match="train must be one of"):
         TheseusModel(BertForSequenceClassification(cfg), 2, train="heads")
+
+
+def test_a_step_whose_modules_all_come_from_the_predecessor_trains_nothing(minilm_path):
+    """With train="layers" and every gate on the predecessor (p = 0), no trained weight takes
+    part in the loss: the step runs without a backward and leaves every weight as it was (the
+    original's optimiser would see zero gradients); timing a step before the run works too."""
+    from minidistill.train.trainer import time_step
+
+    tok = Tokenizer.from_pretrained(minilm_path)
+    pred = _predecessor(dtype="float32", vocab_size=tok.vocab_size, max_position_embeddings=32, num_labels=2)
+    m = TheseusModel(pred, num_layers=2, schedule=ConstantReplacement(0.0, 100), seed=0, train="layers")
+    before = {k: v.copy() for k, v in m.state_dict().items()}
+    data = TextDataset([f"a {w} film" for w in ("fine", "dull", "great", "bad")] * 2, labels=np.arange(8) % 2)
+    cfg = TrainConfig(lr=1e-2, max_steps=3, batch_size=4, max_length=16, progress=False)
+    assert time_step(m, tok, data, cfg) > 0
+    trainer = Trainer(m, tok, data, None, cfg, callbacks=m.callbacks())
+    trainer.train()
+    assert trainer.state.step == 3 and np.isfinite(trainer.last_loss)
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)

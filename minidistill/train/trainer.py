@@ -306,6 +306,8 @@ class Trainer:
                 terms[k] = terms.get(k, 0.0) + weight * v
             if not math.isfinite(value):
                 continue  # no backward: the step is refused or skipped below
+            if not loss.requires_grad:  # nothing being trained took part (e.g. every Theseus module
+                continue                # drawn from the frozen predecessor): no gradient, no update
             last = i == len(parts) - 1 and self.reducer is not None
             with on_grad_ready(self.reducer.hook) if last else contextlib.nullcontext():
                 (loss * (weight * scale) if weight * scale != 1.0 else loss).backward()
@@ -562,10 +564,10 @@ def time_step(model, tokenizer, data, config: TrainConfig, compute_loss=None, re
     try:
         model.train()
         with autocast(config.autocast_dtype):
-            _loss_and_terms(compute_loss(model, batch))[0].backward()  # compiles and allocates: not counted
+            _backward(_loss_and_terms(compute_loss(model, batch))[0])  # compiles and allocates: not counted
             for _ in range(max(1, repeats)):
                 start = time.perf_counter()
-                _loss_and_terms(compute_loss(model, batch))[0].backward()
+                _backward(_loss_and_terms(compute_loss(model, batch))[0])
                 times.append(time.perf_counter() - start)
     finally:
         for p in model.parameters():
@@ -575,6 +577,12 @@ def time_step(model, tokenizer, data, config: TrainConfig, compute_loss=None, re
             model.load_training_state(kept)
         model.train(was_training)
     return min(times)
+
+
+def _backward(loss) -> None:
+    """``loss.backward()`` when anything being trained took part in it."""
+    if loss.requires_grad:
+        loss.backward()
 
 
 def _loss_and_terms(out) -> tuple:
