@@ -193,8 +193,9 @@ PRESETS = {
                     "train": {**_RUN, "lr": 2e-3, "epochs": 1, "warmup_ratio": 0.05}}),
         "theseus": ("BERT-of-Theseus as the original trains it: 3 successor layers (the predecessor's first three) "
                     "replacing layer pairs, constant p = 0.5 for half the run then 1, only the successor layers "
-                    "trained, the task cross-entropy alone, lr 2e-5, batch 32 (3 epochs here; the original 15). "
-                    "Not measured yet",
+                    "trained, the task cross-entropy alone, lr 2e-5, batch 32, 3 epochs (the original 15): test 0.792 "
+                    "(93.2%), 17.4M parameters, about 11 minutes — below our default Theseus recipe at this budget "
+                    "(soft KD, everything trained, lr 2e-4: 0.830)",
                     {"student": {"kind": "theseus", "num_layers": 3, "init": "lower"},
                      "theseus": {"replace": "constant", "rate": 0.5, "train": "layers"},
                      "objectives": {"soft_kd": 0.0, "task": 1.0}, "train": {**_RUN, "lr": 2e-5, "epochs": 3}}),
