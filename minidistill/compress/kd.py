@@ -553,7 +553,7 @@ class AttentionProbMSE(LayerPairObjective):
         s = student_out.attention_scores[i]  # (B, H, T, T), scaled pre-softmax
         p = _const(teacher_out.attentions[j], s)  # (B, H, T, T)
         _check_heads(s, p, "attention-probability MSE")
-        m, keys, log_q = _masked_log_attention(s, batch)  # (B, T), (B, 1, 1, T), (B, H, T, T)
+        m, _, log_q = _masked_log_attention(s, batch)  # (B, T), -, (B, H, T, T)
         b, h, t, _ = s.shape
         q = F.exp(log_q)  # (B, H, T, T): the student's probabilities, 0 on padded keys
         pair = m.reshape(b, 1, t, 1) * m.reshape(b, 1, 1, t)  # (B, 1, T, T)
