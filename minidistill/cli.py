@@ -227,10 +227,12 @@ PRESETS["general"] = {
     "minilm": ("MiniLM: 2-layer student (lower init), the last layer's attention distributions and value relations "
                "(KL), no logit or MLM term, as the original",
                {"student": {"kind": "transformer", "num_layers": 2, "init": "lower"},
-                "objectives": {**_NO_KD, "value_relation": 1.0}, "train": {**_GENERAL, "lr": 2e-4}}),
+                "objectives": {**_NO_KD, "attention_kl": 1.0, "value_relation": 1.0, "attention_map": "last"},
+                "train": {**_GENERAL, "lr": 2e-4}}),
     "minilmv2": ("MiniLMv2: the last layer's Q-Q, K-K and V-V relations (KL, 12 relation heads), no logit term",
                  {"student": {"kind": "transformer", "num_layers": 2, "init": "lower"},
-                  "objectives": {**_NO_KD, "minilm_v2": 1.0, "relation_heads": 12}, "train": {**_GENERAL, "lr": 2e-4}}),
+                  "objectives": {**_NO_KD, "minilm_v2": 1.0, "relation_heads": 12, "attention_map": "last"},
+                  "train": {**_GENERAL, "lr": 2e-4}}),
     "wid": ("WID, task-agnostic as the original: compactors on every linear map (the MLM transform too), the MLM loss "
             "only, pruned to 6 × 192 and folded to a plain BertForMaskedLM",
             {"student": {"kind": "wid", "hidden_size": 192, "num_attention_heads": 6, "intermediate_size": 768},

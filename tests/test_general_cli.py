@@ -148,3 +148,19 @@ def test_a_killed_general_run_continues_to_the_uninterrupted_result(setup, tmp_p
         np.testing.assert_array_equal(resumed[name], whole[name], err_msg=name)
     a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("whole", "killed"))
     assert a["held_out_mlm"] == b["held_out_mlm"] and a["steps"] == b["steps"] == 6
+
+
+def test_minilm_presets_transfer_the_last_layer_only(setup):
+    """MiniLM: attention KL and value relations of the last layers, MiniLMv2: the last layers'
+    relations; neither has a logit or MLM term (as the originals)."""
+    from minidistill.cli import GeneralConfig, _preset, build_objectives
+    from minidistill.compress import make_student
+    from minidistill.config_io import load_config
+
+    teacher = load_model(setup / "teacher")
+    student = make_student(teacher, 2, init="lower")
+    for preset, want in (("minilm", ["AttentionKL", "ValueRelationKL"]), ("minilmv2", ["MiniLMv2Relations"])):
+        cfg = load_config(GeneralConfig, None, ["--objectives.relation_heads=4"], base=_preset("general", preset))
+        objs = build_objectives(cfg.objectives, student, teacher)
+        assert [type(o).__name__ for o in objs] == want and cfg.objectives.task == 0
+        assert all(o.layer_map.pairs == ((1, 3),) for o in objs)
