@@ -422,6 +422,7 @@ def general_run(cfg, announce=print) -> dict:
     from .compress import Stage, distill
     from .models import head_kind, load_model
     from .data import CORPORA, Tokenizer
+    from .data.corpus import held_out_split
     from .train.mlm import evaluate_masked_lm
 
     _check_output_dir(cfg)
@@ -437,13 +438,10 @@ def general_run(cfg, announce=print) -> dict:
     if c.seq_len > teacher.config.max_position_embeddings:
         raise ConfigError(f"corpus.seq_len {c.seq_len} exceeds the teacher's {teacher.config.max_position_embeddings} "
                           "positions")
-    held_spec = c.held_out
+    held_spec = c.held_out or held_out_split(c.train)
     if held_spec is None:
-        names = {str(x).partition(":")[0] for x in c.train}
-        if len(names) != 1 or next(iter(names)) not in CORPORA:
-            raise ConfigError("corpus.held_out is required unless corpus.train is one named corpus "
-                              f"({', '.join(CORPORA)}), whose valid split is then used")
-        held_spec = [f"{next(iter(names))}:valid"]
+        raise ConfigError("corpus.held_out is required unless corpus.train is one named corpus "
+                          f"({', '.join(CORPORA)}), whose valid split is then used")
     train = _packed_corpus(list(c.train), tok, c, cfg.train.seed, announce)
     held = _packed_corpus(list(held_spec), tok, c, 12345, announce)  # fixed masks: every model scored alike
     train_cfg = dataclasses.replace(cfg.train, max_length=c.seq_len, eval_every=None, load_best_at_end=False,
@@ -481,8 +479,8 @@ def general_run(cfg, announce=print) -> dict:
     md.manual_seed(cfg.train.seed)
     start = time.perf_counter()
     student.train()
-    trainer = distill(teacher, student, tok, train, None, stages=[stage], transfer_data=train, config=train_cfg, callbacks=callbacks,
-                      resume=resume)
+    trainer = distill(teacher, student, tok, train, None, stages=[stage], transfer_data=train, config=train_cfg,
+                      callbacks=callbacks, resume=resume)
     result = {"corpus": [str(x) for x in c.train], "held_out": [str(x) for x in held_spec],
               "teacher_parameters": teacher.num_parameters(), "train_seconds": time.perf_counter() - start,
               "steps": sum(r["steps"] for r in trainer.stage_log), "stages": trainer.stage_log}
@@ -1322,6 +1320,7 @@ def mlm_head_cmd(args) -> int:
     save the ``BertForMaskedLM`` with its tokenizer and ``metrics.json``."""
     import minidistill as md
     from .data import CORPORA, CorpusCache, MaskingCollator, PackedCorpus, Tokenizer
+    from .data.corpus import held_out_split
     from .fileio import write_json
     from .models import BertForMaskedLM
     from .train import TrainConfig
@@ -1334,11 +1333,10 @@ def mlm_head_cmd(args) -> int:
     tok = Tokenizer.from_pretrained(path)
     cache_root = Path(args.cache_dir)
     if args.held_out is None:
-        names = {str(c).partition(":")[0] for c in args.corpus}
-        if len(names) != 1 or next(iter(names)) not in CORPORA:
+        args.held_out = held_out_split(args.corpus)
+        if args.held_out is None:
             raise ConfigError("--held-out is required unless --corpus is one named corpus "
                               f"({', '.join(CORPORA)}), whose held-out split is then used")
-        args.held_out = [f"{next(iter(names))}:valid"]
     train = PackedCorpus(CorpusCache.build(cache_root / "train", tok, args.corpus), tok, args.seq_len,
                          masking=MaskingCollator(tok, whole_word=args.whole_word, seed=0))
     held = PackedCorpus(CorpusCache.build(cache_root / "held-out", tok, args.held_out), tok, args.seq_len,

@@ -58,6 +58,14 @@ def resolve_corpus(spec) -> list:
     return out
 
 
+def held_out_split(specs) -> list | None:
+    """``["NAME:valid"]`` when ``specs`` name one named corpus (its held-out pages), else None."""
+    names = {str(s).partition(":")[0] for s in ([specs] if isinstance(specs, (str, Path)) else specs)}
+    if len(names) == 1 and (name := next(iter(names))) in CORPORA:
+        return [f"{name}:valid"]
+    return None
+
+
 def corpus_files(paths) -> list:
     """The files of ``paths`` (files, or folders read recursively), sorted within each folder;
     only ``.txt`` / ``.text`` / ``.jsonl`` / ``.json`` files are taken from folders."""
