@@ -38,9 +38,22 @@ def parse_args(doc: str, epochs: int, out: str, extra=None):
     return ap.parse_args()
 
 
-def machine() -> str:
-    """A one-line description of where the figures were measured."""
-    return f"{platform.machine()} ({os.cpu_count()} cores), {md.backends.current_backend().name} backend"
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo``), or the architecture where none is given."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def machine(backend: str | None = None) -> str:
+    """A one-line description of where the figures were measured: the processor, its cores and
+    the backend that ran them (``backend``; the current default backend when not given)."""
+    name = backend or md.backends.current_backend().name
+    return f"{cpu_name()}, {platform.machine()} ({os.cpu_count()} cores), {name} backend"
 
 
 def paired_gap(model, teacher_correct, tok, data, max_length: int, resamples: int = 2000, seed: int = 0):

@@ -250,7 +250,7 @@ def main() -> None:
     teacher_metrics = Path(args.teacher) / "metrics.json"
     teacher_acc = json.loads(teacher_metrics.read_text())["test"]["accuracy"] if teacher_metrics.is_file() else None
     rows = table(done, teacher_acc)
-    meta = {"date": today(), "machine": machine(), "steps": args.steps, "seq_len": args.seq_len,
+    meta = {"date": today(), "machine": machine(args.backend), "steps": args.steps, "seq_len": args.seq_len,
             "teacher_acc": teacher_acc or float("nan"), "seconds": time.perf_counter() - start}
     _save({**done, "_table": rows, "_meta": meta})
     for r in rows:
