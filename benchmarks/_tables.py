@@ -38,22 +38,24 @@ def parse_args(doc: str, epochs: int, out: str, extra=None):
     return ap.parse_args()
 
 
-def cpu_name() -> str:
-    """The processor's model name (``/proc/cpuinfo``), or the architecture where none is given."""
+def cpu_name(default: str | None = None) -> str:
+    """The processor's model name (``/proc/cpuinfo``); ``default`` (the architecture when not
+    given) where none can be read."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.machine()
+    return default or platform.machine()
 
 
-def machine(backend: str | None = None) -> str:
-    """A one-line description of where the figures were measured: the processor, its cores and
-    the backend that ran them (``backend``; the current default backend when not given)."""
+def machine(backend: str | None = None, cpu: str | None = None) -> str:
+    """A one-line description of where the figures were measured: the processor (``cpu``, its
+    model name when not given), its cores and the backend that ran them (``backend``; the
+    current default backend when not given)."""
     name = backend or md.backends.current_backend().name
-    return f"{cpu_name()}, {platform.machine()} ({os.cpu_count()} cores), {name} backend"
+    return f"{cpu or cpu_name()}, {platform.machine()} ({os.cpu_count()} cores), {name} backend"
 
 
 def paired_gap(model, teacher_correct, tok, data, max_length: int, resamples: int = 2000, seed: int = 0):

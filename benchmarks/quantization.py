@@ -28,15 +28,12 @@ from minidistill.data import Tokenizer
 from minidistill.data.datasets import model_inputs
 from minidistill.export import run, session, to_onnx
 
-from _tables import today, write_block
+from _tables import cpu_name, today, write_block
 
 
-def cpu_name() -> str:
-    """The processor's model name and core count."""
-    try:
-        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        name = "unknown CPU"
+def cpu_description() -> str:
+    """The processor's model name, core count and widest vector instructions."""
+    name = cpu_name("unknown CPU")
     flags = open("/proc/cpuinfo").read()
     isa = "AVX-512 VNNI" if "avx512_vnni" in flags else "AVX-VNNI" if "avx_vnni" in flags else \
         "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
@@ -181,7 +178,7 @@ def main():
 
     t_hf = speed[f"{t_label}|hf"]
     lines = ["## Int8 quantization and ONNX Runtime (`benchmarks/quantization.py`)", "",
-             f"Int8 and ONNX Runtime, measured {today()} on {cpu_name()}; rotten_tomatoes test set "
+             f"Int8 and ONNX Runtime, measured {today()} on {cpu_description()}; rotten_tomatoes test set "
              f"({len(test)} sentences) at length {length}; the teacher and the 2-layer KD student of "
              f"`minidistill demo --quick`; speed: {len(timing)} sentences in batches of 64, {args.rounds} "
              "interleaved rounds, medians (spread = (slowest − fastest) / median).", "",

@@ -179,7 +179,7 @@ def main(argv=None) -> None:
     from _tables import machine, today, write_block
 
     data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    data.update(date=today(), machine=f"{cpu_model()}, {machine().rsplit(',', 1)[0]}")
+    data.update(date=today(), machine=machine(cpu=cpu_model()).rsplit(',', 1)[0])
     parts = ["speed", "precision", "ddp"] if args.part == "all" else [args.part]
     for part in parts:
         if part == "speed":
