@@ -1416,6 +1416,14 @@ def config_reference(what: str, markdown: bool = False) -> str:
     return help_markdown(cls, f"minidistill {what}") if markdown else help_text(cls)
 
 
+def _print_run(cfg, result: dict) -> None:
+    """The one-row summary of a finished ``finetune`` / ``distill`` run (rank 0 only)."""
+    if distributed.is_main():
+        print_table([{**result, "name": Path(cfg.output_dir).name}],
+                    (result.get("dev") and next(iter(result["dev"]))) or "accuracy")
+        print(f"saved to {result['output_dir']}")
+
+
 def main(argv=None) -> int:
     """Entry point of the ``minidistill`` console script."""
     parser = argparse.ArgumentParser(prog="minidistill", description="Compress BERT-style transformers.")
@@ -1523,19 +1531,11 @@ def main(argv=None) -> int:
     try:
         if args.command == "finetune":
             cfg = load_config(FinetuneConfig, args.config, rest, base=_preset("finetune", args.preset))
-            result = finetune(cfg)
-            if distributed.is_main():
-                print_table([{**result, "name": Path(cfg.output_dir).name}],
-                            (result.get("dev") and next(iter(result["dev"]))) or "accuracy")
-                print(f"saved to {result['output_dir']}")
+            _print_run(cfg, finetune(cfg))
             return 0
         if args.command == "distill":
             cfg = load_config(DistillConfig, args.config, rest, base=_preset("distill", args.preset))
-            result = distill_run(cfg)
-            if distributed.is_main():
-                print_table([{**result, "name": Path(cfg.output_dir).name}],
-                            (result.get("dev") and next(iter(result["dev"]))) or "accuracy")
-                print(f"saved to {result['output_dir']}")
+            _print_run(cfg, distill_run(cfg))
             return 0
         if args.command == "general":
             cfg = load_config(GeneralConfig, args.config, rest, base=_preset("general", args.preset))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import minidistill as md
-from minidistill.data import TextDataset
+from minidistill.data import TextDataset, Tokenizer
 from minidistill.data.datasets import TaskSpec
 from minidistill.models import BertConfig, BertForSequenceClassification
 
@@ -55,6 +55,12 @@ def cpu_backend(request):
 def minilm_path():
     """The real all-MiniLM-L6-v2 checkpoint (fetched into the cache on first use)."""
     return md.assets.path("minilm-l6")
+
+
+@pytest.fixture(scope="module")
+def tok(minilm_path):
+    """The MiniLM-L6 WordPiece tokenizer (one per test module)."""
+    return Tokenizer.from_pretrained(minilm_path)
 
 
 @pytest.fixture(scope="session")

@@ -19,11 +19,6 @@ DOCS = ["The first document has a few words. It spans two lines.",
         "A third document, with more words than fit in one small sequence of tokens, and then some more."] * 7
 
 
-@pytest.fixture(scope="module")
-def tok(minilm_path):
-    return Tokenizer.from_pretrained(minilm_path)
-
-
 @pytest.fixture
 def corpus(tmp_path):
     folder = tmp_path / "corpus"

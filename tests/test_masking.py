@@ -7,13 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from minidistill.data import Tokenizer
 from minidistill.data.masking import MaskingCollator, whole_words
-
-
-@pytest.fixture(scope="module")
-def tok(minilm_path):
-    return Tokenizer.from_pretrained(minilm_path)
 
 
 @pytest.fixture(scope="module")

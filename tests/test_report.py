@@ -18,11 +18,6 @@ from .conftest import tiny_bert, toy_data
 
 
 @pytest.fixture(scope="module")
-def tok(minilm_path):
-    return Tokenizer.from_pretrained(minilm_path)
-
-
-@pytest.fixture(scope="module")
 def models():
     teacher = tiny_bert(0, layers=2)
     plain = tiny_bert(1, layers=1)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minidistill.data import (DataError, Tokenizer, entities, load_squad_file, load_tagged_file, read_conll,
+from minidistill.data import (DataError, entities, load_squad_file, load_tagged_file, read_conll,
                               read_token_jsonl)
 from minidistill.train import metrics
 
@@ -33,11 +33,6 @@ Blackburnnnnnnn NNP I-NP I-PER
 -DOCSTART- -X- -X- O
 Brussels NNP B-NP B-LOC
 """
-
-
-@pytest.fixture(scope="module")
-def tok(minilm_path):
-    return Tokenizer.from_pretrained(minilm_path)
 
 
 @pytest.fixture

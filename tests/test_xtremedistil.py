@@ -13,17 +13,12 @@ import minidistill as md
 from minidistill.compress import (HiddenMSE, LayerMap, LogitMSE, PooledCosine, PooledMSE, SoftKD, Stage, distill,
                                   make_bilstm_student, xtremedistil_stages)
 from minidistill.core import functions as F
-from minidistill.data import TeacherCache, Tokenizer, augment
+from minidistill.data import TeacherCache, augment
 from minidistill.models import BiLSTMStudent, CheckpointError
 from minidistill.models.bert import ModelOutput
 from minidistill.train import TrainConfig, predict
 
 from .conftest import rand, tiny_bert, toy_data
-
-
-@pytest.fixture(scope="module")
-def tok(minilm_path):
-    return Tokenizer.from_pretrained(minilm_path)
 
 
 def _states(seed, n, b=2, t=4, d=3, grad=True):
