@@ -203,7 +203,8 @@ def write(rows: list, done: dict, meta: dict) -> None:
     if two and ("task-specific", "ts-kd") in by:
         best = max(two, key=lambda r: r["test_acc"])
         gap = 100 * (by[("task-specific", "ts-kd")]["test_acc"] - best["test_acc"])
-        verdicts.append(f"best general 2-layer ({best['name']}) {gap:+.1f} points below the task-specific 2-layer "
+        verdicts.append(f"best general 2-layer ({best['name']}) "
+                        f"{f'{gap:.1f} points below' if gap >= 0 else f'{-gap:.1f} points above'} the task-specific 2-layer "
                         f"({'met' if gap <= 1.0 else 'missed'}; target ≤ 1 point)")
     if ("general", "wid") in by and ("general", "kd-192") in by:
         d = 100 * (by[("general", "wid")]["test_acc"] - by[("general", "kd-192")]["test_acc"])
@@ -214,7 +215,17 @@ def write(rows: list, done: dict, meta: dict) -> None:
         verdicts.append(f"attention vs hidden transfer: {d:+.1f} points ({'met' if d >= 0 else 'missed'}; target ≥ 0)")
     if verdicts:
         lines += ["", "Targets: " + "; ".join(verdicts) + "."]
+    gaps = pair_gaps(by)
+    if gaps:
+        lines += ["", "Each general student against the task-specific one of its shape (test accuracy, points): "
+                  + "; ".join(f"{g} − {t}: {d:+.1f}" for g, t, d in gaps) + "."]
     write_block("general", lines)
+
+
+def pair_gaps(by: dict) -> list[tuple[str, str, float]]:
+    """``(general, task-specific, points)`` for every ``PAIRS`` entry whose two rows are both finished."""
+    return [(g, t, 100 * (by[("general", g)]["test_acc"] - by[("task-specific", t)]["test_acc"]))
+            for g, t in PAIRS.items() if ("general", g) in by and ("task-specific", t) in by]
 
 
 def main() -> None:
