@@ -195,8 +195,9 @@ def write(rows: list, done: dict, meta: dict) -> None:
         mlm = f"{m['masked_accuracy']:.3f} / {m['perplexity']:.0f}" if m else "—"
         gw = f"{r['general_wall_s']:.0f} s ({r['general_steps']} steps)" if r["general_wall_s"] else "—"
         ret = f"{r['retention']:.1f}%" if r["retention"] else "—"
+        sd = f" ± {r['test_sd']:.4f}" if r["seeds"] > 1 else " (one seed)"
         lines.append(f"| {r['label']} | {r['kind']} | {r['seeds']} | {r['parameters'] / 1e6:.1f}M | {mlm} | {gw} | "
-                     f"{r['test_acc']:.4f} ± {r['test_sd']:.4f} | {ret} | {r['wall_s']:.0f} s |")
+                     f"{r['test_acc']:.4f}{sd} | {ret} | {r['wall_s']:.0f} s |")
     by = {(r["kind"], r["name"]): r for r in rows}
     verdicts = []
     two = [by[("general", n)] for n in ("kd", "kd-hidden", "kd-attention", "minilm") if ("general", n) in by]
