@@ -118,11 +118,13 @@ def part_ddp(teacher: str, out: str, steps: int) -> dict:
 
 def cpu_model() -> str:
     """The processor's name and its bf16 / AVX-512 support, from /proc/cpuinfo."""
+    from _tables import cpu_name
+
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
         return "unknown CPU"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    name = cpu_name("?")
     flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
     have = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
     return f"{name} ({', '.join(have) if have else 'AVX2, no AVX-512, no bf16 instructions'})"
